@@ -1,0 +1,1 @@
+"""Assay core: all the logic, importable without Streamlit."""

@@ -1,0 +1,283 @@
+"""The DuckDB store: opening, migrating, locking, runs.
+
+Concurrency design. DuckDB lets one process at a time open a database file (for writing, and in
+practice for reading too, since a read-only open is refused while a writer holds the file). So Assay
+never keeps a connection open between operations: every operation opens the file, does its work in a
+transaction and closes it. Two processes on one store (the workbench and a command-line job) therefore
+take turns. A process that finds the file locked waits, retrying, up to `busy_timeout` seconds, and then
+raises `StoreBusy` naming the process that holds the lock. Long jobs stage their work outside the store
+(ingest writes a Parquet staging file; embedding commits batch by batch) so that they hold the lock only
+for short transactions. Threads of one process share one DuckDB instance and never conflict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from core.migrations import LATEST_VERSION, MIGRATIONS
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB = PROJECT_ROOT / "data" / "workbench.duckdb"
+CODE_VERSION = "0.1.0"
+
+_LOCK_PATTERN = re.compile(r"Could not set lock|Conflicting lock", re.IGNORECASE)
+_HOLDER_PATTERN = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+class StoreError(Exception):
+    """Base class of the store's errors."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store's lock for longer than we were willing to wait."""
+
+
+class StoreVersionError(StoreError):
+    """The store was written by a newer Assay than this one."""
+
+
+def default_db_path() -> Path:
+    """The store a user means when they name none: $ASSAY_DB, else data/workbench.duckdb."""
+    env = os.environ.get("ASSAY_DB")
+    return Path(env).expanduser() if env else DEFAULT_DB
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _describe_holder(message: str) -> str:
+    match = _HOLDER_PATTERN.search(message)
+    if not match:
+        return "another process"
+    program, pid = match.groups()
+    return f"process {pid} ({program})"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    dataset_id: int
+    name: str
+    source: str | None
+    format: str | None
+    shape: str | None
+    license: str | None
+    synthetic: bool
+    is_eval: bool
+    description: str | None
+    n_samples: int
+    n_records: int
+    n_skipped: int
+    fields: list[dict[str, str]]
+    load_options: dict[str, Any]
+    loaded_at: datetime
+    ingest_run_id: int | None
+
+
+class Store:
+    """A handle on one DuckDB store file. Cheap to create; holds no open connection."""
+
+    def __init__(self, path: str | Path | None = None, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path).expanduser() if path else default_db_path()
+        self.busy_timeout = busy_timeout
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # ---- connections -------------------------------------------------------------------------
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.Error as exc:  # lock conflicts arrive as IOException
+                if not _LOCK_PATTERN.search(str(exc)):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(
+                        f"The store {self.path} is in use by {_describe_holder(str(exc))}; waited "
+                        f"{self.busy_timeout:.0f}s for it. Wait for that job to finish, or stop it, and try again."
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the store (migrating it the first time in this process) and close it afterwards."""
+        con = self._open()
+        try:
+            self._ensure_schema(con)
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside BEGIN ... COMMIT; any exception rolls everything back."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        key = str(self.path.resolve())
+        if key in _migrated:
+            return
+        with _migrate_lock:
+            if key in _migrated:
+                return
+            migrate(con, self.path)
+            _migrated.add(key)
+
+    # ---- queries used everywhere -------------------------------------------------------------
+
+    def query_df(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(sql, params or []).df()
+
+    def schema_version(self) -> int:
+        with self.connect() as con:
+            return _read_version(con)
+
+    def datasets(self) -> pd.DataFrame:
+        """Every dataset with its size, licence and the kinds of finished runs made on it."""
+        return self.query_df(
+            """
+            SELECT d.dataset_id, d.name, d.n_samples, d.license, d.synthetic, d.is_eval, d.shape,
+                   d.format, d.source, d.loaded_at, d.n_skipped,
+                   coalesce((SELECT string_agg(DISTINCT r.kind, ', ' ORDER BY r.kind) FROM runs r
+                             WHERE r.dataset_id = d.dataset_id AND r.status = 'finished'
+                               AND r.kind <> 'ingest'), '') AS computed
+            FROM datasets d ORDER BY d.name
+            """
+        )
+
+    def dataset(self, name: str) -> DatasetInfo:
+        with self.connect() as con:
+            row = con.execute(
+                "SELECT dataset_id, name, source, format, shape, license, synthetic, is_eval, description, "
+                "n_samples, n_records, n_skipped, fields, load_options, loaded_at, ingest_run_id "
+                "FROM datasets WHERE name = ?",
+                [name],
+            ).fetchone()
+        if row is None:
+            raise KeyError(f"No dataset named {name!r} in {self.path}. Known: {', '.join(self.dataset_names())}")
+        values = list(row)
+        values[12] = json.loads(values[12]) if values[12] else []
+        values[13] = json.loads(values[13]) if values[13] else {}
+        return DatasetInfo(*values)
+
+    def dataset_names(self) -> list[str]:
+        with self.connect() as con:
+            return [r[0] for r in con.execute("SELECT name FROM datasets ORDER BY name").fetchall()]
+
+    def runs(self, dataset: str | None = None) -> pd.DataFrame:
+        sql = (
+            "SELECT r.*, d.name AS dataset FROM runs r LEFT JOIN datasets d USING (dataset_id) "
+            + ("WHERE d.name = ? " if dataset else "")
+            + "ORDER BY r.run_id"
+        )
+        return self.query_df(sql, [dataset] if dataset else [])
+
+    # ---- runs --------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        kind: str,
+        *,
+        dataset_id: int | None = None,
+        params: dict[str, Any] | None = None,
+        model: str | None = None,
+        model_revision: str | None = None,
+        sample_filter: str | None = None,
+        con: duckdb.DuckDBPyConnection | None = None,
+    ) -> int:
+        """Record that a computation started; returns its run id. Runs are never overwritten."""
+        values = [
+            kind, dataset_id, json.dumps(params or {}, sort_keys=True, default=str), model, model_revision,
+            now_utc(), sample_filter, CODE_VERSION, os.getpid(), socket.gethostname(),
+        ]
+        sql = (
+            "INSERT INTO runs (run_id, kind, dataset_id, status, params, model, model_revision, started_at, "
+            "sample_filter, code_version, pid, host) "
+            "VALUES (nextval('run_id_seq'), ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id"
+        )
+        if con is not None:
+            return con.execute(sql, values).fetchone()[0]
+        with self.connect() as own:
+            return own.execute(sql, values).fetchone()[0]
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str = "finished",
+        n_samples: int | None = None,
+        error: str | None = None,
+        con: duckdb.DuckDBPyConnection | None = None,
+    ) -> None:
+        sql = "UPDATE runs SET status = ?, finished_at = ?, n_samples = coalesce(?, n_samples), error = ? WHERE run_id = ?"
+        values = [status, now_utc(), n_samples, error, run_id]
+        if con is not None:
+            con.execute(sql, values)
+            return
+        with self.connect() as own:
+            own.execute(sql, values)
+
+
+def _read_version(con: duckdb.DuckDBPyConnection) -> int:
+    has_meta = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' AND table_schema = 'main'"
+    ).fetchone()[0]
+    if not has_meta:
+        return 0
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: Path | str = "<store>") -> int:
+    """Bring the store's schema up to date in one transaction; refuse a store from a newer Assay."""
+    version = _read_version(con)
+    if version > LATEST_VERSION:
+        raise StoreVersionError(
+            f"The store {path} has schema version {version}, newer than this Assay understands "
+            f"({LATEST_VERSION}). Upgrade Assay to open it; it was left untouched."
+        )
+    pending = [m for m in MIGRATIONS if m[0] > version]
+    if not pending:
+        return version
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for number, _description, sql in pending:
+            con.execute(sql)
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(number)]
+            )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return LATEST_VERSION
