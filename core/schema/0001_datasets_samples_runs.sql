@@ -3,6 +3,7 @@ CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
 CREATE SEQUENCE dataset_id_seq START 1;
 CREATE SEQUENCE run_id_seq START 1;
+CREATE SEQUENCE sample_id_seq START 1;
 
 CREATE TABLE datasets (
     dataset_id     INTEGER PRIMARY KEY,

@@ -1,0 +1,97 @@
+"""The store: migrations, version refusal, and two processes on one file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from core.migrations import LATEST_VERSION, MIGRATIONS
+from core.store import Store, StoreBusy, StoreVersionError, migrate
+
+
+def test_fresh_store_is_at_latest_version(store: Store) -> None:
+    assert store.schema_version() == LATEST_VERSION
+    assert store.datasets().empty
+
+
+def test_older_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(MIGRATIONS[0][2])
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.execute("INSERT INTO runs (run_id, kind, status, started_at) VALUES (7, 'ingest', 'finished', now())")
+    con.close()
+    store = Store(path)
+    assert store.schema_version() == LATEST_VERSION
+    assert store.runs()["run_id"].tolist() == [7]  # old rows survive the upgrade
+
+
+def test_newer_store_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "new.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(LATEST_VERSION + 1)])
+    with pytest.raises(StoreVersionError, match="newer than this Assay"):
+        migrate(con, path)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    con.close()
+    assert tables == {"meta"}
+
+
+def _hold_lock(path: Path, seconds: float) -> subprocess.Popen:
+    code = f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep({seconds})"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_busy_store_names_the_holder(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb", busy_timeout=0.5)
+    store.schema_version()
+    proc = _hold_lock(store.path, 30)
+    try:
+        with pytest.raises(StoreBusy, match=rf"in use by process {proc.pid}"):
+            store.datasets()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert store.datasets().empty  # usable again once the holder is gone
+
+
+def test_waits_for_a_short_holder_instead_of_failing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb", busy_timeout=20)
+    store.schema_version()
+    proc = _hold_lock(store.path, 1.0)
+    started = time.monotonic()
+    run_id = store.start_run("test")
+    proc.wait()
+    assert time.monotonic() - started > 0.3  # it really had to wait
+    assert store.runs()["run_id"].tolist() == [run_id]
+
+
+def test_two_processes_writing_lose_nothing(tmp_path: Path) -> None:
+    """A command-line job and the workbench writing at once: every write from both lands."""
+    path = tmp_path / "shared.duckdb"
+    Store(path).schema_version()
+    writer = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from core.store import Store
+        s = Store({str(path)!r}, busy_timeout=60)
+        for i in range(40):
+            s.start_run("other-process", params={{"i": i}})
+        print("done", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+    store = Store(path, busy_timeout=60)
+    for i in range(40):
+        store.start_run("this-process", params={"i": i})
+    assert proc.communicate(timeout=120)[0].strip() == "done"
+    counts = store.runs().groupby("kind").size().to_dict()
+    assert counts == {"other-process": 40, "this-process": 40}
