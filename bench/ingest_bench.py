@@ -1,0 +1,130 @@
+"""Ingest benchmark: 1,000,000 records built from real shared data, JSONL and Parquet, vs pandas.
+
+    python -m bench.ingest_bench [--rows 1000000]
+
+Each measurement runs in its own process so that its peak memory is its own. Writes
+bench/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import peak_rss_mb, run_isolated, shared_dir, write_results
+
+
+def build_inputs(folder: Path, rows: int) -> tuple[Path, Path]:
+    """GSM8K train and test records repeated with new ids, as JSONL and Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shared = shared_dir()
+    base = [json.loads(line) for name in ("train.jsonl", "test.jsonl")
+            for line in (shared / "gsm8k" / name).read_text().splitlines() if line.strip()]
+    jsonl, parquet = folder / "records.jsonl", folder / "records.parquet"
+    with jsonl.open("w") as out:
+        for i in range(rows):
+            rec = base[i % len(base)]
+            out.write(json.dumps({"id": f"r{i}", "question": rec["question"], "answer": rec["answer"]}) + "\n")
+    chunk = 100_000
+    with pq.ParquetWriter(parquet, pa.schema([("id", pa.string()), ("question", pa.string()),
+                                              ("answer", pa.string())])) as writer:
+        for start in range(0, rows, chunk):
+            idx = range(start, min(rows, start + chunk))
+            writer.write_table(pa.table({
+                "id": [f"r{i}" for i in idx],
+                "question": [base[i % len(base)]["question"] for i in idx],
+                "answer": [base[i % len(base)]["answer"] for i in idx],
+            }))
+    return jsonl, parquet
+
+
+def measure_assay(path: str, db: str) -> dict:
+    from core.ingest import ingest
+    from core.store import Store
+
+    store = Store(db)
+    started = time.perf_counter()
+    report = ingest(store, path, name="bench")
+    seconds = time.perf_counter() - started
+    return {"rows": report.n_samples, "seconds": round(seconds, 2), "rows_per_s": round(report.n_samples / seconds),
+            "peak_rss_mb": round(peak_rss_mb())}
+
+
+def measure_pandas(path: str, db: str) -> dict:
+    """The obvious alternative: read the whole file with pandas, write it with to_sql."""
+    import pandas as pd
+
+    started = time.perf_counter()
+    df = pd.read_json(path, lines=True) if path.endswith(".jsonl") else pd.read_parquet(path)
+    with sqlite3.connect(db) as con:
+        df.to_sql("samples", con, index=False, chunksize=50_000)
+    seconds = time.perf_counter() - started
+    return {"rows": len(df), "seconds": round(seconds, 2), "rows_per_s": round(len(df) / seconds),
+            "peak_rss_mb": round(peak_rss_mb())}
+
+
+def measure_page(db: str) -> dict:
+    """A filtered, sorted page of 50 rows from the big store (what the dataset page asks for)."""
+    from core.browse import Filter, query_samples
+    from core.store import Store
+
+    store = Store(db)
+    timings = {}
+    cases = {
+        "filter n_tokens 50-150, sort n_chars desc": dict(
+            filters=[Filter("n_tokens", "between", (50, 150))], sort="n_chars", descending=True),
+        "search 'apples', sort n_tokens": dict(search="apples", sort="n_tokens"),
+        "page 1000 of unfiltered, sort source_id": dict(sort="source_id", offset=50_000),
+    }
+    for label, kwargs in cases.items():
+        query_samples(store, "bench", limit=50, **kwargs)  # warm the OS cache once
+        runs = []
+        for _ in range(5):
+            started = time.perf_counter()
+            page = query_samples(store, "bench", limit=50, **kwargs)
+            runs.append(time.perf_counter() - started)
+        runs.sort()
+        timings[label] = {"median_ms": round(runs[2] * 1000, 1), "total_matching": int(page.total)}
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--measure", nargs=3, metavar=("WHAT", "PATH", "DB"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        what, path, db = args.measure
+        result = measure_page(db) if what == "page" else {"assay": measure_assay, "pandas": measure_pandas}[what](path, db)
+        print(json.dumps(result))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        print(f"building {args.rows:,} records ...", file=sys.stderr)
+        jsonl, parquet = build_inputs(folder, args.rows)
+        results: dict = {"rows": args.rows, "source": "gsm8k train+test repeated with new ids"}
+        for kind, path in (("jsonl", jsonl), ("parquet", parquet)):
+            for what in ("assay", "pandas"):
+                db = folder / f"{kind}-{what}.db"
+                res = run_isolated("bench.ingest_bench", "--measure", what, str(path), str(db))
+                results[f"{kind}_{what}"] = res
+                print(f"{kind:8s} {what:7s} {res['rows_per_s']:>9,} rows/s  {res['seconds']:7.1f}s  "
+                      f"peak {res['peak_rss_mb']:,} MB", file=sys.stderr)
+            ratio = results[f"{kind}_assay"]["rows_per_s"] / results[f"{kind}_pandas"]["rows_per_s"]
+            results[f"{kind}_speed_ratio_vs_pandas"] = round(ratio, 2)
+        page = run_isolated("bench.ingest_bench", "--measure", "page", "-", str(folder / "parquet-assay.db"))
+        results["page_query"] = page
+        for label, t in page.items():
+            print(f"page: {label}: {t['median_ms']} ms (matching {t['total_matching']:,})", file=sys.stderr)
+    print(write_results("ingest", results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The demo store: real public datasets from ../shared/datasets, each with its licence."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.ingest import IngestReport, ingest
+from core.store import PROJECT_ROOT, Store
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    name: str
+    path: str  # relative to the shared datasets folder
+    license: str
+    synthetic: bool = False
+    is_eval: bool = False
+    shape: str | None = None
+    mapping: dict[str, str] | None = field(default=None, hash=False)
+    description: str = ""
+
+
+DEMO: tuple[DemoDataset, ...] = (
+    DemoDataset("gsm8k-train", "gsm8k/train.jsonl", "MIT", description="Grade-school maths word problems (train)"),
+    DemoDataset("gsm8k-test", "gsm8k/test.jsonl", "MIT", is_eval=True,
+                description="GSM8K test split: an evaluation set, checked for contamination"),
+    DemoDataset("mt-bench", "mt-bench/mt_bench_question.jsonl", "Apache-2.0", is_eval=True,
+                description="80 two-turn benchmark questions in 8 categories"),
+    DemoDataset("arena-hard", "arena-hard/arena_hard_v0.1_question.jsonl", "Apache-2.0", is_eval=True,
+                description="500 hard user prompts in 250 topic clusters"),
+    DemoDataset("alpaca-gpt4-demo-1k", "alpaca-gpt4-demo-1k/alpaca_en_demo.json", "CC-BY-NC-4.0", synthetic=True,
+                description="Alpaca instructions answered by GPT-4 (non-commercial)"),
+    DemoDataset("self-instruct-user-oriented", "self-instruct-user-oriented/user_oriented_instructions.jsonl",
+                "Apache-2.0", description="252 expert-written instructions with app categories"),
+    DemoDataset("oasst-sample", "oasst-sample/en_100_tree.jsonl", "Apache-2.0",
+                description="100 OpenAssistant conversation trees, one sample per root-to-leaf path"),
+    DemoDataset("hh-rlhf-harmless-test", "hh-rlhf-harmless-test/harmless-base_test.jsonl", "MIT",
+                description="Anthropic HH harmless preference pairs (offensive content by design)"),
+    DemoDataset("hate-offensive-crowd", "hate-offensive-crowd/labeled_data.csv", "MIT", shape="mapped",
+                mapping={"text": "tweet"}, description="Tweets with 3-class crowd votes (offensive content by design)"),
+)
+
+
+def shared_datasets_dir() -> Path:
+    env = os.environ.get("ASSAY_SHARED_DATASETS")
+    return Path(env) if env else PROJECT_ROOT.parent / "shared" / "datasets"
+
+
+def load_demo(store: Store, shared: Path | None = None, *, if_empty: bool = True,
+              names: list[str] | None = None) -> list[IngestReport]:
+    """Load the demo datasets that exist under `shared` and are not in the store yet."""
+    folder = shared or shared_datasets_dir()
+    if not folder.is_dir():
+        return []
+    present = set(store.dataset_names())
+    if if_empty and present:
+        return []
+    reports = []
+    for demo in DEMO:
+        if (names and demo.name not in names) or demo.name in present or not (folder / demo.path).exists():
+            continue
+        reports.append(ingest(
+            store, folder / demo.path, name=demo.name, shape=demo.shape, mapping=demo.mapping,
+            license=demo.license, synthetic=demo.synthetic, is_eval=demo.is_eval, description=demo.description,
+        ))
+    return reports

@@ -1,0 +1,834 @@
+"""Streaming readers for every source format: raw records in batches, each with a locator.
+
+A locator names where a record came from in words a user can act on ("train.jsonl line 17",
+"data.parquet row 1234", "shards/part-002.csv line 9", "hub:gsm8k split train row 5"), so every error
+further down the ingest can point at the file and the line.
+
+Conventions:
+- "line N" is 1-based, as in an editor (CSV: the header is line 1, a record is named by its first line).
+  "row N" / "record N" is the 0-based index, as in ``df.iloc[N]``, ``dataset[N]`` or ``data[N]``.
+- CSV values stay strings, exactly as in the file ("007" stays "007", an empty cell is ""); casting
+  columns is left to the caller, who sees every row (DuckDB's TRY_CAST does it in one pass).
+- JSON documents (.json) are parsed whole (JSON is not streamable without a second parser); JSON Lines,
+  CSV, Parquet and Arrow stream in bounded memory. A .json file that actually holds JSON Lines is read
+  as JSON Lines.
+- ``on_error(locator, message)`` receives the problem without the locator prefix; per-record problems
+  (a bad line, a ragged row, a non-object record) can be skipped that way. Problems with the file itself
+  (wrong type, corrupt compression, empty file) always raise ``FormatError``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import zstandard
+
+FORMATS: tuple[str, ...] = ("jsonl", "json", "parquet", "csv", "arrow", "hub")
+
+OnError = Callable[[str, str], None]
+
+_CHUNK = 256 * 1024  # chunk + its split lines stay ~1 MB; larger chunks are no faster
+_HEAD = 64 * 1024
+_COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
+               ".csv": "csv", ".tsv": "csv"}
+_DECOMPRESS_ERRORS = (OSError, EOFError, zstandard.ZstdError)  # gzip raises the first two
+_MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
+_EXPECTED = {
+    "jsonl": "one JSON object per line",
+    "json": "a JSON list of objects, or an object holding one list of objects",
+    "csv": "CSV text with a header line",
+    "parquet": "Parquet (magic PAR1)",
+}
+_NOT_TEXT = ("a Parquet file", "gzip-compressed data", "zstd-compressed data", "a zip archive",
+             "an Arrow file", "binary data", "UTF-16 text")
+_SAVE_TO_DISK_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """One source record as read, before any shape detection."""
+
+    record: dict[str, Any]
+    locator: str
+    raw_json: str | None  # JSON Lines only: the line as written, so the caller need not re-serialise
+
+
+class FormatError(ValueError):
+    """A source that cannot be read as expected; the message names the file, the record and what was expected."""
+
+    def __init__(self, message: str, *, path: str | Path, locator: str | None = None) -> None:
+        super().__init__(message)
+        self.path = str(path)
+        self.locator = locator
+
+
+# --------------------------------------------------------------------------------------------- detection
+
+
+def _split_suffixes(path: Path) -> tuple[str | None, str | None]:
+    """(format, compression) from a file name such as ``train.jsonl.zst``; None where unknown."""
+    name = path.name.lower()
+    compression = None
+    for ext, comp in _COMPRESSIONS.items():
+        if name.endswith(ext):
+            compression, name = comp, name[: -len(ext)]
+            break
+    fmt = _EXTENSIONS.get(Path(name).suffix)
+    if fmt == "parquet" and compression:
+        fmt = None  # Parquet compresses internally; a .parquet.gz is not something we read
+    return fmt, compression
+
+
+def _looks_like(head: bytes) -> str:
+    """A short description of what some bytes look like, for error messages."""
+    if head.startswith(b"PAR1"):
+        return "a Parquet file"
+    if head.startswith(_MAGIC["gzip"]):
+        return "gzip-compressed data"
+    if head.startswith(_MAGIC["zstd"]):
+        return "zstd-compressed data"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive"
+    if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
+        return "an Arrow file"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "UTF-16 text"
+    if b"\x00" in head[:4096]:
+        return "binary data"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return "a JSON array"
+    if text.startswith(b"{"):
+        first = text.split(b"\n", 1)[0].strip()
+        try:
+            if isinstance(orjson.loads(first), dict):
+                return "JSON Lines"
+        except orjson.JSONDecodeError:
+            pass
+        return "a JSON object"
+    if not text:
+        return "an empty file"
+    return "text"
+
+
+def _sniff_format(path: Path) -> str | None:
+    """Guess a file's format from its content, for names without a known extension."""
+    with open(path, "rb") as fh:
+        head = fh.read(_HEAD)
+    looks = _looks_like(head)
+    return {"a Parquet file": "parquet", "a JSON array": "json", "a JSON object": "json",
+            "JSON Lines": "jsonl"}.get(looks)
+
+
+def _is_save_to_disk(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in _SAVE_TO_DISK_FILES)
+
+
+def _shard_files(folder: Path) -> list[Path]:
+    """Data files in a folder and its direct subfolders, sorted by relative path; hidden and _meta skipped."""
+    found: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith((".", "_")):
+            continue
+        if entry.is_dir():
+            found.extend(p for p in sorted(entry.iterdir()) if p.is_file() and not p.name.startswith((".", "_")))
+        elif entry.is_file():
+            found.append(entry)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _folder_shards(folder: Path, fmt: str | None, split: str | None) -> tuple[str, list[Path]]:
+    """The single format of a folder of shards and its files in order; FormatError if mixed or empty."""
+    files = _shard_files(folder)
+    by_format: dict[str, list[Path]] = {}
+    for f in files:
+        f_fmt, _ = _split_suffixes(f)
+        if f_fmt:
+            by_format.setdefault(f_fmt, []).append(f)
+    if fmt is not None:
+        by_format = {fmt: by_format.get(fmt, [])}
+    if split is not None:
+        token = re.compile(rf"(^|[/_.-]){re.escape(split)}([/_.-]|$)")
+        by_format = {k: [f for f in v if token.search(f.relative_to(folder).as_posix())]
+                     for k, v in by_format.items()}
+    by_format = {k: v for k, v in by_format.items() if v}
+    if not by_format:
+        names = ", ".join(f.relative_to(folder).as_posix() for f in files[:10]) or "nothing"
+        wanted = f"{fmt} " if fmt else ""
+        for_split = f" for split '{split}'" if split else ""
+        raise FormatError(
+            f"{folder.name}/: no {wanted}data files{for_split} (found: {names}); expected .jsonl, .json, "
+            ".parquet, .csv or .tsv files (optionally .gz/.zst), or a datasets.save_to_disk folder",
+            path=folder,
+        )
+    if len(by_format) > 1:
+        listing = "; ".join(f"{k}: {', '.join(p.name for p in v[:3])}{' ...' if len(v) > 3 else ''}"
+                            for k, v in sorted(by_format.items()))
+        raise FormatError(
+            f"{folder.name}/: mixes formats ({listing}); expected shards of one format — "
+            "pass format= to pick one or split the folder",
+            path=folder,
+        )
+    ((only, shard_list),) = by_format.items()
+    return only, shard_list
+
+
+def _hub_id(source: str | Path) -> str | None:
+    """The hub id a string names, or None if it should be treated as a local path."""
+    if isinstance(source, Path):
+        return None
+    text = source.strip()
+    if text.startswith("hub:"):
+        return text[4:]
+    if Path(text).expanduser().exists() or not _HUB_ID.match(text):
+        return None
+    if _split_suffixes(Path(text))[0] or text.endswith((".gz", ".zst", ".arrow")):
+        return None  # a missing file, not a dataset id
+    head = text.split("/", 1)[0]
+    if "/" in text and Path(head).is_dir():
+        return None  # "folder/missing": a local path
+    return text
+
+
+def _existing(source: str | Path) -> Path:
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return path
+
+
+def detect_format(source: str | Path) -> str:
+    """The format of a source: from its extension, its folder contents, or "hub" for a dataset id."""
+    if _hub_id(source) is not None:
+        return "hub"
+    path = _existing(source)
+    if path.is_dir():
+        if _is_save_to_disk(path):
+            return "arrow"
+        return _folder_shards(path, None, None)[0]
+    fmt, compression = _split_suffixes(path)
+    if fmt is None and path.suffix.lower() not in _COMPRESSIONS:
+        fmt = _sniff_format(path)
+    if fmt == "json":
+        try:
+            fmt = "jsonl" if _json_is_jsonl(path, compression, "utf-8") else fmt
+        except FormatError:
+            pass  # not what its name says: iter_batches reports that with the details
+    if fmt is None:
+        raise FormatError(
+            f"{path.name}: cannot tell the format from the name or the content; expected a file ending in "
+            ".jsonl, .ndjson, .json, .parquet, .csv or .tsv (optionally .gz or .zst) — or pass format=",
+            path=path,
+        )
+    return fmt
+
+
+# ------------------------------------------------------------------------------------------------ opening
+
+
+@contextmanager
+def _open_binary(path: Path, compression: str | None, fmt: str, encoding: str = "utf-8") -> Iterator[IO[bytes]]:
+    """Open a file for reading, decompressing as its name says; FormatError if the bytes disagree."""
+    with open(path, "rb") as raw:
+        head = raw.read(_HEAD)
+        raw.seek(0)
+        if compression is None:
+            looks = _looks_like(head)
+            # NUL bytes and a UTF-16 BOM are fine when the caller said the file is UTF-16/32
+            wide_text = looks in ("binary data", "UTF-16 text") and not _ascii_compatible(encoding)
+            if looks in _NOT_TEXT and not wide_text:
+                hint = " — rename it with .gz/.zst" if "compressed" in looks else ""
+                if looks == "UTF-16 text":
+                    hint = " — pass encoding='utf-16'"
+                raise FormatError(
+                    f"{path.name}: looks like {looks}, not {fmt.upper()} text; expected {_EXPECTED[fmt]}{hint}",
+                    path=path,
+                )
+            yield raw
+            return
+        if not head.startswith(_MAGIC[compression]):
+            raise FormatError(
+                f"{path.name}: not {compression}-compressed (looks like {_looks_like(head)}); expected "
+                f"{compression} data (magic {_MAGIC[compression].hex(' ')}) as the name says — rename the file",
+                path=path,
+            )
+        if compression == "gzip":
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                yield stream  # type: ignore[misc]
+        else:
+            yield io.BufferedReader(_ZstdRaw(raw), buffer_size=_CHUNK)
+
+
+class _ZstdRaw(io.RawIOBase):
+    """Raw zstd decompression over frames that, unlike zstandard's stream_reader, notices truncation."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._in_frame = False
+        self._buf = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        if self._pos >= len(self._buf) and not self._fill():
+            return 0
+        size = min(len(target), len(self._buf) - self._pos)
+        target[:size] = self._buf[self._pos : self._pos + size]
+        self._pos += size
+        return size
+
+    def _fill(self) -> bool:
+        """Decompress more input into the buffer; False at a clean end of the last frame."""
+        while True:
+            data = self._raw.read(_CHUNK)
+            if not data:
+                if self._in_frame:
+                    raise zstandard.ZstdError("the data ends in the middle of a zstd frame")
+                return False
+            out = []
+            while data:  # a file may hold several frames back to back
+                self._in_frame = True
+                out.append(self._obj.decompress(data))
+                data = b""
+                if self._obj.eof:
+                    data = self._obj.unused_data
+                    self._obj = self._dctx.decompressobj()
+                    self._in_frame = False
+            self._buf, self._pos = b"".join(out), 0
+            if self._buf:
+                return True
+
+
+def _corrupt(path: Path, compression: str | None, after: str, exc: Exception) -> FormatError:
+    what = f"{compression} stream" if compression else "file"
+    where = f" {after}" if after else ""
+    return FormatError(f"{path.name}: {what} is corrupt or truncated{where} ({exc}); expected a complete "
+                       f"{what}", path=path)
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    """True for encodings where b"\\n" is a newline byte, so binary line splitting is safe."""
+    try:
+        return "\n{,\"".encode(encoding) == b"\n{,\""
+    except (LookupError, UnicodeError):
+        return False
+
+
+def _normal_encoding(encoding: str) -> str:
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError as exc:
+        raise ValueError(f"unknown encoding {encoding!r}") from exc
+
+
+def _binary_lines(stream: IO[bytes], path: Path, compression: str | None) -> Iterator[bytes]:
+    """Lines without their b"\\n", read in chunks so memory stays bounded by the longest line."""
+    rest = b""
+    count = 0
+    while True:
+        try:
+            chunk = stream.read(_CHUNK)
+        except _DECOMPRESS_ERRORS as exc:
+            raise _corrupt(path, compression, f"after line {count}", exc) from exc
+        if not chunk:
+            break
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        count += len(lines)
+        yield from lines
+    if rest:
+        yield rest
+
+
+def _decode_problem(exc: UnicodeDecodeError, line: bytes, encoding: str) -> str:
+    byte = line[exc.start : exc.start + 1].hex()
+    other = "latin-1" if encoding.startswith("utf") else "utf-8"
+    name = "UTF-8" if encoding == "utf-8" else encoding
+    return (f"not valid {name} at byte {exc.start + 1} (0x{byte}); expected {name} text "
+            f"(re-encode the file, or pass encoding='{other}')")
+
+
+class _RecordError(Exception):
+    """A per-record problem: raised as FormatError, or reported to on_error and skipped."""
+
+    def __init__(self, locator: str, problem: str) -> None:
+        super().__init__(problem)
+        self.locator = locator
+        self.problem = problem
+
+
+def _reporter(path: Path, on_error: OnError | None) -> Callable[[_RecordError], None]:
+    def report(err: _RecordError) -> None:
+        if on_error is None:
+            raise FormatError(f"{err.locator}: {err.problem}", path=path, locator=err.locator) from None
+        on_error(err.locator, err.problem)
+
+    return report
+
+
+def _text_lines(stream: IO[bytes], path: Path, compression: str | None, encoding: str,
+                name: str, report: Callable[[_RecordError], None]) -> Iterator[tuple[int, str, bool]]:
+    """(line number, text, decoded cleanly) per line; a line that failed is reported, then given replaced."""
+    if not _ascii_compatible(encoding):
+        # UTF-16/32: newline bytes are not b"\n", so let the codec split lines (no per-line byte offsets)
+        text = io.TextIOWrapper(stream, encoding=encoding, newline="")  # type: ignore[arg-type]
+        try:
+            for number, line in enumerate(text, 1):
+                yield number, line.rstrip("\r\n"), True
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"{name}: not valid {encoding} ({exc.reason}); expected {encoding} text",
+                              path=path) from exc
+        return
+    strip_bom = encoding in ("utf-8", "utf-8-sig")
+    decode_as = "utf-8" if strip_bom else encoding
+    for number, line in enumerate(_binary_lines(stream, path, compression), 1):
+        if strip_bom and number == 1 and line.startswith(codecs.BOM_UTF8):
+            line = line[3:]
+        try:
+            yield number, line.decode(decode_as), True
+        except UnicodeDecodeError as exc:
+            report(_RecordError(f"{name} line {number}", _decode_problem(exc, line, decode_as)))
+            # still passed on (with U+FFFD) so a CSV reader keeps its quoting in step; the record is dropped
+            yield number, line.decode(decode_as, "replace"), False
+
+
+# ----------------------------------------------------------------------------------------------- formats
+
+
+def _type_name(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _read_jsonl(path: Path, name: str, compression: str | None, encoding: str,
+                report: Callable[[_RecordError], None]) -> Iterator[RawRecord]:
+    seen_content = False
+    loads = orjson.loads
+    with _open_binary(path, compression, "jsonl", encoding) as stream:
+        for number, text, clean in _text_lines(stream, path, compression, encoding, name, report):
+            if not clean:
+                seen_content = True
+                continue
+            line = text.strip()
+            if not line:
+                continue
+            seen_content = True
+            try:
+                obj = loads(line)
+            except orjson.JSONDecodeError as exc:
+                # orjson is strict on purpose: NaN, lone surrogates and the like could not be stored as UTF-8 JSON
+                report(_RecordError(f"{name} line {number}", _jsonl_problem(exc, line, number)))
+                continue
+            if type(obj) is not dict:
+                report(_RecordError(f"{name} line {number}",
+                                    f"expected a JSON object, got {_type_name(obj)}; "
+                                    "JSON Lines holds one object per line"))
+                continue
+            yield RawRecord(obj, f"{name} line {number}", line)
+    if not seen_content:
+        raise FormatError(f"{name}: empty file; expected {_EXPECTED['jsonl']}", path=path)
+
+
+def _jsonl_problem(exc: orjson.JSONDecodeError, line: str, number: int) -> str:
+    problem = f"not valid JSON ({exc.msg} at column {exc.colno}); expected {_EXPECTED['jsonl']}"
+    if number == 1 and line in ("[", "{"):
+        problem += " — the file looks like one JSON document spread over many lines: is it .json?"
+    return problem
+
+
+def _read_json(path: Path, name: str, compression: str | None, encoding: str, split: str | None,
+               report: Callable[[_RecordError], None]) -> Iterator[RawRecord]:
+    with _open_binary(path, compression, "json", encoding) as stream:
+        try:
+            data = stream.read()
+        except _DECOMPRESS_ERRORS as exc:
+            raise _corrupt(path, compression, "", exc) from exc
+    if not data.strip():
+        raise FormatError(f"{name}: empty file; expected {_EXPECTED['json']}", path=path)
+    doc = _parse_json_document(data, path, name, encoding)
+    records, key = _records_in(doc, path, name, split)
+    prefix = f"{name} {key} record" if key else f"{name} record"
+    for index, item in enumerate(records):
+        if type(item) is dict:
+            yield RawRecord(item, f"{prefix} {index}", None)
+        else:
+            report(_RecordError(f"{prefix} {index}", f"expected a JSON object, got {_type_name(item)}"))
+
+
+def _parse_json_document(data: bytes, path: Path, name: str, encoding: str) -> Any:
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[3:]
+    if encoding != "utf-8":
+        try:
+            return orjson.loads(data.decode(encoding))
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"{name}: not valid {encoding} ({exc.reason}); expected {encoding} text",
+                              path=path) from exc
+        except orjson.JSONDecodeError as exc:
+            raise _json_syntax(exc, path, name) from exc
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            line_no = data.count(b"\n", 0, uexc.start) + 1
+            line_start = data.rfind(b"\n", 0, uexc.start) + 1
+            byte = data[uexc.start : uexc.start + 1].hex()
+            locator = f"{name} line {line_no}"
+            raise FormatError(
+                f"{locator}: not valid UTF-8 at byte {uexc.start - line_start + 1} (0x{byte}); expected UTF-8 "
+                "text (re-encode the file, or pass encoding='latin-1')", path=path, locator=locator,
+            ) from uexc
+        raise _json_syntax(exc, path, name) from exc
+
+
+def _json_syntax(exc: orjson.JSONDecodeError, path: Path, name: str) -> FormatError:
+    locator = f"{name} line {exc.lineno}"
+    hint = " — is it JSON Lines? pass format='jsonl'" if "after document" in exc.msg else ""
+    return FormatError(f"{locator}: not valid JSON ({exc.msg} at column {exc.colno}); expected "
+                       f"{_EXPECTED['json']}{hint}", path=path, locator=locator)
+
+
+def _records_in(doc: Any, path: Path, name: str, key: str | None) -> tuple[list[Any], str | None]:
+    """The list of records in a JSON document, and the key it sat under (None for a top-level list)."""
+    if isinstance(doc, list):
+        if not doc:
+            raise FormatError(f"{name}: holds an empty list; expected at least one record", path=path)
+        return doc, None
+    if not isinstance(doc, dict):
+        raise FormatError(f"{name}: holds a JSON {_type_name(doc)}; expected {_EXPECTED['json']}", path=path)
+    lists = [k for k, v in doc.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
+    if key is not None:
+        if key not in lists:
+            raise FormatError(f"{name}: has no list of objects under {key!r} (lists of objects: "
+                              f"{', '.join(map(repr, lists)) or 'none'})", path=path)
+        return doc[key], key
+    if len(lists) == 1:
+        return doc[lists[0]], lists[0]
+    if not lists:
+        raise FormatError(f"{name}: the top-level object (keys: {', '.join(map(repr, list(doc)[:10]))}) holds "
+                          f"no list of objects; expected {_EXPECTED['json']}", path=path)
+    raise FormatError(f"{name}: the top-level object holds several lists of objects "
+                      f"({', '.join(map(repr, lists))}); expected one — pass split=<key> to pick one", path=path)
+
+
+def _json_is_jsonl(path: Path, compression: str | None, encoding: str) -> bool:
+    """A .json file whose first line is a whole object and that has more after it is JSON Lines."""
+    with _open_binary(path, compression, "json", encoding) as stream:
+        try:
+            head = stream.read(_CHUNK)
+        except _DECOMPRESS_ERRORS:
+            return False  # the JSON reader reports corruption properly
+    head = head.lstrip(codecs.BOM_UTF8 + b" \t\r\n")
+    first, sep, rest = head.partition(b"\n")
+    if not sep or not rest.strip() or not first.strip().startswith(b"{"):
+        return False
+    try:
+        return isinstance(orjson.loads(first), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _read_csv(path: Path, name: str, compression: str | None, encoding: str,
+              report: Callable[[_RecordError], None]) -> Iterator[RawRecord]:
+    stem = path.name.lower().removesuffix(".gz").removesuffix(".zst")
+    delimiter = "\t" if stem.endswith(".tsv") else ","
+    csv.field_size_limit(1 << 30)  # the default 128 KB refuses long samples; the limit is process-wide
+    bad_lines: list[int] = []  # lines that failed to decode: the record holding one is dropped
+
+    def lines(stream: IO[bytes]) -> Iterator[str]:
+        # our own line iterator, so a decoding error names its physical line; csv wants the line ends kept
+        content_seen = False
+        for number, text, clean in _text_lines(stream, path, compression, encoding, name, report):
+            if not clean:
+                bad_lines.append(number)
+            elif not content_seen and text.strip():
+                content_seen = True
+                if text.lstrip()[:1] in ("[", "{"):
+                    looks = "JSON Lines" if text.strip().endswith("}") else "JSON"
+                    raise FormatError(f"{name}: looks like {looks} (starts with {text.strip()[:20]!r}), not "
+                                      f"CSV; expected {_EXPECTED['csv']} — load it as JSON", path=path)
+            yield text + "\n"
+
+    with _open_binary(path, compression, "csv", encoding) as stream:
+        reader = csv.reader(lines(stream), delimiter=delimiter, strict=True)
+        header = _csv_header(reader, path, name)
+        width = len(header)
+        last_line = reader.line_num
+        rows_seen = False
+        while True:
+            start = last_line + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                locator = f"{name} line {start}"
+                raise FormatError(f"{locator}: not valid CSV ({exc}); expected {_EXPECTED['csv']} "
+                                  "(is a quoted field left open?)", path=path, locator=locator) from exc
+            end, last_line = reader.line_num, reader.line_num
+            if bad_lines and bad_lines[-1] >= start:
+                bad_lines.clear()
+                continue  # already reported by the line decoder
+            if not row or (len(row) == 1 and not row[0]):
+                continue  # blank line
+            rows_seen = True
+            if len(row) != width:
+                lines_span = f"line {start}" if end == start else f"lines {start}-{end}"
+                report(_RecordError(f"{name} line {start}",
+                                    f"{len(row)} fields, expected {width} as in the header ({lines_span})"))
+                continue
+            yield RawRecord(dict(zip(header, row, strict=True)), f"{name} line {start}", None)
+        if not rows_seen:
+            raise FormatError(f"{name}: has a header line but no rows; expected at least one record", path=path)
+
+
+def _csv_header(reader: Any, path: Path, name: str) -> list[str]:
+    try:
+        header = next(reader)
+        while header == [] or header == [""]:
+            header = next(reader)
+    except StopIteration:
+        raise FormatError(f"{name}: empty file; expected {_EXPECTED['csv']}", path=path) from None
+    except csv.Error as exc:
+        raise FormatError(f"{name} line 1: not valid CSV ({exc}); expected {_EXPECTED['csv']}",
+                          path=path, locator=f"{name} line 1") from exc
+    # duplicate names would overwrite each other in a dict: rename as pandas does ("a", "a.1")
+    seen: dict[str, int] = {}
+    out = []
+    for column in header:
+        if column in seen:
+            seen[column] += 1
+            column = f"{column}.{seen[column]}"
+        seen.setdefault(column, 0)
+        out.append(column)
+    return out
+
+
+def _read_parquet(path: Path, name: str, batch_size: int) -> Iterator[RawRecord]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        if head != b"PAR1":
+            fh.seek(0)
+            raise FormatError(_not_parquet(name, fh.read(_HEAD)), path=path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FormatError(f"{name}: not a readable Parquet file ({exc}); expected {_EXPECTED['parquet']}",
+                          path=path) from exc
+    if pf.metadata.num_rows == 0:
+        raise FormatError(f"{name}: holds no rows; expected at least one record", path=path)
+    index = 0
+    try:
+        for batch in pf.iter_batches(batch_size=batch_size):
+            for row in batch.to_pylist():
+                yield RawRecord(row, f"{name} row {index}", None)
+                index += 1
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FormatError(f"{name}: Parquet data is corrupt after row {index} ({exc})", path=path) from exc
+
+
+def _not_parquet(name: str, head: bytes) -> str:
+    shown = head[:4].decode("utf-8", "replace")
+    looks = _looks_like(head)
+    hint = {"JSON Lines": " — is it JSON Lines?", "a JSON array": " — is it JSON?",
+            "a JSON object": " — is it JSON?", "text": " — is it CSV or text?"}.get(looks, f" — it looks like {looks}")
+    if not head:
+        return f"{name}: empty file; expected {_EXPECTED['parquet']}"
+    return f"{name}: not a Parquet file (starts with {shown!r}); expected {_EXPECTED['parquet']}{hint}"
+
+
+def _load_from_disk(folder: Path, split: str | None) -> tuple[Any, str | None]:
+    """The Dataset inside a save_to_disk folder, and the split name it came from (None for a plain Dataset)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(folder))
+    except Exception as exc:
+        raise FormatError(f"{folder.name}/: could not be loaded as a datasets.save_to_disk folder ({exc})",
+                          path=folder) from exc
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = list(loaded)
+        if split is None:
+            if len(splits) != 1:
+                raise FormatError(f"{folder.name}/: holds several splits ({', '.join(splits)}); "
+                                  "expected one — pass split=<name>", path=folder)
+            split = splits[0]
+        if split not in loaded:
+            raise FormatError(f"{folder.name}/: has no split {split!r} (splits: {', '.join(splits)})",
+                              path=folder)
+        return loaded[split], split
+    return loaded, None
+
+
+def _read_arrow(folder: Path, split: str | None, batch_size: int) -> Iterator[RawRecord]:
+    dataset, split = _load_from_disk(folder, split)
+    prefix = f"{folder.name} split {split} row" if split else f"{folder.name} row"
+    index = 0
+    # the arrow format streams tables from the memory-mapped files: no pandas, no Python decoding per cell
+    for table in dataset.with_format("arrow").iter(batch_size=batch_size):
+        for row in table.to_pylist():
+            yield RawRecord(row, f"{prefix} {index}", None)
+            index += 1
+
+
+def _read_hub(dataset_id: str, split: str | None, hub_config: str | None,
+              batch_size: int) -> Iterator[RawRecord]:
+    import datasets
+
+    split = split or "train"
+    prefix = f"hub:{dataset_id} split {split} row"
+    index = 0
+    try:
+        stream = datasets.load_dataset(dataset_id, hub_config, split=split, streaming=True)
+        for batch in stream.iter(batch_size=batch_size):
+            columns = list(batch)
+            for values in zip(*(batch[c] for c in columns), strict=True):
+                yield RawRecord(dict(zip(columns, values, strict=True)), f"{prefix} {index}", None)
+                index += 1
+    except FormatError:
+        raise
+    except Exception as exc:
+        where = f" after row {index}" if index else ""
+        raise FormatError(f"hub dataset {dataset_id!r} could not be loaded{where}: {exc}; {_hub_advice(exc)}",
+                          path=f"hub:{dataset_id}") from exc
+
+
+def _hub_advice(exc: Exception) -> str:
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if offline or isinstance(exc, (ConnectionError, TimeoutError)):
+        return ("the Hugging Face hub is not reachable from here — download it where it is and load the "
+                "files or a save_to_disk folder")
+    return "check the dataset id, hub_config and split"
+
+
+# ------------------------------------------------------------------------------------------------- public
+
+
+def _file_records(path: Path, name: str, fmt: str, *, batch_size: int, encoding: str, split: str | None,
+                  report: Callable[[_RecordError], None]) -> Iterator[RawRecord]:
+    if path.stat().st_size == 0:
+        raise FormatError(f"{name}: empty file; expected {_EXPECTED.get(fmt, fmt)}", path=path)
+    _, compression = _split_suffixes(path)
+    if fmt == "parquet":
+        return _read_parquet(path, name, batch_size)
+    if fmt == "jsonl":
+        return _read_jsonl(path, name, compression, encoding, report)
+    if fmt == "json":
+        if _json_is_jsonl(path, compression, encoding):
+            return _read_jsonl(path, name, compression, encoding, report)
+        return _read_json(path, name, compression, encoding, split, report)
+    if fmt == "csv":
+        return _read_csv(path, name, compression, encoding, report)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _records(source: str | Path, fmt: str | None, *, batch_size: int, on_error: OnError | None,
+             encoding: str, split: str | None, hub_config: str | None) -> Iterator[RawRecord]:
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    hub = _hub_id(source)
+    if fmt == "hub" or (fmt is None and hub is not None):
+        return _read_hub(hub or str(source), split, hub_config, batch_size)
+    path = _existing(source)
+    encoding = _normal_encoding(encoding)
+    report = _reporter(path, on_error)
+    if path.is_dir():
+        if fmt == "arrow" or (fmt is None and _is_save_to_disk(path)):
+            return _read_arrow(path, split, batch_size)
+        shard_format, shards = _folder_shards(path, fmt, split)
+        return _shards(path, shards, shard_format, batch_size=batch_size, encoding=encoding, report=report)
+    if fmt == "arrow":
+        raise FormatError(f"{path.name}: format 'arrow' means a folder written by datasets' save_to_disk; "
+                          "pass that folder", path=path)
+    fmt = fmt or detect_format(path)
+    return _file_records(path, path.name, fmt, batch_size=batch_size, encoding=encoding, split=split,
+                         report=report)
+
+
+def _shards(folder: Path, shards: list[Path], fmt: str, **kwargs: Any) -> Iterator[RawRecord]:
+    for shard in shards:
+        name = f"{folder.name}/{shard.relative_to(folder).as_posix()}"
+        yield from _file_records(shard, name, fmt, split=None, **kwargs)
+
+
+def _batched(records: Iterable[RawRecord], batch_size: int) -> Iterator[list[RawRecord]]:
+    batch: list[RawRecord] = []
+    append = batch.append
+    for record in records:
+        append(record)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+            append = batch.append
+    if batch:
+        yield batch
+
+
+def iter_batches(
+    source: str | Path,
+    format: str | None = None,
+    *,
+    batch_size: int = 8192,
+    on_error: OnError | None = None,
+    encoding: str = "utf-8",
+    split: str | None = None,
+    hub_config: str | None = None,
+) -> Iterator[list[RawRecord]]:
+    """Stream a source's records in lists of at most ``batch_size``, each with its locator.
+
+    ``format`` is one of FORMATS (detected when None). ``on_error(locator, message)`` is called for a bad
+    record, which is then skipped; without it the first bad record raises FormatError. ``split`` picks a
+    split of a DatasetDict folder or a hub dataset, the shards of a folder whose paths name it, or the key
+    of a JSON object holding several lists. A missing path raises FileNotFoundError.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    records = _records(source, format, batch_size=batch_size, on_error=on_error, encoding=encoding,
+                       split=split, hub_config=hub_config)
+    return _batched(records, batch_size)
+
+
+def count_hint(source: str | Path, format: str | None = None, *, split: str | None = None) -> int | None:
+    """A cheap record count where the source knows it (Parquet metadata, Arrow num_rows), else None."""
+    fmt = format or detect_format(source)
+    if fmt == "hub":
+        return None
+    path = _existing(source)
+    if fmt == "arrow":
+        try:
+            return int(_load_from_disk(path, split)[0].num_rows)
+        except FormatError:
+            return None
+    if fmt != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    files = _folder_shards(path, "parquet", split)[1] if path.is_dir() else [path]
+    try:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except Exception:
+        return None  # an unreadable file is reported properly by iter_batches
