@@ -314,8 +314,8 @@ def _import(store: Store, staging: Path, *, name: str, source: str, fmt: str, sh
             SELECT nextval('sample_id_seq'), ?, source_id, {row_idx}, messages, rejected, text, len(messages),
                    n_chars, n_tokens, meta, raw
             FROM (
-                SELECT *, array_to_string(list_transform(messages, lambda m: CASE WHEN m.role = 'text' THEN m.content
-                          ELSE m.role || ': ' || m.content END), chr(10) || chr(10)) AS text
+                -- The flat text is the turns' contents only, so a search for "user" finds users, not roles.
+                SELECT *, array_to_string(list_transform(messages, lambda m: m.content), chr(10) || chr(10)) AS text
                 FROM read_parquet(?) {keep}
             )
             """,

@@ -52,7 +52,7 @@ def test_gsm8k_train_is_loaded_whole(store: Store, shared: Path) -> None:
     assert json.loads(first["raw"]) == lines[0]  # the raw record is kept whole
     assert first["n_chars"] == len(lines[0]["question"]) + len(lines[0]["answer"])
     assert first["n_tokens"] == estimate_tokens(lines[0]["question"]) + estimate_tokens(lines[0]["answer"])
-    assert first["text"].startswith("user: " + lines[0]["question"][:20])
+    assert first["text"] == lines[0]["question"] + "\n\n" + lines[0]["answer"]
     info = store.dataset("gsm8k-train")
     assert (info.license, info.synthetic, info.is_eval, info.format) == ("MIT", False, False, "jsonl")
     assert info.load_options["token_method"] and info.loaded_at

@@ -1,0 +1,155 @@
+"""Assay home page: the store, its datasets, recent runs, and loading data."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.store import Store, StoreError, default_db_path
+
+UPLOAD_TYPES = ["jsonl", "ndjson", "json", "parquet", "csv", "gz", "zst"]
+ON_BAD = {"refuse the whole load": "error", "skip bad records and report them": "skip"}
+
+
+def _choices(module: str, attribute: str, fallback: tuple[str, ...]) -> list[str]:
+    try:
+        return list(getattr(__import__(f"core.{module}", fromlist=[attribute]), attribute))
+    except (ImportError, AttributeError):
+        return list(fallback)
+
+
+def datasets_table(store: Store) -> None:
+    frame = store.datasets()
+    shown = pd.DataFrame({
+        "dataset": frame["name"],
+        "samples": frame["n_samples"],
+        "licence": frame["license"].fillna("unknown"),
+        "synthetic": frame["synthetic"],
+        "eval set": frame["is_eval"],
+        "shape": frame["shape"],
+        "loaded": frame["loaded_at"],
+        "computed": frame["computed"],
+        "open": ["Datasets?dataset=" + name for name in frame["name"]],
+    })
+    st.dataframe(
+        shown, hide_index=True, width="stretch",
+        column_config={
+            "open": st.column_config.LinkColumn("open", display_text="browse"),
+            "loaded": st.column_config.DatetimeColumn("loaded", format="YYYY-MM-DD HH:mm"),
+        },
+    )
+
+
+def recent_runs(store: Store) -> None:
+    runs = store.runs()
+    if runs.empty:
+        st.caption("No runs yet.")
+        return
+    cols = ["run_id", "kind", "dataset", "status", "model", "started_at", "finished_at", "n_samples", "error"]
+    st.dataframe(runs.sort_values("run_id", ascending=False).head(20)[cols], hide_index=True, width="stretch")
+
+
+def save_upload(upload) -> Path:
+    """Write the upload to a temporary file that keeps its name, so format detection sees the extensions."""
+    folder = Path(tempfile.mkdtemp(prefix="assay-upload-"))
+    path = folder / Path(upload.name).name
+    path.write_bytes(upload.getbuffer())
+    return path
+
+
+def upload_form(store: Store) -> None:
+    from core.ingest import ingest  # imported here so that the page still draws if ingest is broken
+
+    with st.form("upload", clear_on_submit=False):
+        upload = st.file_uploader("Dataset file (JSONL, JSON, Parquet, CSV; .gz or .zst compressed)",
+                                  type=UPLOAD_TYPES)
+        left, right = st.columns(2)
+        name = left.text_input("Name", help="defaults to the file name")
+        license_ = right.text_input("Licence", placeholder="e.g. MIT, Apache-2.0, CC BY-NC 4.0")
+        fmt = left.selectbox("Format", ["auto"] + _choices("readers", "FORMATS", ("jsonl", "json", "parquet", "csv")))
+        shape = right.selectbox("Record shape", ["auto"] + _choices("shapes", "SHAPES", ()))
+        synthetic = left.checkbox("Synthetic (model-generated) data")
+        is_eval = right.checkbox("Evaluation benchmark (not training data)")
+        on_bad = st.radio("On bad records", list(ON_BAD), horizontal=True)
+        submitted = st.form_submit_button("Load")
+    if not submitted:
+        return
+    if upload is None:
+        st.error("Choose a file to load first.")
+        return
+    dataset_name = name.strip() or Path(upload.name).name.split(".")[0]
+    path = save_upload(upload)
+    bar = st.progress(0.0, text=f"Loading {upload.name} …")
+
+    def progress(done: int, total: int | None) -> None:
+        fraction = min(done / total, 1.0) if total else 0.0
+        bar.progress(fraction, text=f"Loading {upload.name}: {done:,} records read")
+
+    try:
+        report = ingest(
+            store, path, name=dataset_name, format=None if fmt == "auto" else fmt,
+            shape=None if shape == "auto" else shape, license=license_.strip() or None, synthetic=synthetic,
+            is_eval=is_eval, on_bad=ON_BAD[on_bad], progress=progress,
+        )
+    except (ValueError, KeyError, OSError, StoreError) as exc:
+        bar.empty()
+        st.error(f"Nothing was loaded: {exc}")
+        return
+    finally:
+        path.unlink(missing_ok=True)
+        path.parent.rmdir()
+    # Rerun so that the datasets table shows the new dataset; the report survives in the session.
+    st.session_state["load_report"] = report
+    st.rerun()
+
+
+def last_load_report() -> None:
+    report = st.session_state.pop("load_report", None)
+    if report is None:
+        return
+    st.success(f"Loaded {report.n_samples:,} samples into dataset {report.dataset!r} "
+               f"(shape {report.shape}, {report.n_skipped:,} records skipped).")
+    if report.skipped:
+        st.dataframe(pd.DataFrame(report.skipped), hide_index=True)
+
+
+def how_to_load(store: Store) -> None:
+    st.info("This store is empty. Load data in one of three ways:")
+    st.text(
+        "1. The demo datasets (from ../shared/datasets): run  make run  from the project folder.\n"
+        f"2. From a terminal:  assay --db {store.path} ingest PATH --name NAME [--license L] [--synthetic]\n"
+        "3. Upload a file with the form below."
+    )
+
+
+def main() -> None:
+    st.set_page_config(page_title="Assay", layout="wide")
+    st.title("Assay")
+    st.caption("A workbench for curating LLM training data.")
+    store = Store(default_db_path())
+    try:
+        names = store.dataset_names()
+        version = store.schema_version()
+    except StoreError as exc:
+        st.error(str(exc))
+        return
+    st.text(f"Store: {store.path}  (schema version {version})")
+    last_load_report()
+    if not names:
+        how_to_load(store)
+        st.subheader("Upload a dataset")
+        upload_form(store)
+        return
+    st.subheader(f"Datasets ({len(names)})")
+    datasets_table(store)
+    st.page_link("pages/1_Datasets.py", label="Browse a dataset", icon=":material/table_view:")
+    with st.expander("Load another dataset"):
+        upload_form(store)
+    st.subheader("Recent runs")
+    recent_runs(store)
+
+
+main()

@@ -1,0 +1,160 @@
+"""Fixtures for tests that drive the real workbench in a real headless Chromium.
+
+Use them from any test module:
+
+    from tests.browser_support import browser_page, workbench  # noqa: F401  (pytest fixtures)
+
+    @pytest.mark.browser
+    def test_something(workbench, browser_page, store):
+        url = workbench(store.path)               # starts `streamlit run app.py` on a free port
+        browser_page.goto(url + "/Datasets")      # a Playwright Page (Debian chromium, no download)
+        ...
+        browser_page.screenshot(path=ARTIFACTS / "something.png")
+
+`workbench(store_path, app="app.py")` may be called several times in one test; every server it starts
+is killed (whole process group) at teardown. `browser_page` records JavaScript dialogs in
+`browser_page.dialogs` (a list of messages) and dismisses them, so a test can assert that none fired.
+Both skip with a clear message where /usr/bin/chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+STARTUP_TIMEOUT = 90.0  # seconds; the 2-core CI machine is shared and Streamlit's first import is slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _streamlit_bin() -> str:
+    venv = ROOT / ".venv" / "bin" / "streamlit"
+    return str(venv) if venv.exists() else "streamlit"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server was started in its own process group
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+
+
+def start_workbench(store_path: str | Path, log_path: Path, *, app: str = "app.py") -> tuple[subprocess.Popen, str]:
+    """Start `streamlit run app` on a free localhost port against `store_path`; wait until healthy."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, ASSAY_DB=str(store_path), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    cmd = [_streamlit_bin(), "run", app, "--server.headless", "true", "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--server.runOnSave", "false", "--server.fileWatcherType", "none"]
+    log = open(log_path, "wb")  # noqa: SIM115 - closed when the process is stopped
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log_file = log  # type: ignore[attr-defined]
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.close()
+            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+        if _healthy(url):
+            return proc, url
+        time.sleep(0.3)
+    _stop(proc)
+    log.close()
+    raise RuntimeError(f"streamlit did not become healthy in {STARTUP_TIMEOUT:.0f}s:\n{log_path.read_text(errors='replace')}")
+
+
+@pytest.fixture
+def workbench(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """A factory: `workbench(store_path, app="app.py") -> base URL` of a live workbench server."""
+    started: list[subprocess.Popen] = []
+
+    def start(store_path: str | Path, app: str = "app.py") -> str:
+        proc, url = start_workbench(store_path, tmp_path / f"streamlit-{len(started)}.log", app=app)
+        started.append(proc)
+        return url
+
+    yield start
+    for proc in started:
+        _stop(proc)
+        proc.log_file.close()  # type: ignore[attr-defined]
+
+
+def _require_browser() -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (`make browser`) to run browser tests")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("the playwright Python package is missing (pip install playwright; no browser download)")
+
+
+@pytest.fixture(scope="session")
+def chromium_browser() -> Iterator[object]:
+    """One headless Debian Chromium for the whole session."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium_browser) -> Iterator[object]:
+    """A fresh page (own context) 1400x1000; `page.dialogs` lists every JS dialog that fired."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.dialogs = []  # type: ignore[attr-defined]
+
+    def on_dialog(dialog) -> None:
+        page.dialogs.append(dialog.message)  # type: ignore[attr-defined]
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    try:
+        yield page
+    finally:
+        context.close()
