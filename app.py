@@ -60,6 +60,18 @@ def save_upload(upload) -> Path:
     return path
 
 
+def parse_mapping(text: str) -> dict[str, str] | None:
+    """'text=tweet, prompt=question' -> {'text': 'tweet', 'prompt': 'question'}."""
+    pairs = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
+    mapping = {}
+    for pair in pairs:
+        key, sep, column = pair.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise ValueError(f"Column mapping {pair!r}: expected KEY=COLUMN, e.g. text=tweet")
+        mapping[key.strip()] = column.strip()
+    return mapping or None
+
+
 def upload_form(store: Store) -> None:
     from core.ingest import ingest  # imported here so that the page still draws if ingest is broken
 
@@ -71,6 +83,9 @@ def upload_form(store: Store) -> None:
         license_ = right.text_input("Licence", placeholder="e.g. MIT, Apache-2.0, CC BY-NC 4.0")
         fmt = left.selectbox("Format", ["auto"] + _choices("readers", "FORMATS", ("jsonl", "json", "parquet", "csv")))
         shape = right.selectbox("Record shape", ["auto"] + _choices("shapes", "SHAPES", ()))
+        mapping_text = st.text_input(
+            "Column mapping (optional)", placeholder="e.g. text=tweet  or  prompt=question, response=answer",
+            help="For records of no known shape: which column holds which part (sets the shape to 'mapped').")
         synthetic = left.checkbox("Synthetic (model-generated) data")
         is_eval = right.checkbox("Evaluation benchmark (not training data)")
         on_bad = st.radio("On bad records", list(ON_BAD), horizontal=True)
@@ -81,6 +96,11 @@ def upload_form(store: Store) -> None:
         st.error("Choose a file to load first.")
         return
     dataset_name = name.strip() or Path(upload.name).name.split(".")[0]
+    try:
+        mapping = parse_mapping(mapping_text)
+    except ValueError as exc:
+        st.error(str(exc))
+        return
     path = save_upload(upload)
     bar = st.progress(0.0, text=f"Loading {upload.name} …")
 
@@ -91,13 +111,13 @@ def upload_form(store: Store) -> None:
     try:
         report = ingest(
             store, path, name=dataset_name, format=None if fmt == "auto" else fmt,
-            shape=None if shape == "auto" else shape, license=license_.strip() or None, synthetic=synthetic,
+            shape=None if shape == "auto" else shape, mapping=mapping, license=license_.strip() or None, synthetic=synthetic,
             is_eval=is_eval, on_bad=ON_BAD[on_bad], progress=progress,
         )
     except (ValueError, KeyError, OSError, StoreError) as exc:
-        bar.empty()
-        st.error(f"Nothing was loaded: {exc}")
-        return
+        # Shown at the top of the page after the rerun: the form may sit in a collapsed expander.
+        st.session_state["load_error"] = f"Nothing was loaded: {exc}"
+        st.rerun()
     finally:
         path.unlink(missing_ok=True)
         path.parent.rmdir()
@@ -107,6 +127,9 @@ def upload_form(store: Store) -> None:
 
 
 def last_load_report() -> None:
+    error = st.session_state.pop("load_error", None)
+    if error:
+        st.error(error)
     report = st.session_state.pop("load_report", None)
     if report is None:
         return
