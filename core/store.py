@@ -12,6 +12,7 @@ for short transactions. Threads of one process share one DuckDB instance and nev
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -70,6 +71,80 @@ def _describe_holder(message: str) -> str:
     return f"process {pid} ({program})"
 
 
+IDLE_CLOSE_S = float(os.environ.get("ASSAY_IDLE_CLOSE_S", "1.0"))
+
+
+class _SharedDatabase:
+    """One open DuckDB database per store file per process.
+
+    Opening and closing the file around every operation raced: a thread opening the file while another
+    closed the process's last handle could leave two database instances of one file in one process
+    (lost writes, read errors). Here the instance is opened under a lock, shared by all threads through
+    cursors, and closed under the same lock after an idle period, so open and close never overlap. The
+    idle period also spares each short operation a checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.base: duckdb.DuckDBPyConnection | None = None
+        self.users = 0
+        self.last_used = 0.0
+        self.timer: threading.Timer | None = None
+
+    def acquire(self, store: Store) -> duckdb.DuckDBPyConnection:
+        with self.lock:
+            if self.base is None:
+                self.base = store._open()  # waits, under the lock, while another process holds the file
+            self.users += 1
+            return self.base
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            self.last_used = time.monotonic()
+            if self.users == 0 and self.timer is None:
+                self.timer = threading.Timer(IDLE_CLOSE_S, self._idle_check)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def _idle_check(self) -> None:
+        with self.lock:
+            self.timer = None
+        self.close_if_idle()
+
+    def close_if_idle(self, force: bool = False) -> None:
+        with self.lock:
+            if self.base is None or self.users:
+                return
+            idle = time.monotonic() - self.last_used
+            if not force and idle < IDLE_CLOSE_S:
+                if self.timer is None:  # used again since the timer was set: look again later
+                    self.timer = threading.Timer(IDLE_CLOSE_S - idle, self._idle_check)
+                    self.timer.daemon = True
+                    self.timer.start()
+                return
+            base, self.base = self.base, None
+            base.close()
+
+
+_shared: dict[str, _SharedDatabase] = {}
+_shared_lock = threading.Lock()
+
+
+def _shared_for(path: Path) -> _SharedDatabase:
+    key = str(path.resolve())
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = _SharedDatabase()
+        return _shared[key]
+
+
+@atexit.register
+def _close_all() -> None:
+    for shared in list(_shared.values()):
+        shared.close_if_idle(force=True)
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     dataset_id: int
@@ -122,13 +197,26 @@ class Store:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the store (migrating it the first time in this process) and close it afterwards."""
-        con = self._open()
+        """A connection to the store (migrated on first use in this process), closed afterwards.
+
+        Threads of this process share one open database and each gets its own cursor; the database is
+        closed (releasing the file to other processes) once no thread has used it for IDLE_CLOSE_S.
+        """
+        shared = _shared_for(self.path)
+        base = shared.acquire(self)
         try:
-            self._ensure_schema(con)
-            yield con
+            con = base.cursor()
+            try:
+                self._ensure_schema(con)
+                yield con
+            finally:
+                con.close()
         finally:
-            con.close()
+            shared.release()
+
+    def release(self) -> None:
+        """Close this process's hold on the store file now if no thread is using it."""
+        _shared_for(self.path).close_if_idle(force=True)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -54,6 +54,7 @@ def _hold_lock(path: Path, seconds: float) -> subprocess.Popen:
 def test_busy_store_names_the_holder(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb", busy_timeout=0.5)
     store.schema_version()
+    store.release()  # this process keeps the file open for a moment after each use; let go now
     proc = _hold_lock(store.path, 30)
     try:
         with pytest.raises(StoreBusy, match=rf"in use by process {proc.pid}"):
@@ -67,12 +68,47 @@ def test_busy_store_names_the_holder(tmp_path: Path) -> None:
 def test_waits_for_a_short_holder_instead_of_failing(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb", busy_timeout=20)
     store.schema_version()
+    store.release()
     proc = _hold_lock(store.path, 1.0)
     started = time.monotonic()
     run_id = store.start_run("test")
     proc.wait()
     assert time.monotonic() - started > 0.3  # it really had to wait
     assert store.runs()["run_id"].tolist() == [run_id]
+
+
+def test_threads_sharing_a_store_while_another_process_writes(tmp_path: Path) -> None:
+    """Threads open and close the store at will while a second process also writes: no write is lost
+    and no thread sees an error (two instances of one file in one process would lose writes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "threads.duckdb"
+    store = Store(path, busy_timeout=60)
+    store.schema_version()
+    store.release()
+    writer = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from core.store import Store
+        s = Store({str(path)!r}, busy_timeout=60)
+        for i in range(30):
+            s.start_run("other-process")
+            s.release()
+        print("done", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+
+    def work(thread: int) -> None:
+        for i in range(25):
+            store.start_run(f"thread-{thread}", params={"i": i})
+            if i % 5 == 0:
+                store.release()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    assert proc.communicate(timeout=120)[0].strip() == "done"
+    counts = store.runs().groupby("kind").size().to_dict()
+    assert counts == {"other-process": 30, **{f"thread-{t}": 25 for t in range(8)}}
 
 
 def test_two_processes_writing_lose_nothing(tmp_path: Path) -> None:

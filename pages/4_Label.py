@@ -1,0 +1,410 @@
+"""Label: hand-label samples one at a time (focus) or a page at a time (bulk), see agreement, adjudicate.
+
+Thin page: every read and write goes through core.labels / core.agreement. Dataset text is shown with
+st.text (never markdown); the guidelines are the user's own markdown. Keyboard: number keys pick,
+Enter submits, arrows move, S skips, U or Ctrl+Z undoes (Streamlit's own button shortcuts, plus a tiny
+listener for Ctrl+Z that ignores keys typed into text fields).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+import streamlit.components.v1 as components
+import yaml
+
+from core import agreement as A
+from core import labels as L
+from core.browse import get_sample, matching_ids
+from core.selection import list_selections, selection_ids
+from core.store import Store
+
+try:  # the maps helper's module; the queue option appears only where it exists
+    from core import neighbours as N  # type: ignore[attr-defined]
+except ImportError:
+    N = None
+
+st.set_page_config(page_title="Label · Assay", layout="wide")
+store = Store()
+ss = st.session_state
+ss.setdefault("label_session", uuid.uuid4().hex[:12])
+
+CTRL_Z = """<script>
+const doc = window.parent.document;
+if (!doc.assayUndoKey) {
+  doc.assayUndoKey = true;
+  doc.addEventListener("keydown", (e) => {
+    if (e.key.toLowerCase() !== "z" || !(e.ctrlKey || e.metaKey) || e.shiftKey) return;
+    const t = e.target;
+    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    const b = [...doc.querySelectorAll("button")].find((x) => x.innerText.trim().startsWith("Undo"));
+    if (b) { e.preventDefault(); b.click(); }
+  }, true);
+}
+</script>"""
+
+
+# ---- who is labelling ----------------------------------------------------------------------------
+
+
+def _logged_in_name() -> str | None:
+    try:
+        if st.user.is_logged_in:
+            return str(st.user.get("email") or st.user.get("name") or "") or None
+    except Exception:  # noqa: BLE001 - no identity provider configured
+        return None
+    return None
+
+
+def annotator() -> str:
+    name = _logged_in_name() or ss.get("annotator")
+    if name:
+        return name
+    st.title("Label")
+    with st.form("who"):
+        typed = st.text_input("Your name, recorded with every label you make", key="annotator_input")
+        if st.form_submit_button("Start labelling", type="primary") and typed.strip():
+            ss["annotator"] = typed.strip()
+            st.rerun()
+    st.stop()
+
+
+# ---- schemas -------------------------------------------------------------------------------------
+
+
+def schema_editor() -> None:
+    st.subheader("New label schema")
+    how = st.radio("Define it", ["Form", "YAML"], horizontal=True, key="schema_how")
+    if how == "YAML":
+        text = st.text_area("Schema YAML", height=260, key="schema_yaml",
+                            placeholder="name: task\nfields:\n  - name: category\n    vocabulary: magpie_task_category")
+        spec = None
+        if text.strip():
+            try:
+                spec = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                st.error(f"Not valid YAML: {exc}")
+    else:
+        name = st.text_input("Name", key="schema_name")
+        ftype = st.selectbox("Type", L.FIELD_TYPES, key="schema_type")
+        vocab = st.selectbox("Reuse a vocabulary", ["(none)", *L.VOCABULARIES], key="schema_vocab")
+        options = st.text_area("Options, one per line (choice types)", key="schema_options")
+        guidelines = st.text_area("Guidelines (markdown)", key="schema_guidelines")
+        spec = {"name": name, "guidelines": guidelines, "fields": [{
+            "name": "label", "type": ftype, "vocabulary": None if vocab == "(none)" else vocab,
+            "options": [o.strip() for o in options.splitlines() if o.strip()]}]} if name else None
+    if st.button("Save schema", type="primary", disabled=spec is None, key="schema_save"):
+        try:
+            saved = L.save_schema(store, L.parse_schema(spec), created_by=ss.get("annotator", ""))
+            st.success(f"Saved {saved.name} (version {saved.version})")
+            ss["schema_pick"] = saved.name
+        except L.LabelError as exc:
+            st.error(str(exc))
+
+
+# ---- the queue -----------------------------------------------------------------------------------
+
+
+def queue_source(schema: L.LabelSchema) -> tuple[tuple, list[int]] | None:
+    """Sidebar controls for where samples come from; returns (cache key, candidate ids)."""
+    kinds = ["Dataset filter", "Saved selection", "Most uncertain first"]
+    if N is not None:
+        kinds.append("Nearest neighbours")
+    kind = st.sidebar.radio("Queue from", kinds, key="queue_kind")
+    if kind == "Saved selection":
+        sels = list_selections(store)
+        if sels.empty:
+            st.sidebar.info("No saved selections yet: save one from the map or the browser.")
+            return None
+        pick = st.sidebar.selectbox("Selection", sels["name"].tolist(), key="queue_selection")
+        return (kind, pick), selection_ids(store, pick)
+    names = store.dataset_names()
+    if not names:
+        st.info("No datasets in the store yet: load one on the Datasets page or with `assay ingest`.")
+        return None
+    dataset = st.sidebar.selectbox("Dataset", names, key="queue_dataset")
+    if kind == "Nearest neighbours":
+        return neighbours_source(dataset)
+    search = st.sidebar.text_input("Search text", key="queue_search")
+    ids = matching_ids(store, dataset, search=search or None)
+    if kind == "Most uncertain first":
+        ordered = L.most_uncertain_first(store, schema, ids)
+        if not ordered:
+            st.sidebar.info("No tagger confidence or noise flags yet for these samples: showing dataset order.")
+        return (kind, dataset, search), ordered or ids
+    return (kind, dataset, search), ids
+
+
+def neighbours_source(dataset: str) -> tuple[tuple, list[int]] | None:
+    runs = store.query_df("SELECT run_id, model_key, text_field FROM embedding_runs ORDER BY run_id DESC")
+    if runs.empty:
+        st.sidebar.info("No embedding runs yet: embed a dataset on the Map page first.")
+        return None
+    run = st.sidebar.selectbox("Embedding run", runs["run_id"].tolist(), key="queue_nn_run")
+    sid = int(st.sidebar.number_input("Neighbours of sample id", min_value=0, step=1, key="queue_nn"))
+    k = int(st.sidebar.number_input("How many", 5, 1000, 50, key="queue_nn_k"))
+    try:
+        found = N.neighbours(store, int(run), sid, k=k)
+    except KeyError as exc:
+        st.sidebar.warning(str(exc.args[0]))
+        return None
+    return ("neighbours", dataset, run, sid, k), [sid, *[int(i) for i in found["id"]]]
+
+
+def ensure_queue(schema: L.LabelSchema, who: str) -> dict[str, Any] | None:
+    source = queue_source(schema)
+    min_ann = st.sidebar.number_input("Annotations wanted per sample", 1, 10, 1, key="min_ann",
+                                      help="Samples others started but that have fewer come first (overlap).")
+    if source is None:
+        return None
+    key = (schema.name, who, min_ann, source[0])
+    q = ss.get("lq")
+    if st.sidebar.button("Refresh queue", key="refresh_queue") or q is None or q["key"] != key:
+        candidates = source[1]
+        q = {"key": key, "candidates": candidates, "pos": 0,
+             "queue": L.build_queue(store, schema.name, candidates, annotator=who, min_annotations=min_ann)}
+        ss["lq"] = q
+    return q
+
+
+# ---- focus view: actions (callbacks, so one click is one rerun) ----------------------------------
+
+
+def _pick_key(sid: int, name: str) -> str:
+    return f"pick_{sid}_{name}"
+
+
+def on_pick(sid: int, f: L.LabelField, choice: str) -> None:
+    key = _pick_key(sid, f.name)
+    if f.type == "multi_choice":
+        chosen = set(ss.get(key) or [])
+        chosen ^= {choice}
+        ss[key] = [o for o in f.options if o in chosen]
+    else:
+        ss[key] = int(choice) if f.type == "rating" else choice
+
+
+def on_submit(schema: L.LabelSchema, sid: int, who: str) -> None:
+    values = {f.name: ss.get(_pick_key(sid, f.name)) for f in schema.fields}
+    missing = [f.name for f in schema.fields if f.required and values.get(f.name) in (None, [], "")]
+    if missing:
+        ss["flash"] = ("warning", f"Pick a value for {', '.join(missing)} first.")
+        return
+    try:
+        L.record_label(store, schema, sid, values, annotator=who, origin="focus", session=ss["label_session"])
+    except L.LabelError as exc:
+        ss["flash"] = ("error", str(exc))
+        return
+    ss["lq"]["pos"] += 1
+    ss["flash"] = ("success", f"Labelled sample {sid}.")
+
+
+def on_skip(schema: L.LabelSchema, sid: int, who: str) -> None:
+    L.record_skip(store, schema, sid, annotator=who, session=ss["label_session"])
+    ss["lq"]["pos"] += 1
+    ss["flash"] = ("info", f"Skipped sample {sid}.")
+
+
+def on_move(step: int) -> None:
+    q = ss["lq"]
+    q["pos"] = max(0, min(len(q["queue"]), q["pos"] + step))
+
+
+def on_undo(schema: L.LabelSchema, who: str) -> None:
+    undone = L.undo_last(store, schema, annotator=who, session=ss["label_session"])
+    if undone is None:
+        ss["flash"] = ("info", "Nothing to undo.")
+        return
+    q, sid = ss["lq"], undone["sample_id"]
+    if sid not in q["queue"]:
+        q["queue"].insert(q["pos"], sid)
+    q["pos"] = q["queue"].index(sid)
+    for f in schema.fields:
+        ss.pop(_pick_key(sid, f.name), None)
+    ss["flash"] = ("info", f"Undid your last action on sample {sid}.")
+
+
+# ---- focus view: drawing -------------------------------------------------------------------------
+
+
+def show_sample(sample: dict[str, Any]) -> None:
+    st.caption(f"sample {sample['id']} · {sample['dataset']} · source id {sample['source_id']}")
+    for turn in sample["messages"]:
+        st.markdown(f"**{turn['role']}**")  # our own label; the content below is plain text
+        st.text(turn["content"])
+    if sample.get("rejected"):
+        st.markdown("**rejected response**")
+        for turn in sample["rejected"][-1:]:
+            st.text(turn["content"])
+
+
+def prefill(schema: L.LabelSchema, sid: int, who: str) -> dict[str, L.Suggestion] | None:
+    """First visit of a sample: my earlier labels, else the machine's suggestions, into the form."""
+    seen = f"prefilled_{sid}"
+    sugg = L.suggestion_for(store, schema, sid)
+    if ss.get(seen):
+        return sugg
+    ss[seen] = True
+    mine = L.my_current(store, schema.name, sid, who)
+    for f in schema.fields:
+        if f.name in mine:
+            ss[_pick_key(sid, f.name)] = mine[f.name]
+        elif sugg and f.name in sugg:
+            try:
+                ss[_pick_key(sid, f.name)] = L.canonical_value(f, sugg[f.name].value)
+            except L.LabelError:
+                pass
+    return sugg
+
+
+def field_widget(schema: L.LabelSchema, f: L.LabelField, sid: int, sugg: dict | None) -> None:
+    key = _pick_key(sid, f.name)
+    current = ss.get(key)
+    st.markdown(f"**{f.name}**" + (f" — {f.description}" if f.description else ""))
+    if sugg and f.name in sugg:
+        s = sugg[f.name]
+        score = "" if s.score is None else f" ({s.score:.2f})"
+        st.caption(f"suggested by {s.source}{score}: {s.value}")
+    if f.type == "free_text":
+        st.text_area(f.name, key=key, label_visibility="collapsed")
+        return
+    primary = f is schema.primary
+    cols = st.columns(2)
+    for i, choice in enumerate(f.choices):
+        chosen = choice in current if isinstance(current, list) else str(current) == choice
+        digit = str((i + 1) % 10) if primary and i < 10 else None
+        label = f"{digit} · {choice}" if digit else choice
+        cols[i % 2].button(label, key=f"btn_{f.name}_{i}", type="primary" if chosen else "secondary",
+                           shortcut=digit, on_click=on_pick, args=(sid, f, choice), width="stretch")
+
+
+def focus_view(schema: L.LabelSchema, who: str) -> None:
+    q = ss["lq"]
+    done, total = L.progress(store, schema.name, q["candidates"], annotator=who)
+    st.progress(done / total if total else 0.0, text=f"Progress ({who}): {done} / {total} labelled")
+    flash = ss.pop("flash", None)
+    if flash:
+        getattr(st, flash[0])(flash[1])
+    nav = st.columns(5)
+    nav[0].button("← Prev", key="prev", shortcut="Left", on_click=on_move, args=(-1,))
+    nav[1].button("Next →", key="next", shortcut="Right", on_click=on_move, args=(1,))
+    if q["pos"] >= len(q["queue"]):
+        nav[3].button("Undo (U)", key="undo", shortcut="U", on_click=on_undo, args=(schema, who))
+        st.success("Queue done: nothing left for you here. Change the source or refresh the queue.")
+        return
+    sid = q["queue"][q["pos"]]
+    nav[2].button("Skip (S)", key="skip", shortcut="S", on_click=on_skip, args=(schema, sid, who))
+    nav[3].button("Undo (U)", key="undo", shortcut="U", on_click=on_undo, args=(schema, who))
+    nav[4].caption(f"item {q['pos'] + 1} of {len(q['queue'])}")
+    sugg = prefill(schema, sid, who)
+    left, right = st.columns([3, 2])
+    with left:
+        show_sample(get_sample(store, sid))
+    with right:
+        if schema.guidelines:
+            with st.expander("Guidelines", expanded=False):
+                st.markdown(schema.guidelines)  # the user's own text
+        for f in schema.fields:
+            field_widget(schema, f, sid, sugg)
+        st.button("Submit ⏎", key="submit", type="primary", shortcut="Enter", on_click=on_submit,
+                  args=(schema, sid, who), width="stretch")
+
+
+# ---- bulk view -----------------------------------------------------------------------------------
+
+
+def bulk_view(schema: L.LabelSchema, who: str) -> None:
+    q = ss["lq"]
+    size = st.select_slider("Page size", [10, 25, 50, 100], value=25, key="bulk_size")
+    ids = q["queue"][q["pos"]:q["pos"] + size]
+    if not ids:
+        st.success("Queue done: nothing left for you here.")
+        return
+    rows = store.query_df("SELECT id, left(text, 300) AS text FROM samples WHERE id IN (SELECT unnest(?))", [ids])
+    rows = rows.set_index("id").loc[ids].reset_index()
+    rows.insert(0, "pick", ss.get("bulk_all", True))
+    st.toggle("Check all", value=True, key="bulk_all")
+    edited = st.data_editor(rows, key=f"bulk_editor_{q['pos']}_{size}", hide_index=True, disabled=["id", "text"],
+                            column_config={"pick": st.column_config.CheckboxColumn("✓")})
+    f = schema.primary
+    if f.type == "multi_choice":
+        value = st.multiselect(f.name, f.choices, key="bulk_value")
+    elif f.type == "free_text":
+        value = st.text_input(f.name, key="bulk_value")
+    else:
+        value = st.radio(f.name, f.choices, horizontal=True, index=None, key="bulk_value")
+    checked = [int(i) for i in edited.loc[edited["pick"], "id"]]
+    if st.button(f"Apply to {len(checked)} checked", type="primary", disabled=not checked or not value,
+                 key="bulk_apply"):
+        stored = int(value) if f.type == "rating" else value
+        L.record_bulk(store, schema, checked, {f.name: stored}, annotator=who, session=ss["label_session"])
+        q["queue"] = [i for i in q["queue"] if i not in set(checked)]
+        ss["flash"] = ("success", f"Labelled {len(checked)} samples {f.name} = {value}.")
+        st.rerun()
+    flash = ss.pop("flash", None)
+    if flash:
+        getattr(st, flash[0])(flash[1])
+
+
+# ---- agreement -----------------------------------------------------------------------------------
+
+
+def agreement_view(schema: L.LabelSchema, who: str) -> None:
+    st.dataframe(L.annotator_progress(store, schema.name), hide_index=True)
+    for fa in A.agreement_report(store, schema):
+        st.subheader(f"{fa.field} ({fa.level})")
+        alpha = "n/a" if pd.isna(fa.alpha) else f"{fa.alpha:.3f}"
+        st.metric("Krippendorff's alpha", alpha, help=f"over {fa.n_samples} samples with 2+ annotators")
+        st.caption("Cohen's kappa per pair of annotators")
+        st.dataframe(fa.pairs, hide_index=True)
+        if not fa.machine.empty:
+            st.caption("Agreement with machine tags")
+            st.dataframe(fa.machine, hide_index=True)
+        st.caption(f"{len(fa.disagreements)} disagreements")
+        if fa.disagreements.empty:
+            continue
+        table = fa.disagreements.assign(values=fa.disagreements["values"].map(str))
+        st.dataframe(table, hide_index=True)
+        f = schema.field(fa.field)
+        c1, c2, c3 = st.columns(3)
+        sid = c1.selectbox("Sample", fa.disagreements["sample_id"].tolist(), key=f"adj_sid_{f.name}")
+        value = c2.selectbox("Adjudicated value", f.choices, key=f"adj_val_{f.name}")
+        if c3.button("Adjudicate", key=f"adj_go_{f.name}"):
+            L.adjudicate(store, schema, int(sid), f.name, int(value) if f.type == "rating" else value,
+                         annotator=who, session=ss["label_session"])
+            st.success(f"Sample {sid}: {f.name} = {value} (adjudicated by {who})")
+
+
+# ---- the page ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    who = annotator()
+    st.sidebar.caption(f"Labelling as **{who}**" if _logged_in_name() else f"Labelling as {who}")
+    schemas = L.list_schemas(store)
+    view = st.sidebar.radio("View", ["Focus", "Bulk", "Agreement", "Schemas"], key="view",
+                            index=3 if schemas.empty else 0)
+    if view == "Schemas" or schemas.empty:
+        st.title("Label schemas")
+        st.dataframe(schemas, hide_index=True)
+        schema_editor()
+        return
+    name = st.sidebar.selectbox("Schema", schemas["name"].tolist(), key="schema_pick")
+    schema = L.get_schema(store, name)
+    st.title(f"Label · {schema.title}")
+    if view == "Agreement":
+        agreement_view(schema, who)
+        return
+    if ensure_queue(schema, who) is None:
+        return
+    components.html(CTRL_Z, height=0)
+    if view == "Focus":
+        st.fragment(focus_view)(schema, who)
+    else:
+        bulk_view(schema, who)
+
+
+main()
