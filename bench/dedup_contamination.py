@@ -1,0 +1,244 @@
+"""Benchmark: near duplicates in 100,000 documents; n-gram contamination of 100,000 samples vs 2,000 eval items.
+
+Documents are real texts from ../shared/datasets (GSM8K, Alpaca-GPT4, HH-RLHF, OASST, tweets, ...) paired at
+random into 100,000 distinct documents, of which 5,000 get a planted near copy (3 words replaced) in place of
+an ordinary document. Eval items: GSM8K test + mt-bench + arena-hard + alpaca-eval instructions (2,000);
+500 of them are planted verbatim into training documents.
+
+Each phase runs in its own process (peak memory is its own). Baselines in the same run: exact pairwise
+Jaccard of shingle sets on a 2,000-document subsample, extrapolated to all pairs; plain Python sets of
+13-gram tuples intersected per training document.
+
+    .venv/bin/python -m bench.dedup_contamination            # all phases, writes bench/results/dedup_contamination.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import resource
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.common import run_isolated, shared_dir, write_results
+from core import contamination as C
+from core import dedup, textnorm
+
+N_DOCS = 100_000
+N_NEAR = 5_000
+N_EVAL = 2_000
+N_PLANT = 500
+BATCH = 5_000
+THRESHOLD = 0.7
+NUM_PERM = 128
+SHINGLE = 3
+BASELINE_SAMPLE = 2_000
+
+
+def _jsonl(path) -> list[dict]:  # noqa: ANN001
+    with open(path) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def real_texts() -> list[str]:
+    d = shared_dir()
+    texts = [r["question"] + "\n" + r["answer"] for r in _jsonl(d / "gsm8k/train.jsonl")]
+    with open(d / "alpaca-gpt4-demo-1k/alpaca_en_demo.json") as fh:
+        texts += [r["instruction"] + "\n" + r["output"] for r in json.load(fh)]
+    texts += [r["chosen"] for r in _jsonl(d / "hh-rlhf-harmless-test/harmless-base_test.jsonl")]
+    texts += [r["text"] for r in _jsonl(d / "oasst-sample/en_100_message.jsonl")]
+    with open(d / "hate-offensive-crowd/labeled_data.csv", newline="") as fh:
+        texts += [row["tweet"] for row in csv.DictReader(fh)]
+    return [t for t in dict.fromkeys(texts) if t.strip()]
+
+
+def eval_items() -> list[str]:
+    d = shared_dir()
+    items = [r["question"] + "\n" + r["answer"] for r in _jsonl(d / "gsm8k/test.jsonl")]
+    items += ["\n".join(r["turns"]) for r in _jsonl(d / "mt-bench/mt_bench_question.jsonl")]
+    for r in _jsonl(d / "arena-hard/arena_hard_v0.1_question.jsonl"):
+        turns = r["turns"]
+        items.append("\n".join(t["content"] if isinstance(t, dict) else str(t) for t in turns))
+    with open(d / "alpaca-eval/gpt4_model_outputs.json") as fh:
+        items += [r["instruction"] for r in json.load(fh)]
+    return list(dict.fromkeys(items))[:N_EVAL]
+
+
+def corpus(seed: int = 0) -> tuple[list[str], list[tuple[int, int]]]:
+    """100,000 distinct documents (random pairs of real texts) with N_NEAR planted near copies."""
+    rng = random.Random(seed)
+    pool = real_texts()
+    docs = [rng.choice(pool) + "\n" + rng.choice(pool) for _ in range(N_DOCS - N_NEAR)]
+    planted = []
+    for src in rng.sample(range(len(docs)), N_NEAR):
+        words = docs[src].split(" ")
+        for k in rng.sample(range(len(words)), min(3, len(words))):
+            words[k] = rng.choice(["zebra", "quantum", "marmalade", "tundra"])
+        docs.append(" ".join(words))
+        planted.append((src, len(docs) - 1))
+    return docs, planted
+
+
+def training_with_evals(seed: int = 1) -> tuple[list[str], list[str], set[int]]:
+    docs, _ = corpus()
+    evals = eval_items()
+    rng = random.Random(seed)
+    where = rng.sample(range(len(docs)), N_PLANT)
+    for k, i in enumerate(where):  # the eval item inside the document, not the whole document
+        docs[i] = docs[i][:300] + "\n" + evals[(k * 7) % len(evals)] + "\n" + docs[i][-300:]
+    return docs, evals, set(where)
+
+
+def _batches(docs: list[str]):  # noqa: ANN202
+    for lo in range(0, len(docs), BATCH):
+        yield np.arange(lo, min(lo + BATCH, len(docs))), docs[lo:lo + BATCH]
+
+
+def _finish(t0: float, extra: dict[str, Any]) -> None:
+    out = {"seconds": round(time.perf_counter() - t0, 2),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **extra}
+    print(json.dumps(out))
+
+
+def phase_near() -> None:
+    docs, planted = corpus()
+    t0 = time.perf_counter()
+    pairs = dedup.near_pairs(_batches(docs), threshold=THRESHOLD, num_perm=NUM_PERM, shingle=SHINGLE)
+    groups = dedup.groups_from_pairs(pairs)
+    seconds = time.perf_counter() - t0
+    g = dict(zip(groups.sample_id, groups.group_id, strict=True))
+    hit = [a in g and g.get(a) == g.get(b) for a, b in planted]
+    found = sum(hit)
+    # Three replaced words cut a short document's Jaccard below the threshold: score recall where the
+    # planted pair really is over the threshold, and separately over all planted pairs.
+    true_j = np.array([_jaccard(docs[a], docs[b]) for a, b in planted])
+    over = true_j >= THRESHOLD
+    planted_set = {tuple(sorted(p)) for p in planted}
+    extra = [(int(a), int(b)) for a, b in zip(pairs.a, pairs.b, strict=True) if tuple(sorted((a, b))) not in planted_set]
+    # Are the unplanted pairs real duplicates (true Jaccard near the threshold) or errors of the sketch?
+    jac = [_jaccard(docs[a], docs[b]) for a, b in extra[:20_000]]
+    wrong = {x for (a, b), j in zip(extra, jac, strict=False) if j < THRESHOLD - 0.1 for x in (a, b)}
+    _finish(t0, {"near_seconds": round(seconds, 2), "docs_per_s": round(len(docs) / seconds),
+                 "recall_planted_all": found / len(planted),
+                 "planted_pairs_true_jaccard_over_threshold": int(over.sum()),
+                 "recall_planted_over_threshold": float(np.mean(np.array(hit)[over])),
+                 "recall_planted_jaccard_0.6_0.7": float(np.mean(np.array(hit)[(true_j >= 0.6) & ~over])),
+                 "pairs_reported": len(pairs),
+                 "unplanted_pairs": len(extra), "unplanted_pairs_checked": len(jac),
+                 "unplanted_pairs_true_jaccard_below_0.6": sum(j < THRESHOLD - 0.1 for j in jac),
+                 "false_positive_rate_docs": len(wrong) / (N_DOCS - 2 * N_NEAR)})
+
+
+def _shingles(text: str) -> set:
+    toks = textnorm.tokens(text)
+    if len(toks) < SHINGLE:
+        return {tuple(toks)}
+    return {tuple(toks[i:i + SHINGLE]) for i in range(len(toks) - SHINGLE + 1)}
+
+
+def _jaccard(a: str, b: str) -> float:
+    sa, sb = _shingles(a), _shingles(b)
+    return len(sa & sb) / max(len(sa | sb), 1)
+
+
+def phase_near_baseline() -> None:
+    docs, planted = corpus()
+    rng = random.Random(3)
+    pick = rng.sample(range(len(docs)), BASELINE_SAMPLE)
+    t0 = time.perf_counter()
+    sets = [_shingles(docs[i]) for i in pick]
+    n_pairs = 0
+    hits = 0
+    for i in range(len(sets)):
+        si = sets[i]
+        for j in range(i + 1, len(sets)):
+            sj = sets[j]
+            inter = len(si & sj)
+            if inter and inter / len(si | sj) >= THRESHOLD:
+                hits += 1
+            n_pairs += 1
+    seconds = time.perf_counter() - t0
+    all_pairs = N_DOCS * (N_DOCS - 1) / 2
+    _finish(t0, {"subsample": BASELINE_SAMPLE, "pairs": n_pairs, "subsample_seconds": round(seconds, 2),
+                 "extrapolated_seconds_100k": round(seconds * all_pairs / n_pairs), "pairs_over_threshold": hits})
+
+
+def phase_ngram() -> None:
+    docs, evals, planted = training_with_evals()
+    t0 = time.perf_counter()
+    hasher = textnorm.WordHasher()
+    items = _eval_frame(evals)
+    ev13 = C.build_eval_ngrams(items, 13, hasher)
+    ev8 = C.build_eval_ngrams(items, 8, hasher)
+    (hits13, hits8), (_, counts8) = C.scan_training(_batches(docs), [ev13, ev8], hasher)
+    r13 = C.ngram13_results(hits13, ev13, max_train_df=10)
+    r8, _coverage = C.ngram8_results(hits8, ev8, counts8)
+    seconds = time.perf_counter() - t0
+    flagged13 = set(int(x) for x in r13.train_id)
+    flagged8 = set(int(x) for x in r8[(r8.ngram8_train_frac >= 0.7) | (r8.ngram8_eval_frac >= 0.7)].train_id)
+    clean = N_DOCS - len(planted)
+    _finish(t0, {"ngram_seconds": round(seconds, 2), "docs_per_s": round(len(docs) / seconds),
+                 "recall_13gram": len(flagged13 & planted) / len(planted),
+                 "false_positive_rate_13gram": len(flagged13 - planted) / clean,
+                 "recall_8gram_palm": len(flagged8 & planted) / len(planted),
+                 "false_positive_rate_8gram_palm": len(flagged8 - planted) / clean,
+                 "unplanted_flagged_13gram": len(flagged13 - planted)})
+
+
+def _eval_frame(evals: list[str]):  # noqa: ANN202
+    import pandas as pd
+
+    return pd.DataFrame({"id": np.arange(len(evals)) + 10_000_000, "dataset_id": 1, "text": evals})
+
+
+def phase_ngram_baseline() -> None:
+    docs, evals, planted = training_with_evals()
+    t0 = time.perf_counter()
+    grams: set[tuple[str, ...]] = set()
+    for e in evals:
+        toks = textnorm.tokens(e)
+        grams.update(tuple(toks[i:i + 13]) for i in range(len(toks) - 12))
+    flagged = set()
+    for i, d in enumerate(docs):
+        toks = textnorm.tokens(d)
+        if {tuple(toks[k:k + 13]) for k in range(len(toks) - 12)} & grams:
+            flagged.add(i)
+    seconds = time.perf_counter() - t0
+    _finish(t0, {"baseline_seconds": round(seconds, 2), "recall_13gram": len(flagged & planted) / len(planted),
+                 "unplanted_flagged_13gram": len(flagged - planted)})
+
+
+PHASES = {"near": phase_near, "near_baseline": phase_near_baseline, "ngram": phase_ngram,
+          "ngram_baseline": phase_ngram_baseline}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--phase", choices=PHASES)
+    args = parser.parse_args()
+    if args.phase:
+        PHASES[args.phase]()
+        return
+    results: dict[str, Any] = {"params": {"n_docs": N_DOCS, "n_near_planted": N_NEAR, "n_eval": N_EVAL,
+                                          "n_eval_planted": N_PLANT, "threshold": THRESHOLD, "num_perm": NUM_PERM,
+                                          "shingle_words": SHINGLE}}
+    for phase in PHASES:
+        print(f"running {phase} ...", file=sys.stderr, flush=True)
+        results[phase] = run_isolated("bench.dedup_contamination", "--phase", phase)
+        print(json.dumps(results[phase]), file=sys.stderr, flush=True)
+    near, base = results["near"], results["near_baseline"]
+    results["near_speedup_vs_pairwise"] = round(base["extrapolated_seconds_100k"] / near["near_seconds"], 1)
+    results["ngram_speedup_vs_python_sets"] = round(results["ngram_baseline"]["baseline_seconds"] /
+                                                    results["ngram"]["ngram_seconds"], 2)
+    path = write_results("dedup_contamination", results)
+    print(json.dumps(results, indent=2))
+    print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,561 @@
+"""Benchmark contamination: is an evaluation set (a dataset marked is_eval) inside the training data?
+
+Methods, each a column group in the per-sample result:
+- ngram13: GPT-3 (Brown et al. 2020, appendix C). Lower-cased words without punctuation; a training sample
+  is flagged when it shares any 13-gram with an eval item. 13-grams found in more than `max_train_df`
+  training samples are ignored (boilerplate and common phrases, as in the paper).
+- ngram8: PaLM (Chowdhery et al. 2022). 8-grams; flagged when at least 70% of the sample's 8-grams occur in
+  the eval set, or at least 70% of its best-matching eval item's 8-grams occur in the sample (PaLM's own
+  direction: the eval item is covered by training data). Per eval item, the coverage by the whole
+  training set is reported too.
+- embedding: nearest eval item by cosine of the same sentence model on both sides (core/embed.py, cached
+  runs), on the user turns; catches paraphrases that share few n-grams.
+- mink: Min-K% Prob (Shi et al. 2024) under a chosen causal LM: mean log-probability of the k% least likely
+  tokens; high means "probably seen". Scored for eval items and training samples; flagged only above a
+  threshold the user gives (the score has no universal cut-off).
+
+N-grams of every eval set are hashed once; training samples stream past in batches and only hits are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from core import textnorm
+from core.dedup import CONTENT_SQL, iter_texts
+from core.store import Store
+
+METHODS = ("ngram13", "ngram8", "embedding", "mink")
+DEFAULT_METHODS = ("ngram13", "ngram8", "embedding")
+DEFAULTS: dict[str, Any] = {
+    "max_train_df": 10, "palm_threshold": 0.7, "embed_threshold": 0.85, "mink_k": 0.2, "embed_text": "user",
+}
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass
+class ContaminationReport:
+    run_id: int
+    dataset: str
+    against: list[str]
+    methods: list[str]
+    n_samples: int
+    summary: pd.DataFrame  # one row per eval set
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "dataset": self.dataset, "against": self.against, "methods": self.methods,
+                "n_samples": self.n_samples, "summary": self.summary.to_dict("records")}
+
+
+# ---- n-grams -----------------------------------------------------------------------------------------
+
+@dataclass
+class EvalNgrams:
+    """Distinct hashed n-grams of eval items: parallel arrays sorted by hash (a hash may have several owners)."""
+
+    n: int
+    hashes: np.ndarray  # uint64, sorted
+    eval_id: np.ndarray  # int64 owner eval sample id
+    eval_ds: np.ndarray  # int64 owner eval dataset id
+    unique: np.ndarray  # sorted distinct hashes, for membership tests
+    totals: pd.Series  # distinct n-grams per eval item
+
+
+def build_eval_ngrams(items: pd.DataFrame, n: int, hasher: textnorm.WordHasher) -> EvalNgrams:
+    """`items` has columns id, dataset_id, text."""
+    batch = textnorm.ngram_batch([textnorm.tokens(t) for t in items["text"]], n, hasher)
+    df = pd.DataFrame({"h": batch.hashes, "eval_id": items["id"].to_numpy()[batch.doc],
+                       "eval_ds": items["dataset_id"].to_numpy()[batch.doc]}).drop_duplicates()
+    df = df.sort_values("h", kind="stable")
+    return EvalNgrams(n=n, hashes=df["h"].to_numpy(np.uint64), eval_id=df["eval_id"].to_numpy(np.int64),
+                      eval_ds=df["eval_ds"].to_numpy(np.int64), unique=np.unique(df["h"].to_numpy(np.uint64)),
+                      totals=df.groupby("eval_id").size())
+
+
+def member(hashes: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
+    """Boolean mask: which hashes are in the sorted array (binary search; faster than np.isin here)."""
+    if len(sorted_unique) == 0:
+        return np.zeros(len(hashes), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_unique, hashes), len(sorted_unique) - 1)
+    return sorted_unique[pos] == hashes
+
+
+def scan_training(batches, evals: list[EvalNgrams], hasher: textnorm.WordHasher,
+                  progress: Progress | None = None, total: int | None = None) -> tuple[list[pd.DataFrame], pd.Series]:
+    """One streaming pass: per n-gram size, the hits (train_id, hash, start) and each sample's n-gram count."""
+    hits: list[list[pd.DataFrame]] = [[] for _ in evals]
+    counts: list[pd.Series] = [[] for _ in evals]  # type: ignore[misc]
+    done = 0
+    for ids, texts in batches:
+        words = textnorm.word_hashes([textnorm.tokens(t) for t in texts], hasher)
+        for k, ev in enumerate(evals):
+            batch = textnorm.ngram_batch(None, ev.n, words=words)
+            mask = member(batch.hashes, ev.unique)
+            hits[k].append(pd.DataFrame({"train_id": ids[batch.doc[mask]], "h": batch.hashes[mask],
+                                         "start": batch.start[mask]}))
+            counts[k].append(pd.Series(np.maximum(batch.n_words - ev.n + 1, 0), index=ids))
+        done += len(ids)
+        if progress:
+            progress(done, total)
+    merged = [pd.concat(h, ignore_index=True) if h else pd.DataFrame(columns=["train_id", "h", "start"]) for h in hits]
+    n_grams = [pd.concat(c) if len(c) else pd.Series(dtype="int64") for c in counts]
+    return merged, n_grams
+
+
+def _owners(hits: pd.DataFrame, ev: EvalNgrams) -> pd.DataFrame:
+    """Hits exploded to every eval item that owns the hash: (train_id, h, start, eval_id, eval_ds)."""
+    owners = pd.DataFrame({"h": ev.hashes, "eval_id": ev.eval_id, "eval_ds": ev.eval_ds})
+    return hits.merge(owners, on="h")
+
+
+def ngram13_results(hits: pd.DataFrame, ev: EvalNgrams, max_train_df: int) -> pd.DataFrame:
+    """Per (train sample, eval set): best eval item and distinct shared 13-grams, frequent ones ignored."""
+    if hits.empty:
+        return pd.DataFrame(columns=["train_id", "eval_ds", "ngram13_eval_id", "ngram13_hits", "ngram13_starts"])
+    df_count = hits.groupby("h")["train_id"].nunique()
+    keep = df_count[df_count <= max_train_df].index
+    hits = hits[hits["h"].isin(keep)]
+    ex = _owners(hits, ev)
+    if ex.empty:
+        return pd.DataFrame(columns=["train_id", "eval_ds", "ngram13_eval_id", "ngram13_hits", "ngram13_starts"])
+    per_item = ex.groupby(["train_id", "eval_ds", "eval_id"])["h"].nunique().rename("hits").reset_index()
+    best = per_item.sort_values(["hits", "eval_id"], ascending=[False, True]).drop_duplicates(["train_id", "eval_ds"])
+    starts = ex.groupby(["train_id", "eval_ds"])["start"].agg(lambda s: sorted(set(int(x) for x in s)))
+    best = best.merge(starts.rename("ngram13_starts").reset_index(), on=["train_id", "eval_ds"])
+    return best.rename(columns={"eval_id": "ngram13_eval_id", "hits": "ngram13_hits"})
+
+
+def ngram8_results(hits: pd.DataFrame, ev: EvalNgrams, n_grams: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """PaLM-style fractions per (train sample, eval set), and per eval item its coverage by all training data."""
+    cols = ["train_id", "eval_ds", "ngram8_eval_id", "ngram8_train_frac", "ngram8_eval_frac", "ngram8_starts"]
+    coverage = pd.DataFrame({"eval_id": ev.totals.index, "ngram8_coverage": 0.0})
+    if hits.empty:
+        return pd.DataFrame(columns=cols), coverage
+    ex = _owners(hits, ev)
+    # Share of the sample's 8-gram occurrences found in the eval set (per eval set).
+    occ = ex.drop_duplicates(["train_id", "eval_ds", "start"]).groupby(["train_id", "eval_ds"]).size()
+    occ = occ.rename("matched").reset_index()
+    occ["ngram8_train_frac"] = occ["matched"] / occ["train_id"].map(n_grams).clip(lower=1).to_numpy()
+    # Share of each eval item's distinct 8-grams found in the sample; keep the best item per eval set.
+    per_item = ex.groupby(["train_id", "eval_ds", "eval_id"])["h"].nunique().rename("m").reset_index()
+    per_item["ngram8_eval_frac"] = per_item["m"] / per_item["eval_id"].map(ev.totals).to_numpy()
+    best = per_item.sort_values(["ngram8_eval_frac", "eval_id"], ascending=[False, True]).drop_duplicates(
+        ["train_id", "eval_ds"])
+    starts = ex.groupby(["train_id", "eval_ds"])["start"].agg(lambda s: sorted(set(int(x) for x in s)))
+    out = occ.merge(best, on=["train_id", "eval_ds"]).merge(starts.rename("ngram8_starts").reset_index(),
+                                                             on=["train_id", "eval_ds"])
+    out = out.rename(columns={"eval_id": "ngram8_eval_id"})[cols]
+    found = ex.groupby("eval_id")["h"].nunique()
+    coverage["ngram8_coverage"] = (coverage["eval_id"].map(found).fillna(0) /
+                                   coverage["eval_id"].map(ev.totals)).to_numpy()
+    return out, coverage
+
+
+# ---- embeddings --------------------------------------------------------------------------------------
+
+def nearest(train: np.ndarray, evals: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Index and cosine of the nearest eval vector for each training vector (both L2-normalised)."""
+    idx = np.zeros(len(train), dtype=np.int64)
+    cos = np.zeros(len(train), dtype=np.float32)
+    for lo in range(0, len(train), chunk):
+        sims = train[lo:lo + chunk] @ evals.T
+        idx[lo:lo + chunk] = sims.argmax(axis=1)
+        cos[lo:lo + chunk] = sims[np.arange(len(sims)), idx[lo:lo + chunk]]
+    return idx, cos
+
+
+def embedding_results(store: Store, dataset: str, eval_names: list[str], *, model: str | None, text: str,
+                      progress: Progress | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Nearest eval item per training sample and eval set, with the same model and text on both sides."""
+    from core import embed
+
+    train_run = embed.embed(store, dataset, model=model, text=text, progress=progress).run_id
+    train_ids, train_vecs = embed.load_vectors(store, train_run)
+    runs = {dataset: train_run}
+    frames = []
+    for name in eval_names:
+        info = store.dataset(name)
+        run = embed.embed(store, name, model=model, text=text).run_id
+        runs[name] = run
+        eval_ids, eval_vecs = embed.load_vectors(store, run)
+        if len(eval_ids) == 0 or len(train_ids) == 0:
+            continue
+        idx, cos = nearest(train_vecs, eval_vecs)
+        frames.append(pd.DataFrame({"train_id": train_ids, "eval_ds": info.dataset_id,
+                                    "embed_eval_id": eval_ids[idx], "embed_cosine": cos.astype(float)}))
+    return (pd.concat(frames, ignore_index=True) if frames else
+            pd.DataFrame(columns=["train_id", "eval_ds", "embed_eval_id", "embed_cosine"])), runs
+
+
+# ---- Min-K% Prob -------------------------------------------------------------------------------------
+
+def load_causal_lm(name_or_path: str, device: str = "auto") -> tuple[Any, Any, str]:
+    """(model, tokenizer, device) for any transformers causal LM; CUDA in bf16/fp16 when present."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float32
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+    return model, tokenizer, device
+
+
+def min_k_prob(texts: Sequence[str], model: Any, tokenizer: Any, *, k: float = 0.2, device: str = "cpu",
+               batch_size: int = 8, max_length: int = 512, progress: Progress | None = None) -> np.ndarray:
+    """Min-K% Prob per text: mean log-probability of the k fraction least likely next tokens (NaN if < 2 tokens)."""
+    import torch
+
+    if not 0 < k <= 1:
+        raise ValueError(f"k is a fraction in (0, 1] (e.g. 0.2 for 20%), got {k}")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    out = np.full(len(texts), np.nan)
+    order = np.argsort([len(t) for t in texts], kind="stable")  # length-sorted: less padding
+    for lo in range(0, len(texts), batch_size):
+        idx = order[lo:lo + batch_size]
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_length)
+        enc = {key: val.to(device) for key, val in enc.items() if key in ("input_ids", "attention_mask")}
+        with torch.no_grad():
+            logits = model(**enc).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = enc["input_ids"][:, 1:]
+        token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        valid = enc["attention_mask"][:, 1:].bool() & enc["attention_mask"][:, :-1].bool()
+        for row, i in enumerate(idx):
+            values = token_lp[row][valid[row]].cpu().numpy()
+            if len(values) == 0:
+                continue
+            m = max(1, math.ceil(len(values) * k))
+            out[i] = float(np.sort(values)[:m].mean())
+        if progress:
+            progress(min(lo + batch_size, len(texts)), len(texts))
+    return out
+
+
+def _texts_of(store: Store, dataset_id: int) -> pd.DataFrame:
+    return store.query_df(f"SELECT s.id, s.dataset_id, {CONTENT_SQL} AS text FROM samples s "
+                          "WHERE s.dataset_id = ? ORDER BY s.id", [dataset_id])
+
+
+# ---- the run -----------------------------------------------------------------------------------------
+
+def _eval_names(store: Store, against: Sequence[str] | None) -> list[str]:
+    if against:
+        for name in against:
+            if not store.dataset(name).is_eval:
+                raise ValueError(f"{name!r} is not marked as an evaluation set (load it with is_eval=True).")
+        return list(against)
+    names = store.query_df("SELECT name FROM datasets WHERE is_eval ORDER BY name")["name"].tolist()
+    if not names:
+        raise ValueError("No dataset in the store is marked as an evaluation set.")
+    return names
+
+
+def check_contamination(
+    store: Store,
+    dataset: str,
+    against: Sequence[str] | None = None,
+    *,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    max_train_df: int = DEFAULTS["max_train_df"],
+    palm_threshold: float = DEFAULTS["palm_threshold"],
+    embed_threshold: float = DEFAULTS["embed_threshold"],
+    embed_model: str | None = None,
+    embed_text: str = DEFAULTS["embed_text"],
+    mink_model: str | None = None,
+    mink_k: float = DEFAULTS["mink_k"],
+    mink_threshold: float | None = None,
+    mink_device: str = "auto",
+    batch_size: int = 5000,
+    progress: Callable[[str, float], None] | None = None,
+) -> ContaminationReport:
+    """Check `dataset` against eval sets (all is_eval datasets when `against` is None); a recorded run."""
+    methods = list(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods must be among {', '.join(METHODS)}; got {', '.join(methods) or 'none'}")
+    if "mink" in methods and not mink_model:
+        raise ValueError("Min-K% Prob needs a causal language model (name or local path).")
+    if not 0.05 <= mink_k <= 0.6:
+        raise ValueError(f"Min-K% k must be between 5% and 60% (0.05-0.6), got {mink_k}")
+    info = store.dataset(dataset)
+    eval_names = _eval_names(store, against)
+    eval_infos = [store.dataset(n) for n in eval_names]
+    params = {"against": eval_names, "methods": methods, "max_train_df": max_train_df,
+              "palm_threshold": palm_threshold}
+    if "embedding" in methods:
+        params |= {"embed_threshold": embed_threshold, "embed_model": embed_model or "all-MiniLM-L6-v2",
+                   "embed_text": embed_text}
+    if "mink" in methods:
+        params |= {"mink_model": mink_model, "mink_k": mink_k, "mink_threshold": mink_threshold}
+    run_id = store.start_run("contamination", dataset_id=info.dataset_id, params=params,
+                             model=mink_model if "mink" in methods else None)
+    say = progress or (lambda _stage, _frac: None)
+    try:
+        results, items = _compute(store, info, eval_infos, methods, params, batch_size, say)
+        _write(store, run_id, results, items)
+        summary = eval_summary(store, run_id)
+    except BaseException as exc:
+        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    store.finish_run(run_id, n_samples=info.n_samples)
+    say("done", 1.0)
+    return ContaminationReport(run_id, dataset, eval_names, methods, info.n_samples, summary)
+
+
+def _compute(store: Store, info, eval_infos, methods: list[str], params: dict[str, Any], batch_size: int,
+             say: Callable[[str, float], None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    eval_items = pd.concat([_texts_of(store, e.dataset_id) for e in eval_infos], ignore_index=True)
+    hasher = textnorm.WordHasher()
+    keys = ["train_id", "eval_ds"]
+    parts: list[pd.DataFrame] = []
+    items = eval_items[["id", "dataset_id"]].rename(columns={"id": "eval_id", "dataset_id": "eval_ds"})
+    sizes = [n for n, m in ((13, "ngram13"), (8, "ngram8")) if m in methods]
+    if sizes:
+        say("n-grams", 0.0)
+        evs = [build_eval_ngrams(eval_items, n, hasher) for n in sizes]
+        hits, n_grams = scan_training(iter_texts(store, [info.dataset_id], batch_size), evs, hasher,
+                                      lambda d, t: say("n-grams", d / max(t or 1, 1)), info.n_samples)
+        for ev, h, counts in zip(evs, hits, n_grams, strict=True):
+            if ev.n == 13:
+                parts.append(ngram13_results(h, ev, params["max_train_df"]))
+            else:
+                res8, coverage = ngram8_results(h, ev, counts)
+                parts.append(res8)
+                items = items.merge(coverage, on="eval_id", how="left")
+    if "embedding" in methods:
+        say("embeddings", 0.0)
+        emb, runs = embedding_results(store, info.name, [e.name for e in eval_infos], model=params["embed_model"],
+                                      text=params["embed_text"], progress=lambda d, t: say("embeddings", d / max(t, 1)))
+        params["embed_runs"] = runs
+        parts.append(emb)
+    mink_train = None
+    if "mink" in methods:
+        say("Min-K% Prob", 0.0)
+        model, tokenizer, device = load_causal_lm(params["mink_model"])
+        items["mink_score"] = min_k_prob(eval_items["text"].tolist(), model, tokenizer, k=params["mink_k"],
+                                         device=device)
+        train = _texts_of(store, info.dataset_id)
+        scores = min_k_prob(train["text"].tolist(), model, tokenizer, k=params["mink_k"], device=device,
+                            progress=lambda d, t: say("Min-K% Prob", d / max(t or 1, 1)))
+        mink_train = pd.DataFrame({"train_id": train["id"], "mink_score": scores})
+    results = pd.DataFrame({"train_id": pd.Series(dtype="int64"), "eval_ds": pd.Series(dtype="int64")})
+    for part in parts:
+        part = part.astype({"train_id": "int64", "eval_ds": "int64"})
+        results = results.merge(part, on=keys, how="outer")
+    if mink_train is not None:
+        grid = pd.DataFrame([(t, e.dataset_id) for t in mink_train["train_id"] for e in eval_infos], columns=keys)
+        base = grid if results.empty else results.merge(grid, on=keys, how="outer")
+        results = base.merge(mink_train, on="train_id", how="left")
+    return _flag(results, params, methods), items
+
+
+def _flag(results: pd.DataFrame, params: dict[str, Any], methods: list[str]) -> pd.DataFrame:
+    df = results.copy()
+    for col in ["ngram13_eval_id", "ngram13_hits", "ngram13_starts", "ngram8_eval_id", "ngram8_train_frac",
+                "ngram8_eval_frac", "ngram8_starts", "embed_eval_id", "embed_cosine", "mink_score"]:
+        if col not in df.columns:
+            df[col] = None
+    df["flag_ngram13"] = df["ngram13_hits"].fillna(0).astype(float) > 0
+    palm = params["palm_threshold"]
+    df["flag_ngram8"] = (df["ngram8_train_frac"].astype(float).fillna(0) >= palm) | (
+        df["ngram8_eval_frac"].astype(float).fillna(0) >= palm)
+    df["flag_embedding"] = df["embed_cosine"].astype(float).fillna(-1) >= params.get("embed_threshold", 2.0)
+    threshold = params.get("mink_threshold")
+    df["flag_mink"] = (df["mink_score"].astype(float).fillna(-np.inf) >= threshold) if threshold is not None \
+        else False
+    df["contaminated"] = df[["flag_ngram13", "flag_ngram8", "flag_embedding", "flag_mink"]].any(axis=1)
+    return df
+
+
+def _spans(store: Store, df: pd.DataFrame) -> pd.DataFrame:
+    """Character spans of matched n-grams, for the samples that have any (one text fetch for all of them)."""
+    need = df.loc[df["ngram13_starts"].notna() | df["ngram8_starts"].notna(), "train_id"].unique().tolist()
+    df["ngram13_spans"] = None
+    df["ngram8_spans"] = None
+    if not need:
+        return df
+    texts = store.query_df(f"SELECT s.id, {CONTENT_SQL} AS text FROM samples s WHERE list_contains(?, s.id)",
+                           [[int(x) for x in need]])
+    spans_of = {int(i): textnorm.token_spans(t)[1] for i, t in zip(texts["id"], texts["text"], strict=True)}
+    for col, n in (("ngram13", 13), ("ngram8", 8)):
+        starts = df[f"{col}_starts"]
+        df[f"{col}_spans"] = [
+            json.dumps(textnorm.merge_spans(s, n, spans_of.get(int(t), []))) if isinstance(s, list) else None
+            for t, s in zip(df["train_id"], starts, strict=True)]
+    return df
+
+
+def _write(store: Store, run_id: int, results: pd.DataFrame, items: pd.DataFrame) -> None:
+    df = _spans(store, results)
+
+    def col(name: str, typ: pa.DataType) -> pa.Array:
+        values = df[name].astype(object).where(df[name].notna(), None).tolist()
+        return pa.array(values, type=typ)
+
+    table = pa.table({
+        "sample_id": col("train_id", pa.int64()), "eval_dataset_id": col("eval_ds", pa.int32()),
+        "ngram13_eval_id": col("ngram13_eval_id", pa.int64()), "ngram13_hits": col("ngram13_hits", pa.int32()),
+        "ngram13_spans": col("ngram13_spans", pa.string()), "ngram8_eval_id": col("ngram8_eval_id", pa.int64()),
+        "ngram8_train_frac": col("ngram8_train_frac", pa.float64()),
+        "ngram8_eval_frac": col("ngram8_eval_frac", pa.float64()), "ngram8_spans": col("ngram8_spans", pa.string()),
+        "embed_eval_id": col("embed_eval_id", pa.int64()), "embed_cosine": col("embed_cosine", pa.float64()),
+        "mink_score": col("mink_score", pa.float64()), "flag_ngram13": col("flag_ngram13", pa.bool_()),
+        "flag_ngram8": col("flag_ngram8", pa.bool_()), "flag_embedding": col("flag_embedding", pa.bool_()),
+        "flag_mink": col("flag_mink", pa.bool_()), "contaminated": col("contaminated", pa.bool_()),
+    })
+    for name in ("ngram8_coverage", "mink_score"):
+        if name not in items.columns:
+            items[name] = None
+    item_table = pa.table({
+        "eval_dataset_id": pa.array(items["eval_ds"].to_numpy(np.int64), pa.int32()),
+        "eval_sample_id": pa.array(items["eval_id"].to_numpy(np.int64), pa.int64()),
+        "ngram8_coverage": pa.array(items["ngram8_coverage"].astype(object).where(items["ngram8_coverage"].notna(),
+                                                                                  None).tolist(), pa.float64()),
+        "mink_score": pa.array(items["mink_score"].astype(object).where(items["mink_score"].notna(), None).tolist(),
+                               pa.float64()),
+    })
+    with store.transaction() as con:
+        con.register("new_results", table)
+        con.execute("INSERT INTO contamination_results SELECT ?, * FROM new_results", [run_id])
+        con.unregister("new_results")
+        con.register("new_items", item_table)
+        con.execute(
+            "INSERT INTO contamination_eval_items SELECT ?, i.eval_dataset_id, i.eval_sample_id, "
+            "(SELECT count(DISTINCT r.sample_id) FROM contamination_results r WHERE r.run_id = ? AND r.contaminated "
+            " AND i.eval_sample_id IN (r.ngram13_eval_id, r.ngram8_eval_id, r.embed_eval_id) "
+            " AND (r.flag_ngram13 AND r.ngram13_eval_id = i.eval_sample_id OR r.flag_ngram8 AND r.ngram8_eval_id = "
+            "  i.eval_sample_id OR r.flag_embedding AND r.embed_eval_id = i.eval_sample_id)), "
+            "i.ngram8_coverage, i.mink_score FROM new_items i", [run_id, run_id])
+        con.unregister("new_items")
+
+
+# ---- reading results ---------------------------------------------------------------------------------
+
+def contamination_runs(store: Store, dataset: str | None = None) -> pd.DataFrame:
+    sql = ("SELECT r.run_id, d.name AS dataset, r.status, r.params, r.started_at, r.n_samples FROM runs r "
+           "JOIN datasets d USING (dataset_id) WHERE r.kind = 'contamination'")
+    params: list[Any] = []
+    if dataset:
+        sql += " AND d.name = ?"
+        params.append(dataset)
+    return store.query_df(sql + " ORDER BY r.run_id DESC", params)
+
+
+def results(store: Store, run_id: int, *, flagged_only: bool = False) -> pd.DataFrame:
+    """Per (training sample, eval set) results of a run, keyed by sample id, with the eval set's name."""
+    sql = ("SELECT r.*, d.name AS eval_set FROM contamination_results r JOIN datasets d "
+           "ON d.dataset_id = r.eval_dataset_id WHERE r.run_id = ?" + (" AND r.contaminated" if flagged_only else "") +
+           " ORDER BY r.contaminated DESC, r.ngram13_hits DESC NULLS LAST, r.embed_cosine DESC NULLS LAST, r.sample_id")
+    return store.query_df(sql, [run_id])
+
+
+def eval_summary(store: Store, run_id: int) -> pd.DataFrame:
+    """Per eval set: training samples flagged by each method, and eval items hit."""
+    return store.query_df(
+        """
+        WITH r AS (SELECT * FROM contamination_results WHERE run_id = ?),
+             per AS (SELECT eval_dataset_id,
+                            count(DISTINCT sample_id) FILTER (WHERE flag_ngram13) AS n_ngram13,
+                            count(DISTINCT sample_id) FILTER (WHERE flag_ngram8) AS n_ngram8,
+                            count(DISTINCT sample_id) FILTER (WHERE flag_embedding) AS n_embedding,
+                            count(DISTINCT sample_id) FILTER (WHERE flag_mink) AS n_mink,
+                            count(DISTINCT sample_id) FILTER (WHERE contaminated) AS n_contaminated,
+                            avg(mink_score) AS train_mink_mean
+                     FROM r GROUP BY eval_dataset_id),
+             items AS (SELECT eval_dataset_id, count(*) AS n_eval_items,
+                              count(*) FILTER (WHERE n_train_hits > 0) AS n_eval_items_hit,
+                              avg(ngram8_coverage) AS mean_ngram8_coverage,
+                              count(*) FILTER (WHERE ngram8_coverage >= 0.7) AS n_eval_items_palm,
+                              avg(mink_score) AS eval_mink_mean
+                       FROM contamination_eval_items WHERE run_id = ? GROUP BY eval_dataset_id)
+        SELECT d.name AS eval_set, i.n_eval_items, coalesce(p.n_contaminated, 0) AS n_contaminated,
+               coalesce(p.n_ngram13, 0) AS n_ngram13, coalesce(p.n_ngram8, 0) AS n_ngram8,
+               coalesce(p.n_embedding, 0) AS n_embedding, coalesce(p.n_mink, 0) AS n_mink,
+               i.n_eval_items_hit, i.n_eval_items_palm, i.mean_ngram8_coverage, i.eval_mink_mean, p.train_mink_mean
+        FROM items i JOIN datasets d ON d.dataset_id = i.eval_dataset_id
+        LEFT JOIN per p USING (eval_dataset_id) ORDER BY d.name
+        """, [run_id, run_id])
+
+
+def eval_items_hit(store: Store, run_id: int, eval_set: str | None = None) -> pd.DataFrame:
+    sql = ("SELECT i.*, d.name AS eval_set FROM contamination_eval_items i JOIN datasets d "
+           "ON d.dataset_id = i.eval_dataset_id WHERE i.run_id = ? AND i.n_train_hits > 0")
+    params: list[Any] = [run_id]
+    if eval_set:
+        sql += " AND d.name = ?"
+        params.append(eval_set)
+    return store.query_df(sql + " ORDER BY i.n_train_hits DESC, i.eval_sample_id", params)
+
+
+def flagged_ids(store: Store, run_id: int) -> set[int]:
+    df = store.query_df("SELECT DISTINCT sample_id FROM contamination_results WHERE run_id = ? AND contaminated",
+                        [run_id])
+    return {int(x) for x in df["sample_id"]}
+
+
+def sample_text(store: Store, sample_id: int) -> str:
+    """The text offsets refer to: the sample's turns joined by newlines."""
+    df = store.query_df(f"SELECT {CONTENT_SQL} AS text FROM samples s WHERE s.id = ?", [int(sample_id)])
+    if df.empty:
+        raise KeyError(f"No sample {sample_id}")
+    return str(df["text"].iloc[0])
+
+
+def highlight_html(text: str, spans: Sequence[Sequence[int]]) -> str:
+    """The text with spans marked; every piece of dataset text is escaped before it is wrapped in markup."""
+    import html
+
+    out, pos = [], 0
+    for start, end in sorted((int(s), int(e)) for s, e in spans):
+        if start < pos:
+            start = pos
+        if end <= start:
+            continue
+        out.append(html.escape(text[pos:start]))
+        out.append(f'<mark style="background:#ffd54f">{html.escape(text[start:end])}</mark>')
+        pos = end
+    out.append(html.escape(text[pos:]))
+    return '<div style="white-space:pre-wrap;font-family:monospace;font-size:0.85em">' + "".join(out) + "</div>"
+
+
+def summary_figure(summary: pd.DataFrame):  # noqa: ANN201 - plotly figure
+    """Bar chart per eval set: training samples flagged by each method."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    labels = {"n_ngram13": "13-gram (GPT-3)", "n_ngram8": "8-gram (PaLM)", "n_embedding": "embedding",
+              "n_mink": "Min-K% Prob"}
+    for col, label in labels.items():
+        fig.add_bar(name=label, x=summary["eval_set"], y=summary[col])
+    fig.update_layout(barmode="group", yaxis_title="training samples flagged", height=360,
+                      margin={"l": 40, "r": 10, "t": 30, "b": 40}, legend_orientation="h")
+    return fig
+
+
+def cosine_figure(results: pd.DataFrame, eval_set: str, threshold: float = DEFAULTS["embed_threshold"]):  # noqa: ANN201
+    """Histogram of each training sample's cosine to its nearest item of one eval set, with the flag line."""
+    import plotly.graph_objects as go
+
+    cos = results["embed_cosine"].dropna().astype(float) if "embed_cosine" in results else pd.Series(dtype=float)
+    fig = go.Figure(go.Histogram(x=cos, nbinsx=50, name="training samples"))
+    fig.add_vline(x=threshold, line_dash="dash", line_color="red", annotation_text="flag")
+    fig.update_layout(title=f"Nearest {eval_set} item: cosine", xaxis_title="cosine", yaxis_title="training samples",
+                      height=300, margin={"l": 40, "r": 10, "t": 40, "b": 40})
+    if cos.empty:
+        fig.add_annotation(text="no embedding check in this run", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+    return fig
