@@ -12,10 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import krippendorff
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score
 
 from core.labels import LabelSchema, annotator_labels, dump_value, get_schema, load_value, suggestions
 from core.store import Store
@@ -32,6 +30,8 @@ def cohen_kappa(a: list[Any], b: list[Any]) -> float:
     ka, kb = [_key(v) for v in a], [_key(v) for v in b]
     if len(set(ka) | set(kb)) < 2:
         return 1.0 if ka == kb else float("nan")  # one category only: kappa is 0/0; identical is agreement
+    from sklearn.metrics import cohen_kappa_score  # imported here: the CLI starts faster
+
     return float(cohen_kappa_score(ka, kb))
 
 
@@ -57,6 +57,8 @@ def krippendorff_alpha(matrix: np.ndarray, level: str = "nominal") -> float:
     values = set(matrix[~np.isnan(matrix)].tolist()) if matrix.size else set()
     if pairable == 0 or len(values) < 2:
         return float("nan")
+    import krippendorff  # imported here: the CLI starts faster
+
     return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level))
 
 
