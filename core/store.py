@@ -337,13 +337,14 @@ class Store:
 
 
 def _read_version(con: duckdb.DuckDBPyConnection) -> int:
+    # fetchall, not fetchone: a half-read result blocks con.register() on this connection (DuckDB 2).
     has_meta = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' AND table_schema = 'main'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not has_meta:
         return 0
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    return int(rows[0][0]) if rows else 0
 
 
 def migrate(con: duckdb.DuckDBPyConnection, path: Path | str = "<store>") -> int:

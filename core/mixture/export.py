@@ -1,0 +1,269 @@
+"""Export a mixture: JSONL (OpenAI messages, ShareGPT, Alpaca), Parquet, a Hugging Face dataset folder,
+plus provenance.parquet, manifest.json, datasheet.md and charts/*.png.
+
+Everything is written into a hidden temporary folder beside the destination and renamed into place at
+the end, so an interrupted export leaves nothing that looks complete. Rows stream from DuckDB with COPY
+(ordered by their position), never through Python dicts. The same recipe and store give the same bytes:
+selection is seeded per cell over candidates sorted by sample id, JSON keys have a fixed order, the
+manifest holds no timestamps (those live in the runs table and in run.json, which is not hashed).
+
+Layout:  openai/train.jsonl  sharegpt/train.jsonl  alpaca/train.jsonl  parquet/train.parquet  hf/
+         (+ validation.* when export.validation > 0), provenance.parquet, recipe.yaml, manifest.json,
+         datasheet.md, charts/*.png, run.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from core.mixture.build import Composition, MixturePlanError, Progress, compose_on
+from core.mixture.datasheet import datasheet_markdown, write_charts
+from core.mixture.recipe import Recipe, RecipeError
+from core.mixture.saved import record_export
+from core.store import CODE_VERSION, PROJECT_ROOT, Store, now_utc
+
+_SPLITS = ("train", "validation")
+_SYSTEM = "coalesce(list_filter(s.messages, lambda m: m.role = 'system')[1].content, '')"
+_WEIGHT = "coalesce(c.weight, 1.0)"
+
+
+class ExportExistsError(ValueError):
+    """The output folder exists and overwriting was not asked for."""
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    run_id: int
+    files: list[dict[str, Any]]
+    manifest: dict[str, Any]
+    composition: Composition
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "run_id": self.run_id, "n_samples": self.composition.n_selected,
+                "n_tokens": self.composition.n_tokens, "files": self.files,
+                "warnings": [w.to_dict() for w in self.composition.warnings]}
+
+
+def _row_sql(fmt: str, weighted: bool) -> str:
+    """The SELECT list for one format; fixed SQL text only."""
+    weight = f", {_WEIGHT} AS weight" if weighted else ""
+    if fmt == "openai":
+        return f"s.messages AS messages{weight}"
+    if fmt == "sharegpt":
+        role = ("CASE m.role WHEN 'user' THEN 'human' WHEN 'assistant' THEN 'gpt' ELSE m.role END")
+        return f"list_transform(s.messages, lambda m: {{'from': {role}, 'value': m.content}}) AS conversations{weight}"
+    if fmt == "alpaca":
+        c = "list_filter(s.messages, lambda m: m.role <> 'system')"
+        last_is_answer = f"{c}[-1].role = 'assistant'"
+        q = f"(CASE WHEN {last_is_answer} THEN len({c}) - 1 ELSE len({c}) END)"
+        return (f"coalesce({c}[{q}].content, '') AS instruction, '' AS input, "
+                f"CASE WHEN {last_is_answer} THEN {c}[-1].content ELSE '' END AS output, {_SYSTEM} AS system, "
+                f"list_transform(range(1, {q} - 1, 2), lambda i: [{c}[i].content, {c}[i + 1].content]) AS history"
+                f"{weight}")
+    # parquet / hf: the normalised sample with its provenance columns
+    return ("s.id AS sample_id, d.name AS source, c.category AS category, s.messages AS messages, "
+            f"s.rejected AS rejected, s.n_tokens AS n_tokens{weight}")
+
+
+def _copy(con: duckdb.DuckDBPyConnection, fmt: str, split: str, path: Path, weighted: bool) -> int:
+    select = (f"SELECT {_row_sql(fmt, weighted)} FROM mix_sel m JOIN samples s ON s.id = m.sample_id "
+              "JOIN mix_cand c ON c.id = m.sample_id JOIN datasets d ON d.dataset_id = s.dataset_id "
+              "WHERE m.split = ? ORDER BY m.pos")
+    options = "FORMAT JSON" if fmt in ("openai", "sharegpt", "alpaca") else "FORMAT PARQUET, COMPRESSION ZSTD"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # COPY takes no parameters, so the split goes in through a one-row temp table.
+    con.execute("CREATE OR REPLACE TEMP TABLE _mx_split AS SELECT CAST(? AS VARCHAR) AS split", [split])
+    select = select.replace("m.split = ?", "m.split = (SELECT split FROM _mx_split)")
+    con.execute(f"COPY ({select}) TO '{_sql_path(path)}' ({options})")
+    return int(con.execute("SELECT count(*) FROM mix_sel WHERE split = ?", [split]).fetchone()[0])
+
+
+def _sql_path(path: Path) -> str:
+    """Our own temporary path as a SQL string literal (quotes doubled)."""
+    return str(path).replace("'", "''")
+
+
+def _write_hf(folder: Path, parquet_files: dict[str, Path], fingerprint: str) -> None:
+    """A DatasetDict saved with save_to_disk; fingerprints fixed so the folder's bytes are reproducible."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset, DatasetDict
+    from datasets.table import InMemoryTable
+
+    parts = {}
+    for split, path in parquet_files.items():
+        table = pq.read_table(path)
+        parts[split] = Dataset(InMemoryTable(table), fingerprint=hashlib.sha256(
+            f"{fingerprint}:{split}".encode()).hexdigest()[:16])
+    DatasetDict(parts).save_to_disk(str(folder))
+
+
+def _provenance(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    con.execute(
+        "COPY (SELECT m.split, row_number() OVER (PARTITION BY m.split ORDER BY m.pos) - 1 AS row, m.sample_id, "
+        "d.name AS source, s.source_id, s.row_idx, c.category, m.copy, c.weight FROM mix_sel m "
+        "JOIN samples s ON s.id = m.sample_id JOIN mix_cand c ON c.id = m.sample_id "
+        "JOIN datasets d ON d.dataset_id = s.dataset_id ORDER BY m.split, m.pos) "
+        f"TO '{_sql_path(path)}' (FORMAT PARQUET, COMPRESSION ZSTD)")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_version() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                                    capture_output=True, text=True, timeout=5).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"assay_version": CODE_VERSION, "git_commit": commit, "git_dirty": dirty}
+
+
+def _manifest(store: Store, comp: Composition, files: list[dict[str, Any]], splits: dict[str, int]) -> dict[str, Any]:
+    recipe = comp.recipe
+    src_cols = ["dataset", "license", "synthetic", "is_eval", "origin", "loaded_at", "ingest_run_id", "n_total",
+                "n_after_filters", "n_selected", "n_unique", "tokens_selected", "n_validation"]
+    return {
+        "format": "assay-mixture-export/1",
+        "recipe": recipe.to_dict(),
+        "recipe_fingerprint": recipe.fingerprint(),
+        "seed": recipe.seed,
+        "store": {"path": str(store.path.resolve()), "schema_version": store.schema_version()},
+        "code": git_version(),
+        "totals": {"samples": comp.n_selected, "tokens": comp.n_tokens, **splits},
+        "sources": json.loads(comp.sources[src_cols].to_json(orient="records")),
+        "filters": json.loads(comp.filter_counts.to_json(orient="records")),
+        "plan": {"steps": comp.plan.steps, "issues": comp.plan.issues,
+                 "cells": json.loads(comp.plan.cells.to_json(orient="records"))},
+        "dedup_run": comp.dedup_run,
+        "contamination_runs": comp.contamination_runs,
+        "selection": comp.selection_notes,
+        "warnings": [w.to_dict() for w in comp.warnings],
+        "files": files,
+    }
+
+
+def _write_files(con: duckdb.DuckDBPyConnection, comp: Composition, tmp: Path, formats: list[str],
+                 progress: Progress | None) -> dict[str, int]:
+    recipe = comp.recipe
+    weighted = recipe.weights is not None
+    splits = {s: int(con.execute("SELECT count(*) FROM mix_sel WHERE split = ?", [s]).fetchone()[0]) for s in _SPLITS}
+    present = [s for s in _SPLITS if splits[s] or s == "train"]
+    steps = [(f, s) for f in formats if f != "hf" for s in present]
+    parquet_for_hf: dict[str, Path] = {}
+    for k, (fmt, split) in enumerate(steps):
+        ext = "parquet" if fmt == "parquet" else "jsonl"
+        path = tmp / fmt / f"{split}.{ext}"
+        _copy(con, fmt, split, path, weighted)
+        if fmt == "parquet":
+            parquet_for_hf[split] = path
+        if progress:
+            progress(f"writing {fmt}/{split}", 0.5 + 0.4 * (k + 1) / max(len(steps), 1))
+    if "hf" in formats:
+        if not parquet_for_hf:
+            scratch = tmp / ".hf-parquet"
+            for split in present:
+                parquet_for_hf[split] = scratch / f"{split}.parquet"
+                _copy(con, "parquet", split, parquet_for_hf[split], weighted)
+        _write_hf(tmp / "hf", parquet_for_hf, recipe.fingerprint())
+        shutil.rmtree(tmp / ".hf-parquet", ignore_errors=True)
+    _provenance(con, tmp / "provenance.parquet")
+    return {s: splits[s] for s in _SPLITS}
+
+
+def _finalise(tmp: Path, out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not overwrite:
+            raise ExportExistsError(f"{out} already exists; choose another folder or overwrite it")
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def export_mixture(store: Store, recipe: Recipe, out_dir: str | Path, *, formats: list[str] | None = None,
+                   overwrite: bool = False, allow_shortfall: bool | None = None,
+                   progress: Progress | None = None) -> ExportResult:
+    """Compose the recipe and write it to `out_dir` (a new folder); a recorded `mix-export` run."""
+    out = Path(out_dir).expanduser().resolve()
+    if out.exists() and not overwrite:
+        raise ExportExistsError(f"{out} already exists; choose another folder or pass --overwrite")
+    formats = list(dict.fromkeys(formats or recipe.export.formats))
+    allow = recipe.allow_shortfall if allow_shortfall is None else allow_shortfall
+    run_id = store.start_run("mix-export", params={"recipe": recipe.to_dict(), "out": str(out), "formats": formats},
+                             sample_filter=f"mixture {recipe.name}: {', '.join(recipe.datasets)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        with store.connect() as con:
+            comp = compose_on(con, store, recipe, with_examples=False, progress=progress)
+            if comp.plan.issues and not allow:
+                raise MixturePlanError("The recipe's targets cannot be met:\n- " + "\n- ".join(comp.plan.issues)
+                                       + "\n(set allow_shortfall: true to export what is available)")
+            splits = _write_files(con, comp, tmp, formats, progress)
+        (tmp / "recipe.yaml").write_text(recipe.to_yaml())
+        charts = write_charts(comp.composition, tmp / "charts")
+        files = _hash_files(tmp)
+        manifest = _manifest(store, comp, files, splits)
+        rel_charts = [str(p.relative_to(tmp)) for p in charts]
+        (tmp / "datasheet.md").write_text(datasheet_markdown(manifest, rel_charts))
+        manifest["files"] = _hash_files(tmp)
+        text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+        (tmp / "manifest.json").write_text(text)
+        (tmp / "run.json").write_text(json.dumps({"run_id": run_id, "exported_at": str(now_utc()),
+                                                  "out_dir": str(out)}, indent=2) + "\n")
+        _finalise(tmp, out, overwrite)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    manifest_sha = hashlib.sha256(text.encode()).hexdigest()
+    record_export(store, run_id, recipe, out, formats, comp.n_selected, comp.n_tokens, manifest_sha, text)
+    store.finish_run(run_id, n_samples=comp.n_selected)
+    if progress:
+        progress("done", 1.0)
+    return ExportResult(out, run_id, manifest["files"], manifest, comp)
+
+
+def _hash_files(folder: Path) -> list[dict[str, Any]]:
+    skip = {"manifest.json", "run.json"}
+    return [{"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip]
+
+
+def zip_export(out_dir: str | Path) -> bytes:
+    """The export folder as zip bytes with fixed timestamps (same folder, same zip)."""
+    folder = Path(out_dir)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                info = zipfile.ZipInfo(f"{folder.name}/{path.relative_to(folder)}", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+__all__ = ["ExportExistsError", "ExportResult", "MixturePlanError", "RecipeError", "export_mixture", "sha256_file", "zip_export"]
