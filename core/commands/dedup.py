@@ -8,6 +8,7 @@ from typing import Any
 
 from core import contamination, dedup
 from core.commands import add_command
+from core.commands.scale import add_engine_options, run_on_ray
 from core.store import Store
 
 
@@ -29,6 +30,8 @@ def _bar(label: str):  # noqa: ANN202 - a progress callback
 def _dedup(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     if not args.all and not args.dataset:
         raise ValueError("name a dataset with --dataset NAME (repeatable) or use --all")
+    if args.engine == "ray":
+        return _dedup_on_ray(store, args)
     result = dedup.find_duplicates(
         store, None if args.all else args.dataset, method=args.method, threshold=args.threshold,
         num_perm=args.num_perm, shingle=args.shingle, keep=args.keep, n_clusters=args.clusters,
@@ -39,6 +42,17 @@ def _dedup(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     lines += [f"  group {r.group_id}: {r.size} samples ({r.datasets}), min similarity {r.min_similarity:.3f}"
               for r in groups.itertuples()]
     return result.as_dict() | {"largest_groups": groups.to_dict("records")}, "\n".join(lines)
+
+
+def _dedup_on_ray(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
+    """MinHash signatures on Ray workers; LSH, groups and representatives on this machine."""
+    from core.scale import MinHashStep
+
+    if args.method != "near" or args.all or len(args.dataset) != 1:
+        raise ValueError("--engine ray runs near-duplicate detection (--method near) on one --dataset at a time")
+    step = MinHashStep(threshold=args.threshold or dedup.DEFAULTS["near_threshold"], num_perm=args.num_perm,
+                       shingle=args.shingle, keep=args.keep)
+    return run_on_ray(store, step, args.dataset[0], args)
 
 
 def _contamination(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
@@ -69,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", choices=dedup.KEEP_RULES, default="first", help="which member represents a group")
     p.add_argument("--clusters", type=int, help="k-means clusters for semantic (default: about sqrt(n))")
     p.add_argument("--model", help="embedding model for semantic (default: bundled all-MiniLM-L6-v2)")
+    add_engine_options(p)
 
     c = add_command(subparsers, "contamination", _contamination, "check a dataset against evaluation sets")
     c.add_argument("--dataset", required=True, help="the training dataset to check")

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from core.commands import add_command
+from core.commands.scale import add_engine_options, run_on_ray
 from core.embed import BACKENDS, TEXT_FIELDS
 from core.store import Store
 
@@ -26,6 +27,14 @@ def _tqdm_progress(desc: str):  # noqa: ANN202 - returns (callback, bar)
 
 def _embed(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     from core.embed import embed
+
+    if args.engine == "ray":
+        from core.scale import EmbedStep
+
+        step = EmbedStep(model=args.model, text=args.text, backend=args.backend, device=args.device,
+                         model_batch_size=args.batch_size)
+        results = [run_on_ray(store, step, name, args) for name in args.dataset]
+        return [r for r, _ in results], "\n".join(t for _, t in results)
 
     update, bar = _tqdm_progress("embedding")
     try:
@@ -98,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="torch (reference), onnx, onnx-int8 (faster on CPU, cosine ~0.99 to torch)")
+    add_engine_options(p)
 
     p = add_command(subparsers, "map", _map, "project an embedding run to 2-D and cluster it (a map)")
     p.add_argument("--dataset", action="append", required=True)

@@ -106,3 +106,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for sub in (embed, tag, dedup, reward):
         _common(sub)
         sub.set_defaults(handler=_run)
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """`--engine local|ray` and friends, for the heavy commands (embed, tag, dedup)."""
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local: in this process; ray: over Parquet shards on Ray (resumable by shard)")
+    parser.add_argument("--ray-address", help="with --engine ray: join this cluster (default: a local Ray)")
+    parser.add_argument("--workers", type=int, default=2, help="with --engine ray: actors, one model each")
+    parser.add_argument("--job-dir", help="with --engine ray: job folder; reuse it to resume")
+
+
+def run_on_ray(store: Store, step: Any, dataset: str, args: argparse.Namespace) -> tuple[Any, str]:
+    """Run one step on Ray over one dataset, as `assay scale` does, and describe the result."""
+    from core.scale import run_step
+
+    report = run_step(step, store, dataset, engine="ray", ray_address=args.ray_address, num_workers=args.workers,
+                      job_dir=args.job_dir, progress=_bar(f"{step.name} (ray)"))
+    text = (f"run {report.run_id}: {report.step} on {dataset} with Ray ({report.workers} workers): "
+            f"{report.n_rows} rows in {report.n_shards} shards, {report.shards_computed} computed now, "
+            f"{report.shards_skipped} already done; {report.seconds:.1f}s\njob folder: {report.job_dir}")
+    return report.as_dict(), text
