@@ -1,8 +1,9 @@
 """Fixtures for tests that drive the real workbench in a real headless Chromium.
 
-Use them from any test module:
+tests/conftest.py loads this module as a pytest plugin, so any test can ask for the fixtures by name
+(importing them into a test module would start a second session browser):
 
-    from tests.browser_support import browser_page, workbench  # noqa: F401  (pytest fixtures)
+    from tests.browser_support import ARTIFACTS
 
     @pytest.mark.browser
     def test_something(workbench, browser_page, store):

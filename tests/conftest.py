@@ -29,3 +29,8 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"real datasets folder {SHARED} is absent (set ASSAY_SHARED_DATASETS to point at it)")
     return SHARED
+
+
+# The browser fixtures (workbench, chromium_browser, browser_page) live in one plugin so that the
+# session-scoped browser is started once; importing them into each test module would start one per module.
+pytest_plugins = ("tests.browser_support",)

@@ -9,7 +9,7 @@ import pytest
 from core.browse import query_samples
 from core.ingest import ingest, ingest_records
 from core.store import Store
-from tests.browser_support import ARTIFACTS, browser_page, chromium_browser, workbench  # noqa: F401
+from tests.browser_support import ARTIFACTS
 
 XSS = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -34,7 +34,7 @@ def _click_first_row(page) -> None:
     page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
 
 
-def test_browse_search_and_open_a_sample(workbench, browser_page, loaded: Store) -> None:  # noqa: F811
+def test_browse_search_and_open_a_sample(workbench, browser_page, loaded: Store) -> None:
     page = browser_page
     url = workbench(loaded.path)
     page.goto(url)
@@ -62,7 +62,7 @@ def test_browse_search_and_open_a_sample(workbench, browser_page, loaded: Store)
     assert page.dialogs == []
 
 
-def test_script_tags_do_not_run_in_the_browser(workbench, browser_page, loaded: Store) -> None:  # noqa: F811
+def test_script_tags_do_not_run_in_the_browser(workbench, browser_page, loaded: Store) -> None:
     page = browser_page
     url = workbench(loaded.path)
     page.goto(url + "/Datasets?dataset=xss")

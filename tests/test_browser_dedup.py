@@ -10,11 +10,11 @@ import pytest
 from core import contamination, dedup
 from core.ingest import ingest_records
 from core.store import Store
-from tests.browser_support import ARTIFACTS, browser_page, chromium_browser, workbench  # noqa: F401
+from tests.browser_support import ARTIFACTS
 
 
 @pytest.mark.browser
-def test_duplicates_and_contamination_pages(tmp_path: Path, shared: Path, workbench, browser_page) -> None:  # noqa: F811
+def test_duplicates_and_contamination_pages(tmp_path: Path, shared: Path, workbench, browser_page) -> None:
     with (shared / "gsm8k" / "train.jsonl").open() as fh:
         train = [json.loads(line) for _, line in zip(range(80), fh, strict=False)]
     with (shared / "gsm8k" / "test.jsonl").open() as fh:

@@ -8,7 +8,7 @@ import pytest
 
 from core import labels as L
 from core.ingest import ingest
-from tests.browser_support import ARTIFACTS, browser_page, chromium_browser, workbench  # noqa: F401
+from tests.browser_support import ARTIFACTS
 
 SCHEMA = {"name": "task", "guidelines": "Pick the **main** task.",
           "fields": [{"name": "category", "vocabulary": "magpie_task_category"}]}
@@ -24,7 +24,7 @@ def press(page, key: str) -> None:
 
 
 @pytest.mark.browser
-def test_keyboard_labelling(workbench, browser_page, store, shared: Path) -> None:  # noqa: F811
+def test_keyboard_labelling(workbench, browser_page, store, shared: Path) -> None:
     ingest(store, shared / "mt-bench" / "mt_bench_question.jsonl", name="mt-bench", license="Apache-2.0")
     L.save_schema(store, L.parse_schema(SCHEMA))
     url = workbench(store.path)

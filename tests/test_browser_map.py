@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from core.maps import make_map
-from tests.browser_support import ARTIFACTS, browser_page, chromium_browser, workbench  # noqa: F401
+from tests.browser_support import ARTIFACTS
 from tests.test_embed import embedded_store
 
 
 @pytest.mark.browser
-def test_map_draws_and_box_selection_shows_table(tmp_path_factory, shared: Path, workbench, browser_page) -> None:  # noqa: F811
+def test_map_draws_and_box_selection_shows_table(tmp_path_factory, shared: Path, workbench, browser_page) -> None:
     store, run = embedded_store(tmp_path_factory.getbasetemp(), shared)
     make_map(store, ["gsm8k", "arena"], embedding_run_id=run, method="pca", clusters="kmeans", k=5)
     url = workbench(store.path)

@@ -9,7 +9,7 @@ import pytest
 
 from core.demo import load_demo
 from core.store import Store
-from tests.browser_support import ARTIFACTS, browser_page, chromium_browser, workbench  # noqa: F401
+from tests.browser_support import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
@@ -21,7 +21,7 @@ def loaded(tmp_path: Path, shared: Path) -> Store:
     return store
 
 
-def test_compose_preview_export_download(workbench, browser_page, loaded: Store, tmp_path: Path) -> None:  # noqa: F811
+def test_compose_preview_export_download(workbench, browser_page, loaded: Store, tmp_path: Path) -> None:
     page = browser_page
     url = workbench(loaded.path)
     page.goto(url + "/Mixture")

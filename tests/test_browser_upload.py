@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.store import Store
-from tests.browser_support import ARTIFACTS, browser_page, chromium_browser, workbench  # noqa: F401
+from tests.browser_support import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
@@ -23,7 +23,7 @@ def _upload(page, path: Path, name: str) -> None:
     page.get_by_role("button", name="Load", exact=True).click()
 
 
-def test_upload_a_good_file_then_a_broken_one(workbench, browser_page, tmp_path: Path, shared: Path) -> None:  # noqa: F811
+def test_upload_a_good_file_then_a_broken_one(workbench, browser_page, tmp_path: Path, shared: Path) -> None:
     store = Store(tmp_path / "upload.duckdb", busy_timeout=5)
     store.schema_version()  # an empty store: the home page explains how to load data
     page = browser_page

@@ -1,0 +1,254 @@
+"""Tags page: start a Magpie-style tagging job; compare datasets side by side ("Fixing It in Post");
+click a bar or a cell to read its samples; agreement with hand labels and between runs."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+from core import tags as T
+from core import viz_tags as V
+from core.store import Store, StoreError, default_db_path
+
+st.set_page_config(page_title="Tags · Assay", layout="wide")
+DIST_TAGS = ["category", "difficulty", "input_quality", "safety", "language", "turns"]
+
+
+def _store() -> Store:
+    return Store(default_db_path())
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _current(db: str, datasets: tuple[str, ...], stamp: int) -> pd.DataFrame:
+    frames = [T.current_tags(Store(db), d) for d in datasets]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames) if frames else pd.DataFrame()
+
+
+def _stamp(store: Store) -> int:
+    """Changes whenever a tag run starts or finishes, so cached tag frames refresh."""
+    df = store.query_df("SELECT count(*) AS n, coalesce(max(run_id), 0) AS m FROM tag_runs")
+    done = store.query_df("SELECT count(*) AS n FROM runs WHERE kind = 'tag' AND status = 'finished'")
+    return int(df.n[0]) * 1_000_000 + int(df.m[0]) * 1000 + int(done.n[0])
+
+
+def job_panel(store: Store, names: list[str]) -> None:
+    from core.selection import list_selections
+    from core.taggers.job import BACKENDS, run_tagging
+
+    with st.expander("Start a tagging job", expanded=T.tag_runs(store).empty):
+        c1, c2, c3 = st.columns([1, 2, 1])
+        kind = c1.radio("Tag", ["dataset", "selection"], key="job_kind", horizontal=True)
+        selections = list_selections(store)
+        if kind == "dataset":
+            target = c2.selectbox("Dataset", names, key="job_dataset")
+        elif selections.empty:
+            c2.info("No saved selections yet (make one on the Map or Datasets page).")
+            target = None
+        else:
+            labels = {int(r.selection_id): f"{r.name} ({r.n_samples} samples, #{r.selection_id})"
+                      for r in selections.itertuples()}
+            target = c2.selectbox("Selection", list(labels), format_func=labels.get, key="job_selection")
+        backend = c3.selectbox("Backend", BACKENDS, key="job_backend",
+                               help="offline: honest CPU-only tags; openai: an OpenAI-compatible server (vLLM); "
+                                    "transformers: local generation")
+        groups = st.multiselect("Tags", list(T.TAG_GROUPS), default=T.DEFAULT_GROUPS, key="job_tags")
+        opts: dict[str, object] = {}
+        if backend != "offline":
+            m1, m2 = st.columns(2)
+            opts["model"] = m1.text_input("Judge model (served name or local path)", key="job_model") or None
+            if backend == "openai":
+                opts["base_url"] = m2.text_input("Base URL", "http://localhost:8000/v1", key="job_url")
+        rms = st.text_input("Reward models (comma-separated names or paths; several = ensemble)", key="job_rms")
+        opts["reward_models"] = [r.strip() for r in rms.split(",") if r.strip()]
+        opts["language_mode"] = st.radio("Language detection", ["high", "low"], horizontal=True, key="job_lang",
+                                         help="high: lingua's accurate mode (loads ~1 GB once); low: fast, less "
+                                              "reliable on short texts")
+        if st.button("Start tagging", type="primary", key="job_start", disabled=target is None or not groups):
+            bar = st.progress(0.0, text="starting")
+
+            def progress(done: int, total: int, what: str) -> None:
+                bar.progress(min(1.0, done / max(total, 1)), text=f"{what}: {done}/{total}")
+
+            try:
+                report = run_tagging(store, dataset=target if kind == "dataset" else None,
+                                     selection=target if kind == "selection" else None, tags=groups, backend=backend,
+                                     api_key=os.environ.get("OPENAI_API_KEY"), progress=progress, **opts)
+            except (ValueError, KeyError, StoreError) as exc:
+                st.error(str(exc))
+            else:
+                st.success(f"Run {report.run_id}{' (resumed)' if report.resumed else ''}: tagged "
+                           f"{report.n_tagged}/{report.n_target} samples in {report.seconds:.0f}s")
+                _current.clear()
+
+
+def train_panel(store: Store, names: list[str]) -> None:
+    from core.taggers import learned, reward_proxy
+
+    with st.expander("Offline models: reward proxy and classifiers from labels"):
+        prefs = store.query_df("SELECT DISTINCT d.name FROM samples s JOIN datasets d USING (dataset_id) "
+                               "WHERE s.rejected IS NOT NULL ORDER BY 1")["name"].tolist()
+        c1, c2 = st.columns(2)
+        with c1:
+            st.markdown("**Bradley-Terry reward proxy** (response quality offline)")
+            if not prefs:
+                st.info("No preference dataset (with rejected answers) in this store.")
+            else:
+                pref = st.selectbox("Preference dataset", prefs, key="bt_dataset")
+                pairs = st.number_input("Pairs (0 = all)", 0, 1_000_000, 1000, step=100, key="bt_pairs")
+                if st.button("Train proxy", key="bt_train"):
+                    with st.spinner("Embedding pairs and fitting"):
+                        model = reward_proxy.train_reward_proxy(store, pref, max_pairs=int(pairs) or None)
+                    st.success(f"Proxy run {model.run_id}: held-out pairwise accuracy "
+                               f"{model.metrics['heldout_pairwise_accuracy']:.3f} on {model.metrics['n_test_pairs']} pairs")
+        with c2:
+            st.markdown("**Classifier from a labelled column** (any tag)")
+            ds = st.selectbox("Dataset", names, key="clf_dataset")
+            column = st.text_input("Metadata column with labels", key="clf_column")
+            tag = st.text_input("Tag name it predicts", key="clf_tag")
+            if st.button("Train classifier", key="clf_train", disabled=not (column and tag)):
+                try:
+                    model = learned.train_classifier(store, learned.labels_from_meta(store, ds, column).head(2000),
+                                                     tag=tag, source=f"{ds} meta.{column}")
+                except ValueError as exc:
+                    st.error(str(exc))
+                else:
+                    st.success(f"Tag model run {model.run_id}: cv accuracy {model.metrics.get('cv_accuracy')}")
+        models = learned.list_models(store)
+        if not models.empty:
+            models["accuracy"] = models["metrics"].map(lambda m: m.get("accuracy", m.get("cv_accuracy")))
+            models["measured_on"] = models["metrics"].map(lambda m: m.get("measured_on", ""))
+            st.dataframe(models[["run_id", "kind", "tag", "embed_model", "accuracy", "measured_on", "status"]],
+                         hide_index=True, width="stretch")
+
+
+def methods_table(store: Store, datasets: list[str]) -> None:
+    """Which method made each tag of the newest run per dataset, and how good it measured."""
+    rows = []
+    for d in datasets:
+        runs = T.tag_runs(store, d)
+        if runs.empty:
+            continue
+        r = runs.iloc[0]
+        counts = T.status_counts(store, int(r.run_id)).set_index("tag") if r.n_tagged else pd.DataFrame()
+        for tag in r.tags:
+            m = r.metrics.get(tag, {})
+            c = counts.loc[tag].to_dict() if tag in counts.index else {}
+            rows.append({"dataset": d, "run": int(r.run_id), "tag": tag, "method": r.methods.get(tag, ""),
+                         "measured accuracy": m.get("accuracy"), "measured on": m.get("measured_on", ""),
+                         "ok": int(c.get("ok", 0)), "not computed": int(c.get("not_computed", 0)),
+                         "failed": int(c.get("parse_error", 0) + c.get("out_of_vocabulary", 0) + c.get("request_error", 0))})
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def show_samples(store: Store, ids: list[int], what: str) -> None:
+    st.caption(f"{len(ids)} samples: {what} (first 50 shown, as plain text)")
+    st.dataframe(T.samples_text(store, ids), hide_index=True, width="stretch")
+
+
+def distributions(store: Store, df: pd.DataFrame) -> None:
+    present = [t for t in DIST_TAGS if t in df.columns]
+    if not present:
+        st.info("No categorical tags yet.")
+        return
+    cols = st.columns(2)
+    for i, tag in enumerate(present):
+        with cols[i % 2]:
+            event = st.plotly_chart(V.distribution_figure(df, tag), key=f"dist_{tag}", on_select="rerun",
+                                    selection_mode="points", width="stretch")
+            for dataset, value in V.selected_points(event)[:1]:
+                show_samples(store, V.ids_for_bar(df, tag, dataset, value), f"{dataset}, {tag} = {value}")
+
+
+def crosstabs(store: Store, df: pd.DataFrame) -> None:
+    for row_tag, col_tag in [("category", "difficulty"), ("category", "input_quality")]:
+        for dataset in sorted(df["dataset"].unique()) if not df.empty else []:
+            part = df[df["dataset"] == dataset]
+            event = st.plotly_chart(V.crosstab_figure(part, row_tag, col_tag, f"{dataset}: {row_tag} x {col_tag}"),
+                                    key=f"ct_{row_tag}_{col_tag}_{dataset}", on_select="rerun",
+                                    selection_mode="points", width="stretch")
+            for r, c in V.selected_points(event)[:1]:
+                show_samples(store, V.ids_for_cell(part, row_tag, col_tag, r, c), f"{row_tag} = {r}, {col_tag} = {c}")
+
+
+def agreement(store: Store, df: pd.DataFrame, datasets: list[str]) -> None:
+    st.markdown("**Machine tags vs hand labels**")
+    try:
+        from core.labels import list_schemas
+        schemas = list_schemas(store)
+    except Exception:  # noqa: BLE001 - the labelling module or its tables are absent
+        schemas = pd.DataFrame()
+    if schemas.empty:
+        st.info("No hand-label schemas yet (Labels page).")
+    else:
+        c1, c2, c3 = st.columns(3)
+        schema = c1.selectbox("Label schema", sorted(schemas["name"].unique()), key="ag_schema")
+        field = c2.text_input("Label field", "category", key="ag_field")
+        tag = c3.selectbox("Machine tag", [c for c in df.columns if "__" not in c and c != "dataset"] or ["category"],
+                           key="ag_tag")
+        result = T.agreement_with_labels(store, df, schema, field, tag)
+        if result is None:
+            st.info("No sample has both a hand label in that field and that tag.")
+        else:
+            st.write(f"{result['n']} samples with both: agreement {result['agreement']:.1%}, "
+                     f"Cohen's kappa {result['kappa']:.3f}")
+            st.dataframe(result["table"], width="stretch")
+    st.markdown("**Compare two runs**")
+    runs = pd.concat([T.tag_runs(store, d) for d in datasets]) if datasets else pd.DataFrame()
+    if len(runs) < 2:
+        st.info("Two tagging runs are needed to compare.")
+        return
+    labels = {int(r.run_id): f"run {r.run_id}: {r.dataset or r.target} · {r.backend} · {r.status}"
+              for r in runs.itertuples()}
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Run A", list(labels), format_func=labels.get, key="cmp_a")
+    b = c2.selectbox("Run B", list(labels), index=1, format_func=labels.get, key="cmp_b")
+    st.dataframe(T.compare_runs(store, a, b), hide_index=True, width="stretch")
+
+
+def main() -> None:
+    st.title("Tags")
+    store = _store()
+    try:
+        names = store.dataset_names()
+    except StoreError as exc:
+        st.error(str(exc))
+        return
+    if not names:
+        st.info("The store is empty: load data on the Datasets page or with `assay ingest` / `assay demo`.")
+        return
+    job_panel(store, names)
+    train_panel(store, names)
+    tagged = T.tagged_datasets(store)
+    if not tagged:
+        st.info("No dataset is tagged yet: start a tagging job above.")
+        return
+    datasets = st.multiselect("Compare datasets", tagged, default=tagged[:3], key="cmp_datasets")
+    if not datasets:
+        return
+    methods_table(store, datasets)
+    df = _current(str(store.path), tuple(datasets), _stamp(store))
+    if df.empty:
+        st.info("The chosen datasets have no tags yet.")
+        return
+    tabs = st.tabs(["Distributions", "Reward by category", "Cross-tabs", "Agreement", "Per sample"])
+    with tabs[0]:
+        distributions(store, df)
+    with tabs[1]:
+        st.plotly_chart(V.reward_by_category_figure(df), key="reward_box", width="stretch")
+    with tabs[2]:
+        crosstabs(store, df)
+    with tabs[3]:
+        agreement(store, df, datasets)
+    with tabs[4]:
+        cols = ["dataset"] + [c for c in df.columns if "__" not in c and c != "dataset"]
+        st.dataframe(df[cols].head(1000), width="stretch")
+        st.download_button("Download tags (JSON lines)", df[cols].reset_index().to_json(orient="records", lines=True),
+                           file_name="tags.jsonl", key="dl_tags")
+    st.caption(f"Every tag traces to the run that made it (Per sample: one column per tag). Store: {store.path}")
+
+
+main()
