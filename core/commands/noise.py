@@ -7,8 +7,7 @@ import sys
 from typing import Any
 
 from core.commands import add_command
-from core.noise.features import label_sources
-from core.noise.run import DEFAULT_METHODS, METHODS, NoiseConfig, run_noise, suspicious
+from core.noise.config import DEFAULT_METHODS, METHODS, NoiseConfig
 from core.store import Store
 
 
@@ -27,6 +26,9 @@ def _bar():  # noqa: ANN202 - a progress callback
 
 
 def _noise(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
+    from core.noise.features import label_sources
+    from core.noise.run import run_noise, suspicious  # torch and cleanlab: only when this command runs
+
     if args.list_sources:
         sources = label_sources(store, args.dataset)
         return {"dataset": args.dataset, "label_sources": sources}, "\n".join(sources)

@@ -1,0 +1,24 @@
+"""Method names and run parameters, importable without torch (the CLI builds its parser from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("cleanlab", "cartography", "aum", "rescaler", "multiannotator")
+DEFAULT_METHODS = ("cleanlab", "cartography", "aum", "rescaler")
+
+
+@dataclass
+class NoiseConfig:
+    """Parameters of a noise run (all recorded with the run)."""
+
+    epochs: int = 20            # cartography and AUM training epochs
+    hidden: int = 256           # hidden units of the head (0: linear)
+    folds: int = 5              # cross-validation folds for out-of-fold probabilities
+    rescaler_epochs: int = 10
+    passes: int = 4             # stochastic forward passes for the rescaler's features
+    knn_k: int = 10             # neighbours for Datalab's outlier / near-duplicate checks
+    seed: int = 0
+    threads: int = 1            # torch and BLAS threads (see dynamics.limit_threads)
+    extra: dict[str, Any] = field(default_factory=dict)
