@@ -23,8 +23,9 @@ def _load() -> list[tuple[int, str, str]]:
             raise RuntimeError(f"Migration file {path} is not named NNNN_description.sql")
         found.append((int(match.group(1)), match.group(2).replace("_", " "), path.read_text()))
     numbers = [n for n, _, _ in found]
-    if len(set(numbers)) != len(numbers):
-        raise RuntimeError(f"Two migrations in {SCHEMA_DIR} share a number: {numbers}")
+    # A gap would let a store upgraded past it skip the missing migration forever.
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise RuntimeError(f"Migrations in {SCHEMA_DIR} must be numbered 1..N without gaps; found {numbers}")
     return found
 
 
