@@ -16,6 +16,7 @@ import atexit
 import json
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -213,6 +214,18 @@ class Store:
                 con.close()
         finally:
             shared.release()
+
+    def copy_to(self, dest: str | Path) -> Store:
+        """A consistent copy of the store file (a backup, or a scratch store to experiment on).
+
+        The file alone is not the store while this process holds it open: committed work may still sit in
+        the write-ahead log. A checkpoint first folds it into the file."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            con.execute("CHECKPOINT")
+            shutil.copyfile(self.path, dest)
+        return Store(dest, busy_timeout=self.busy_timeout)
 
     def release(self) -> None:
         """Close this process's hold on the store file now if no thread is using it."""

@@ -41,8 +41,6 @@ _BUILT: dict[str, Path] = {}
 
 def embedded_store(tmp_root: Path, shared: Path) -> tuple[Store, int]:
     """A store with both datasets embedded once per test session (copied per use: tests may write)."""
-    import shutil
-
     if "base" not in _BUILT:
         base = tmp_root / "embedded.duckdb"
         store = Store(base)
@@ -51,8 +49,7 @@ def embedded_store(tmp_root: Path, shared: Path) -> tuple[Store, int]:
         _BUILT["base"] = base
     copy = tmp_root / f"copy-{len(_BUILT)}.duckdb"
     _BUILT[str(copy)] = copy
-    shutil.copy(_BUILT["base"], copy)
-    store = Store(copy)
+    store = Store(_BUILT["base"]).copy_to(copy)
     return store, int(embedding_runs(store).run_id.iloc[0])
 
 

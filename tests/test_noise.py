@@ -168,10 +168,7 @@ def test_label_sources_offered(noisy) -> None:
 
 def copy_store(store: Store, folder: Path) -> Store:
     """A private copy, for tests that add runs (the shared store's newest run must stay the full one)."""
-    import shutil
-
-    shutil.copy(store.path, folder / "copy.duckdb")
-    return Store(folder / "copy.duckdb", busy_timeout=30)
+    return store.copy_to(folder / "copy.duckdb")
 
 
 def test_cli_runs_cleanlab(noisy, capsys, tmp_path: Path) -> None:

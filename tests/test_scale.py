@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,17 +45,11 @@ def base_store(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     records += [{**r, "question": r["question"].replace(" ", "  ", 1).replace("a ", "one ", 1)} for r in records[:6]]
     store = Store(path)
     ingest_records(store, records, name="gsm8k-sample", shape="qa", license="MIT")
-    with store.connect() as con:
-        con.execute("CHECKPOINT")  # everything in the main file, so that copying the file copies the store
     return path
 
 
 def copy_store(base: Path, folder: Path) -> Store:
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(base, folder / "store.duckdb")
-    if base.with_name(base.name + ".wal").exists():
-        shutil.copy(base.with_name(base.name + ".wal"), folder / "store.duckdb.wal")
-    return Store(folder / "store.duckdb", busy_timeout=30)
+    return Store(base, busy_timeout=30).copy_to(folder / "store.duckdb")
 
 
 def outputs(job_dir: str, key: str) -> pd.DataFrame:
