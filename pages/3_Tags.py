@@ -10,14 +10,11 @@ import streamlit as st
 
 from core import tags as T
 from core import viz_tags as V
-from core.store import Store, StoreError, default_db_path
+from core.store import Store, StoreError
+from ui import open_store
 
 st.set_page_config(page_title="Tags · Assay", layout="wide")
 DIST_TAGS = ["category", "difficulty", "input_quality", "safety", "language", "turns"]
-
-
-def _store() -> Store:
-    return Store(default_db_path())
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -211,15 +208,7 @@ def agreement(store: Store, df: pd.DataFrame, datasets: list[str]) -> None:
 
 def main() -> None:
     st.title("Tags")
-    store = _store()
-    try:
-        names = store.dataset_names()
-    except StoreError as exc:
-        st.error(str(exc))
-        return
-    if not names:
-        st.info("The store is empty: load data on the Datasets page or with `assay ingest` / `assay demo`.")
-        return
+    store, names = open_store()
     job_panel(store, names)
     train_panel(store, names)
     tagged = T.tagged_datasets(store)

@@ -25,8 +25,9 @@ from core.noise.run import (
     suspicious,
     trajectories,
 )
-from core.store import Store, StoreError, default_db_path
+from core.store import Store, StoreError
 from core.viz_noise import cartography_map, confusion_figure, weight_distribution, weight_trajectories
+from ui import open_store
 
 SERIES = {"rescaler_weight": "rescaler weight", "p_given": "p(given label) (cartography)", "margin": "margin (AUM)"}
 WEIGHT_COLUMNS = ["rescaler_weight", "label_score", "cleanlab_score", "aum", "cartography_confidence",
@@ -193,12 +194,8 @@ def trajectory_panel(store: Store, run_id: int, scores: pd.DataFrame) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="Assay · Noise", layout="wide")
-    store = Store(default_db_path())
     st.title("Noisy labels")
-    names = store.dataset_names()
-    if not names:
-        st.info("The store has no datasets yet: load one on the Datasets page or with `assay ingest`.")
-        return
+    store, names = open_store()
     dataset = st.selectbox("Dataset", names, key="noise_dataset")
     run_panel(store, dataset)
     run_id = pick_run(store, dataset)

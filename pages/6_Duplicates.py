@@ -7,7 +7,8 @@ import json
 import streamlit as st
 
 from core import dedup, selection
-from core.store import Store, StoreError, default_db_path
+from core.store import Store, StoreError
+from ui import open_store
 
 
 def run_form(store: Store, names: list[str]) -> None:
@@ -89,15 +90,7 @@ def exclude_action(store: Store, run_id: int) -> None:
 def main() -> None:
     st.set_page_config(page_title="Duplicates", layout="wide")
     st.title("Duplicates")
-    store = Store(default_db_path())
-    try:
-        names = store.dataset_names()
-    except StoreError as exc:
-        st.error(str(exc))
-        return
-    if not names:
-        st.info("The store has no datasets yet. Load one from the home page.")
-        return
+    store, names = open_store()
     run_form(store, names)
     run_id = pick_run(store)
     if run_id is None:

@@ -8,7 +8,8 @@ import streamlit as st
 
 from core import contamination as contam
 from core import selection
-from core.store import Store, StoreError, default_db_path
+from core.store import Store, StoreError
+from ui import open_store
 
 METHOD_LABELS = {"ngram13": "13-gram (GPT-3)", "ngram8": "8-gram (PaLM)", "embedding": "embedding",
                  "mink": "Min-K% Prob"}
@@ -117,15 +118,7 @@ def exclude_action(store: Store, run_id: int, ids: set[int]) -> None:
 def main() -> None:
     st.set_page_config(page_title="Contamination", layout="wide")
     st.title("Benchmark contamination")
-    store = Store(default_db_path())
-    try:
-        names = store.dataset_names()
-    except StoreError as exc:
-        st.error(str(exc))
-        return
-    if not names:
-        st.info("The store has no datasets yet. Load one from the home page.")
-        return
+    store, _names = open_store()
     run_form(store)
     run_id = pick_run(store)
     if run_id is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ from core.mixture.build import Composition, preview
 from core.mixture.export import export_mixture, zip_export
 from core.mixture.recipe import FLAGS, FORMATS, SELECTION_METHODS, Recipe, RecipeError, load_recipe
 from core.mixture.saved import get_recipe, list_recipes, save_recipe
-from core.store import Store, StoreError, default_db_path
+from core.store import Store, StoreError
+from ui import open_store
 
 MODES = ("weight", "count", "tokens")
 DEDUP = ("none", "exact", "near", "semantic")
@@ -256,15 +256,7 @@ def init_state() -> None:
 def main() -> None:
     st.set_page_config(page_title="Mixture", layout="wide")
     st.title("Mixture")
-    store = Store(os.environ.get("ASSAY_DB") or default_db_path())
-    try:
-        names = store.dataset_names()
-    except StoreError as exc:
-        st.error(str(exc))
-        return
-    if not names:
-        st.info("The store has no datasets yet: load some on the home page or with `assay ingest`.")
-        return
+    store, names = open_store()
     init_state()
     compose_tab, yaml_tab = st.tabs(["Compose", "YAML"])
     with compose_tab:

@@ -51,7 +51,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, store: Store) -> AppTest:
 def test_empty_store(monkeypatch: pytest.MonkeyPatch, store: Store) -> None:
     at = _run(monkeypatch, store)
     assert at.title[0].value == "Tags"
-    assert "empty" in at.info[0].value
+    assert "no datasets yet" in at.info[0].value
 
 
 def test_start_a_job_from_the_page(monkeypatch: pytest.MonkeyPatch, store: Store) -> None:
