@@ -202,6 +202,16 @@ def near_pairs(batches: Iterator[tuple[np.ndarray, list[str]]], *, threshold: fl
                total: int | None = None) -> pd.DataFrame:
     """Candidate pairs from LSH, kept where the signatures' Jaccard estimate reaches `threshold`."""
     hasher = MinHasher(num_perm, shingle, seed)
+    signed = ((ids, hasher.signatures(texts)) for ids, texts in batches)
+    return signature_pairs(signed, threshold=threshold, num_perm=num_perm, seed=seed, progress=progress,
+                           total=total)
+
+
+def signature_pairs(batches: Iterator[tuple[np.ndarray, np.ndarray]], *, threshold: float = 0.7,
+                    num_perm: int = 128, seed: int = 1, progress: Progress | None = None,
+                    total: int | None = None) -> pd.DataFrame:
+    """The LSH pass over MinHash signatures computed elsewhere (here, or on Ray workers: core/scale).
+    Memory: the LSH index plus num_perm x 4 bytes per sample."""
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     store_sigs = np.empty((0, num_perm), dtype=np.uint32)  # signatures indexed so far, by position
     positions: list[np.ndarray] = []
@@ -210,22 +220,20 @@ def near_pairs(batches: Iterator[tuple[np.ndarray, list[str]]], *, threshold: fl
     found_s: list[float] = []
     done = 0
     empty = np.full(num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
-    for ids, texts in batches:
-        sigs = hasher.signatures(texts)
+    for ids, sigs in batches:
         base = done
         if base + len(sigs) > len(store_sigs):  # grow by doubling: amortised O(n) copying
             grown = np.empty((max(2 * len(store_sigs), base + len(sigs)), num_perm), dtype=np.uint32)
             grown[:base] = store_sigs[:base]
             store_sigs = grown
         store_sigs[base:base + len(sigs)] = sigs
-        positions.append(ids)
-        all_sigs = store_sigs
+        positions.append(np.asarray(ids, dtype=np.int64))
         for i, sig in enumerate(sigs):
             if np.array_equal(sig, empty):
                 continue
-            m = hasher.lean(sig)
+            m = LeanMinHash(seed=seed, hashvalues=sig, scheme="affine32")
             for other in lsh.query(m):
-                sim = float(np.mean(all_sigs[other] == sig))
+                sim = float(np.mean(store_sigs[other] == sig))
                 if sim >= threshold:
                     found_a.append(other)
                     found_b.append(base + i)
@@ -371,7 +379,7 @@ def find_duplicates(
         else:
             pairs = semantic_pairs(ids, vectors, threshold=threshold, n_clusters=n_clusters)
         members, used = choose_representatives(store, groups_from_pairs(pairs), keep)
-        _write_groups(store, run_id, members)
+        write_groups(store, run_id, members)
     except BaseException as exc:
         store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -381,7 +389,7 @@ def find_duplicates(
                        n_to_drop=len(members) - n_groups, keep=keep, keep_used=used)
 
 
-def _write_groups(store: Store, run_id: int, members: pd.DataFrame) -> None:
+def write_groups(store: Store, run_id: int, members: pd.DataFrame) -> None:
     table = pa.table({
         "group_id": pa.array(members["group_id"].to_numpy(np.int64), pa.int32()),
         "sample_id": pa.array(members["sample_id"].to_numpy(np.int64), pa.int64()),

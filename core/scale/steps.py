@@ -392,54 +392,13 @@ class MinHashStep(Step):
 
         batches = ((t.column("id").to_numpy(), _matrix(t.column("signature"), np.uint32))
                    for _, t in job.read_outputs())
-        pairs = pairs_from_signatures(batches, threshold=self.threshold, num_perm=self.num_perm, seed=self.seed)
+        pairs = dedup.signature_pairs(batches, threshold=self.threshold, num_perm=self.num_perm, seed=self.seed)
         members, used = dedup.choose_representatives(store, dedup.groups_from_pairs(pairs), self.keep)
-        dedup._write_groups(store, int(job.run_id), members)
+        dedup.write_groups(store, int(job.run_id), members)
         store.finish_run(int(job.run_id), n_samples=job.n_rows())
         n_groups = int(members["group_id"].nunique()) if len(members) else 0
         return {"n_groups": n_groups, "n_in_groups": len(members), "n_to_drop": len(members) - n_groups,
                 "keep_used": used}
-
-
-def pairs_from_signatures(batches: Iterator[tuple[np.ndarray, np.ndarray]], *, threshold: float, num_perm: int,
-                          seed: int = 1) -> pd.DataFrame:
-    """core.dedup.near_pairs' LSH pass over precomputed signatures (same index, same verification).
-
-    near_pairs computes signatures inline; the LSH loop is repeated here until core/dedup.py offers it
-    on signatures (see docs/SCALE.md). Memory: the LSH index plus num_perm x 4 bytes per sample."""
-    from datasketch import LeanMinHash, MinHashLSH
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    empty = np.full(num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
-    sigs_by_pos: list[np.ndarray] = []
-    ids_by_pos: list[np.ndarray] = []
-    found: list[tuple[int, int, float]] = []
-    done = 0
-    for ids, sigs in batches:
-        sigs_by_pos.append(sigs)
-        ids_by_pos.append(np.asarray(ids, dtype=np.int64))
-        for i, sig in enumerate(sigs):
-            if np.array_equal(sig, empty):
-                continue
-            m = LeanMinHash(seed=seed, hashvalues=sig, scheme="affine32")
-            for other in lsh.query(m):
-                sim = float(np.mean(_row(sigs_by_pos, other) == sig))
-                if sim >= threshold:
-                    found.append((other, done + i, sim))
-            lsh.insert(done + i, m, check_duplication=False)
-        done += len(ids)
-    all_ids = np.concatenate(ids_by_pos) if ids_by_pos else np.empty(0, np.int64)
-    a = np.asarray([f[0] for f in found], dtype=np.int64)
-    b = np.asarray([f[1] for f in found], dtype=np.int64)
-    return pd.DataFrame({"a": all_ids[a], "b": all_ids[b], "similarity": [f[2] for f in found]})
-
-
-def _row(chunks: list[np.ndarray], pos: int) -> np.ndarray:
-    for chunk in chunks:
-        if pos < len(chunk):
-            return chunk[pos]
-        pos -= len(chunk)
-    raise IndexError(pos)
 
 
 # ---- reward scoring -------------------------------------------------------------------------------------------
