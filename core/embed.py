@@ -307,7 +307,7 @@ def _resumable_run(store: Store, params_json: str) -> int | None:
     return None
 
 
-def _start(store: Store, names: list[str], ids: list[int], params: dict[str, Any], key: str,
+def start_embed_run(store: Store, names: list[str], ids: list[int], params: dict[str, Any], key: str,
            text_field: str, sample_ids: Sequence[int] | None) -> tuple[int, bool]:
     params_json = json.dumps(params, sort_keys=True, default=str)
     resumed = _resumable_run(store, params_json)
@@ -340,7 +340,7 @@ def _missing(store: Store, run_id: int, key: str, text_field: str) -> pd.DataFra
         [run_id, key])
 
 
-def _write_chunk(store: Store, run_id: int, key: str, hashes: list[str], vectors: np.ndarray) -> None:
+def write_vectors(store: Store, run_id: int, key: str, hashes: list[str], vectors: np.ndarray) -> None:
     table = pa.table({  # noqa: F841 - read by DuckDB through a replacement scan
         "content_hash": pa.array(hashes, pa.string()),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()),
@@ -376,7 +376,7 @@ def embed(
     key = model_key(model, backend, device)
     params = {"datasets": names, "model": model, "text": text, "backend": backend, "model_key": key,
               "sample_ids": None if sample_ids is None else _ids_digest(sample_ids)}
-    run_id, resumed = _start(store, names, ids, params, key, text, sample_ids)
+    run_id, resumed = start_embed_run(store, names, ids, params, key, text, sample_ids)
     try:
         missing = _missing(store, run_id, key, text)
         n_items = int(store.query_df("SELECT count(*) AS n FROM embedding_items WHERE run_id = ?", [run_id]).n[0])
@@ -393,11 +393,11 @@ def embed(
         for start in range(0, len(texts), commit_every):
             chunk = list(texts[start:start + commit_every])
             vectors = embedder.encode(chunk)  # type: ignore[union-attr]
-            _write_chunk(store, run_id, key, list(hashes[start:start + commit_every]), vectors)
+            write_vectors(store, run_id, key, list(hashes[start:start + commit_every]), vectors)
             done += len(chunk)
             if progress:
                 progress(done, len(texts))
-        dims = _dims(store, run_id, key)
+        dims = vector_dims(store, run_id, key)
         seconds = time.monotonic() - t0
         with store.transaction() as con:
             con.execute("UPDATE embedding_runs SET dims = ?, n_items = ?, n_cached = ?, device = ?, precision = ?, "
@@ -411,7 +411,7 @@ def embed(
     return EmbedReport(run_id, key, text, n_items, n_cached, len(texts), resumed, seconds, dims, names)
 
 
-def _dims(store: Store, run_id: int, key: str) -> int | None:
+def vector_dims(store: Store, run_id: int, key: str) -> int | None:
     df = store.query_df("SELECT len(v.vector) AS d FROM embedding_items i JOIN embedding_vectors v "
                         "ON v.content_hash = i.content_hash AND v.model_key = ? WHERE i.run_id = ? LIMIT 1",
                         [key, run_id])

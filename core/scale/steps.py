@@ -126,7 +126,7 @@ class EmbedStep(Step):
         params = {"datasets": names, "model": self.model or embed.DEFAULT_MODEL, "text": self.text,
                   "backend": self.backend, "model_key": self.model_key, "sample_ids": None, "engine": engine}
         # core/embed.py's own run start: the run, its item list (sample -> text hash) and its embedding_runs row.
-        run_id, _ = embed._start(store, names, ids, params, self.model_key, self.text, None)
+        run_id, _ = embed.start_embed_run(store, names, ids, params, self.model_key, self.text, None)
         return run_id
 
     def export(self, store: Store, job: Job, rows_per_shard: int) -> dict[str, dict[str, Any]]:
@@ -148,7 +148,7 @@ class EmbedStep(Step):
         if table.num_rows == 0:
             return
         vectors = _matrix(table.column("vector"))
-        embed._write_chunk(store, int(job.run_id), self.model_key, table.column("content_hash").to_pylist(), vectors)
+        embed.write_vectors(store, int(job.run_id), self.model_key, table.column("content_hash").to_pylist(), vectors)
 
     def finish(self, store: Store, job: Job, seconds: float) -> dict[str, Any]:
         from core import embed
@@ -158,7 +158,7 @@ class EmbedStep(Step):
             "SELECT count(*) AS n FROM embedding_items WHERE run_id = ? AND content_hash IN "
             "(SELECT content_hash FROM embedding_vectors WHERE model_key = ? AND run_id = ?)",
             [run_id, self.model_key, run_id]).n[0])
-        dims = embed._dims(store, run_id, self.model_key)
+        dims = embed.vector_dims(store, run_id, self.model_key)
         with store.transaction() as con:
             con.execute("UPDATE embedding_runs SET dims = ?, n_items = ?, n_cached = ?, device = ?, precision = ?, "
                         "seconds = coalesce(seconds, 0) + ? WHERE run_id = ?",
