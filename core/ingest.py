@@ -41,6 +41,7 @@ STAGING_SCHEMA = pa.schema([
     ("row_idx", pa.int64()),
     ("messages", pa.list_(_TURN)),
     ("rejected", pa.list_(_TURN)),
+    ("text", pa.string()),
     ("n_chars", pa.int32()),
     ("n_tokens", pa.int32()),
     ("meta", pa.string()),
@@ -84,6 +85,7 @@ class _Batch:
     row_idx: list[int] = field(default_factory=list)
     messages: list[list[dict[str, str]]] = field(default_factory=list)
     rejected: list[list[dict[str, str]] | None] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
     n_chars: list[int] = field(default_factory=list)
     n_tokens: list[int] = field(default_factory=list)
     meta: list[str] = field(default_factory=list)
@@ -223,6 +225,8 @@ class _Collector:
             b.row_idx.append(self.n_samples)
             b.messages.append(sample.messages)
             b.rejected.append(sample.rejected)
+            # The flat text is the turns' contents only, so a search for "user" finds users, not roles.
+            b.text.append("\n\n".join(contents))
             b.n_chars.append(size)
             b.n_tokens.append(sum(map(estimate_tokens, contents)))
             b.meta.append(_dumps(sample.meta))
@@ -259,7 +263,8 @@ def _stage(batches: Iterator[list[RawRecord]], staging: Path, *, source: str, sh
     if not first:
         raise IngestError(f"{source}: no records found; expected at least one record.")
     shape = _detect_shape(first, shape, mapping, source)
-    with pq.ParquetWriter(staging, STAGING_SCHEMA, compression="zstd") as writer:
+    # Uncompressed: the staging file lives for seconds; compressing it cost more than writing the bytes.
+    with pq.ParquetWriter(staging, STAGING_SCHEMA, compression="none") as writer:
         collector = _Collector(writer, shape, mapping, skip_bad, max_chars)
         for batch in _chain([first], batches):
             for item in batch:
@@ -313,11 +318,7 @@ def _import(store: Store, staging: Path, *, name: str, source: str, fmt: str, sh
             INSERT INTO samples
             SELECT nextval('sample_id_seq'), ?, source_id, {row_idx}, messages, rejected, text, len(messages),
                    n_chars, n_tokens, meta, raw
-            FROM (
-                -- The flat text is the turns' contents only, so a search for "user" finds users, not roles.
-                SELECT *, array_to_string(list_transform(messages, lambda m: m.content), chr(10) || chr(10)) AS text
-                FROM read_parquet(?) {keep}
-            )
+            FROM (SELECT * FROM read_parquet(?) {keep})
             """,
             [dataset_id, staged],
         )
