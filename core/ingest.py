@@ -10,10 +10,12 @@ only for the final import, so the workbench stays usable while a big file is rea
 from __future__ import annotations
 
 import os
+import re
 import string
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from core.store import Store, now_utc
 TOKEN_METHOD = "words-punct-v1"
 _PUNCT = string.punctuation.encode()
 DEFAULT_MAX_CHARS = 2_000_000
+IMPORT_MEMORY_LIMIT = os.environ.get("ASSAY_IMPORT_MEMORY_LIMIT", "1GB")
 _FLUSH_ROWS = 20_000
 _MAX_REPORTED = 100
 
@@ -263,8 +266,7 @@ def _stage(batches: Iterator[list[RawRecord]], staging: Path, *, source: str, sh
     if not first:
         raise IngestError(f"{source}: no records found; expected at least one record.")
     shape = _detect_shape(first, shape, mapping, source)
-    # Uncompressed: the staging file lives for seconds; compressing it cost more than writing the bytes.
-    with pq.ParquetWriter(staging, STAGING_SCHEMA, compression="none") as writer:
+    with pq.ParquetWriter(staging, STAGING_SCHEMA, compression="zstd") as writer:
         collector = _Collector(writer, shape, mapping, skip_bad, max_chars)
         for batch in _chain([first], batches):
             for item in batch:
@@ -303,11 +305,25 @@ def _duplicates(con: Any, staging: str, skip_bad: bool, collector: _Collector) -
     return "QUALIFY row_number() OVER (PARTITION BY source_id ORDER BY row_idx) = 1"
 
 
+@contextmanager
+def _memory_limit(con: Any, limit: str) -> Iterator[None]:
+    """Bound DuckDB's buffer pool while a big import runs (its default is 80% of RAM, which it fills with
+    freshly written blocks); the previous limit is restored afterwards."""
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit):
+        raise ValueError(f"ASSAY_IMPORT_MEMORY_LIMIT={limit!r}: expected a size such as 1GB or 512MiB")
+    previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    con.execute(f"SET memory_limit = '{limit}'")
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = '{previous}'")
+
+
 def _import(store: Store, staging: Path, *, name: str, source: str, fmt: str, shape: str, license: str | None,
             synthetic: bool, is_eval: bool, description: str | None, options: dict[str, Any],
             collector: _Collector, skip_bad: bool) -> tuple[int, int, int]:
     staged = str(staging)
-    with store.transaction() as con:
+    with store.transaction() as con, _memory_limit(con, IMPORT_MEMORY_LIMIT):
         keep = _duplicates(con, staged, skip_bad, collector)
         # Staged rows are already in order; renumber only when duplicates were dropped.
         row_idx = "row_number() OVER (ORDER BY row_idx) - 1" if keep else "row_idx"
