@@ -38,8 +38,6 @@ CODE_VERSION = "0.1.0"
 
 _LOCK_PATTERN = re.compile(r"Could not set lock|Conflicting lock", re.IGNORECASE)
 _HOLDER_PATTERN = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
-_migrated: set[str] = set()
-_migrate_lock = threading.Lock()
 
 
 class StoreError(Exception):
@@ -95,7 +93,13 @@ class _SharedDatabase:
     def acquire(self, store: Store) -> duckdb.DuckDBPyConnection:
         with self.lock:
             if self.base is None:
-                self.base = store._open()  # waits, under the lock, while another process holds the file
+                base = store._open()  # waits, under the lock, while another process holds the file
+                try:
+                    migrate(base, store.path)  # at every open: the file may be new, or upgraded meanwhile
+                except BaseException:
+                    base.close()
+                    raise
+                self.base = base
             self.users += 1
             return self.base
 
@@ -198,7 +202,7 @@ class Store:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to the store (migrated on first use in this process), closed afterwards.
+        """A connection to the store (migrated when the file is opened), closed afterwards.
 
         Threads of this process share one open database and each gets its own cursor; the database is
         closed (releasing the file to other processes) once no thread has used it for IDLE_CLOSE_S.
@@ -208,7 +212,6 @@ class Store:
         try:
             con = base.cursor()
             try:
-                self._ensure_schema(con)
                 yield con
             finally:
                 con.close()
@@ -242,16 +245,6 @@ class Store:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
-
-    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
-        key = str(self.path.resolve())
-        if key in _migrated:
-            return
-        with _migrate_lock:
-            if key in _migrated:
-                return
-            migrate(con, self.path)
-            _migrated.add(key)
 
     # ---- queries used everywhere -------------------------------------------------------------
 

@@ -131,3 +131,13 @@ def test_two_processes_writing_lose_nothing(tmp_path: Path) -> None:
     assert proc.communicate(timeout=120)[0].strip() == "done"
     counts = store.runs().groupby("kind").size().to_dict()
     assert counts == {"other-process": 40, "this-process": 40}
+
+
+def test_a_store_deleted_and_recreated_at_the_same_path_gets_its_schema(tmp_path: Path) -> None:
+    path = tmp_path / "again.duckdb"
+    store = Store(path)
+    store.start_run("first")
+    store.release()
+    path.unlink()
+    Path(str(path) + ".wal").unlink(missing_ok=True)
+    assert Store(path).runs().empty  # a fresh file: migrated again, not assumed to have tables
