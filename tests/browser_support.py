@@ -159,3 +159,13 @@ def browser_page(chromium_browser) -> Iterator[object]:
         yield page
     finally:
         context.close()
+
+
+_IDLE = ("() => document.querySelector('[data-test-script-state]')?.getAttribute('data-test-script-state') "
+         "=== 'notRunning'")
+
+
+def wait_idle(page: object) -> None:
+    """Wait until the Streamlit script is not running: input given in the middle of a rerun can be lost
+    (a dropdown opened just before the rerun redraws it closes again)."""
+    page.wait_for_function(_IDLE)

@@ -8,18 +8,15 @@ import pytest
 
 from core import labels as L
 from core.ingest import ingest
-from tests.browser_support import ARTIFACTS
+from tests.browser_support import ARTIFACTS, wait_idle
 
 SCHEMA = {"name": "task", "guidelines": "Pick the **main** task.",
           "fields": [{"name": "category", "vocabulary": "magpie_task_category"}]}
 
 
-IDLE = "() => document.querySelector('[data-test-script-state]')?.getAttribute('data-test-script-state') === 'notRunning'"
-
-
 def press(page, key: str) -> None:
     """Press a key once the app is idle: a key pressed in the middle of a rerun can be dropped."""
-    page.wait_for_function(IDLE)
+    wait_idle(page)
     page.keyboard.press(key)
 
 

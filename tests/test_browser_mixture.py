@@ -9,7 +9,7 @@ import pytest
 
 from core.demo import load_demo
 from core.store import Store
-from tests.browser_support import ARTIFACTS
+from tests.browser_support import ARTIFACTS, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -28,6 +28,7 @@ def test_compose_preview_export_download(workbench, browser_page, loaded: Store,
     page.get_by_role("heading", name="Mixture").wait_for()
     page.get_by_text("Pick one or more sources").wait_for()
     for name in ("gsm8k-train", "alpaca-gpt4-demo-1k"):
+        wait_idle(page)
         page.locator('[data-testid="stMultiSelect"]').first.click()
         page.get_by_role("option", name=name).click()
         page.keyboard.press("Escape")
