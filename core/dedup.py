@@ -440,38 +440,33 @@ def duplicate_ids_to_drop(store: Store, run_id: int) -> set[int]:
 
 # ---- showing differences -----------------------------------------------------------------------------
 
-def diff_markers(a: str, b: str) -> tuple[str, str]:
-    """Plain-text side-by-side rendering: words only in one text are wrapped as [-removed-] / {+added+}."""
-    wa, wb = a.split(), b.split()
+def _word_diff(wa: list[str], wb: list[str], *, cell: Callable[[str], str], deleted: str,
+               inserted: str) -> tuple[str, str]:
+    """Both sides of a word-level diff; `cell` renders a run of words, the templates mark the changed ones."""
     out_a: list[str] = []
     out_b: list[str] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
-        left, right = " ".join(wa[i1:i2]), " ".join(wb[j1:j2])
+        left, right = cell(" ".join(wa[i1:i2])), cell(" ".join(wb[j1:j2]))
         if op == "equal":
             out_a.append(left)
             out_b.append(right)
             continue
         if left:
-            out_a.append(f"[-{left}-]")
+            out_a.append(deleted.format(left))
         if right:
-            out_b.append(f"{{+{right}+}}")
+            out_b.append(inserted.format(right))
     return " ".join(out_a), " ".join(out_b)
+
+
+def diff_markers(a: str, b: str) -> tuple[str, str]:
+    """Plain-text side-by-side rendering: words only in one text are wrapped as [-removed-] / {+added+}."""
+    return _word_diff(a.split(), b.split(), cell=str, deleted="[-{}-]", inserted="{{+{}+}}")
 
 
 def diff_html(a: str, b: str) -> tuple[str, str]:
     """Side-by-side HTML with differing words highlighted; the dataset text is escaped before any markup."""
-    wa, wb = a.split(" "), b.split(" ")
-    out_a: list[str] = []
-    out_b: list[str] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
-        left, right = html.escape(" ".join(wa[i1:i2])), html.escape(" ".join(wb[j1:j2]))
-        if op == "equal":
-            out_a.append(left)
-            out_b.append(right)
-            continue
-        if left:
-            out_a.append(f'<del style="background:#fdd">{left}</del>')
-        if right:
-            out_b.append(f'<ins style="background:#dfd">{right}</ins>')
+    left, right = _word_diff(a.split(" "), b.split(" "), cell=html.escape,
+                             deleted='<del style="background:#fdd">{}</del>',
+                             inserted='<ins style="background:#dfd">{}</ins>')
     wrap = '<div style="white-space:pre-wrap;font-family:monospace;font-size:0.85em">{}</div>'
-    return wrap.format(" ".join(out_a)), wrap.format(" ".join(out_b))
+    return wrap.format(left), wrap.format(right)
