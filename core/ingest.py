@@ -204,6 +204,11 @@ class _Collector:
         if len(self.skipped) < _MAX_REPORTED:
             self.skipped.append({"locator": locator, "message": message})
 
+    def reader_skip(self, locator: str, message: str) -> None:
+        """A record the reader read but could not parse (skip mode): counted and reported like the rest."""
+        self.n_records += 1
+        self.bad(locator, message)
+
     def add(self, item: RawRecord) -> None:
         record_no = self.n_records
         self.n_records += 1
@@ -261,13 +266,16 @@ def _detect_shape(first: list[RawRecord], shape: str | None, mapping: dict[str, 
 
 def _stage(batches: Iterator[list[RawRecord]], staging: Path, *, source: str, shape: str | None,
            mapping: dict[str, str] | None, skip_bad: bool, max_chars: int,
-           progress: Progress | None, total: int | None) -> tuple[_Collector, str]:
+           progress: Progress | None, total: int | None,
+           reader_skips: _ReaderSkips | None = None) -> tuple[_Collector, str]:
     first = next(batches, None)
     if not first:
         raise IngestError(f"{source}: no records found; expected at least one record.")
     shape = _detect_shape(first, shape, mapping, source)
     with pq.ParquetWriter(staging, STAGING_SCHEMA, compression="zstd") as writer:
         collector = _Collector(writer, shape, mapping, skip_bad, max_chars)
+        if reader_skips is not None:
+            reader_skips.attach(collector)
         for batch in _chain([first], batches):
             for item in batch:
                 collector.add(item)
@@ -355,7 +363,8 @@ def _import(store: Store, staging: Path, *, name: str, source: str, fmt: str, sh
 def _run(store: Store, batches: Iterator[list[RawRecord]], *, name: str, source: str, fmt: str,
          shape: str | None, mapping: dict[str, str] | None, license: str | None, synthetic: bool, is_eval: bool,
          description: str | None, on_bad: str, max_chars: int, progress: Progress | None,
-         total: int | None, extra_options: dict[str, Any]) -> IngestReport:
+         total: int | None, extra_options: dict[str, Any],
+         reader_skips: _ReaderSkips | None = None) -> IngestReport:
     if on_bad not in ("error", "skip"):
         raise IngestError(f"on_bad must be 'error' or 'skip', not {on_bad!r}")
     _check_name(store, name)
@@ -366,7 +375,7 @@ def _run(store: Store, batches: Iterator[list[RawRecord]], *, name: str, source:
     skip_bad = on_bad == "skip"
     try:
         collector, shape = _stage(batches, staging, source=source, shape=shape, mapping=mapping, skip_bad=skip_bad,
-                                  max_chars=max_chars, progress=progress, total=total)
+                                  max_chars=max_chars, progress=progress, total=total, reader_skips=reader_skips)
         if collector.n_samples == 0:
             raise IngestError(f"{source}: every record was bad ({collector.n_skipped} skipped); nothing to load.")
         options = {"format": fmt, "shape": shape, "mapping": mapping, "on_bad": on_bad, "max_chars": max_chars,
@@ -406,38 +415,36 @@ def ingest(
     source_str = str(source)
     try:
         fmt = format or readers.detect_format(source)
-        collect: list[tuple[str, str]] = []
-        skipper = _ReaderSkips(collect) if on_bad == "skip" else None
+        skipper = _ReaderSkips() if on_bad == "skip" else None
         batches = readers.iter_batches(source, fmt, on_error=skipper, encoding=encoding, split=split)
         report = _run(store, batches, name=name, source=source_str, fmt=fmt, shape=shape, mapping=mapping,
                       license=license, synthetic=synthetic, is_eval=is_eval, description=description, on_bad=on_bad,
                       max_chars=max_chars, progress=progress, total=readers.count_hint(source, fmt, split=split),
-                      extra_options={"split": split, "encoding": encoding})
+                      extra_options={"split": split, "encoding": encoding}, reader_skips=skipper)
     except readers.FormatError as exc:
         raise IngestError(str(exc)) from exc
-    if collect:
-        _merge_reader_skips(store, report, collect)
     return report
 
 
 class _ReaderSkips:
-    """Collects records the reader could not parse (skip mode)."""
+    """The reader's on_error callback in skip mode: hands unparseable records to the collector, so that they
+    are counted in the same import transaction as everything else (held until the collector exists)."""
 
-    def __init__(self, sink: list[tuple[str, str]]) -> None:
-        self.sink = sink
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, str]] = []
+        self.collector: _Collector | None = None
 
     def __call__(self, locator: str, message: str) -> None:
-        self.sink.append((locator, message))
+        if self.collector is None:
+            self.pending.append((locator, message))
+        else:
+            self.collector.reader_skip(locator, message)
 
-
-def _merge_reader_skips(store: Store, report: IngestReport, collected: list[tuple[str, str]]) -> None:
-    report.n_skipped += len(collected)
-    report.skipped = [{"locator": loc, "message": msg} for loc, msg in collected[:_MAX_REPORTED]] + report.skipped
-    report.skipped = report.skipped[:_MAX_REPORTED]
-    with store.connect() as con:
-        con.execute("UPDATE datasets SET n_skipped = ?, n_records = n_records + ? WHERE dataset_id = ?",
-                    [report.n_skipped, len(collected), report.dataset_id])
-    report.n_records += len(collected)
+    def attach(self, collector: _Collector) -> None:
+        self.collector = collector
+        for locator, message in self.pending:
+            collector.reader_skip(locator, message)
+        self.pending.clear()
 
 
 def ingest_records(
