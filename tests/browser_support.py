@@ -169,3 +169,24 @@ def wait_idle(page: object) -> None:
     """Wait until the Streamlit script is not running: input given in the middle of a rerun can be lost
     (a dropdown opened just before the rerun redraws it closes again)."""
     page.wait_for_function(_IDLE)
+
+
+def choose_option(page: object, widget: object, name: str, *, attempts: int = 4) -> None:
+    """Open a Streamlit select/multiselect and click the option `name`.
+
+    On a loaded 2-core machine a rerun can redraw the widget just after the click, closing the
+    dropdown before the option is shown; so wait for idle, open, and retry a few times."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        wait_idle(page)
+        widget.click()
+        option = page.get_by_role("option", name=name, exact=True)
+        try:
+            option.wait_for(timeout=10_000)
+            option.click()
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")

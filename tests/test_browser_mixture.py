@@ -9,7 +9,7 @@ import pytest
 
 from core.demo import load_demo
 from core.store import Store
-from tests.browser_support import ARTIFACTS, wait_idle
+from tests.browser_support import ARTIFACTS, choose_option
 
 pytestmark = pytest.mark.browser
 
@@ -28,9 +28,7 @@ def test_compose_preview_export_download(workbench, browser_page, loaded: Store,
     page.get_by_role("heading", name="Mixture").wait_for()
     page.get_by_text("Pick one or more sources").wait_for()
     for name in ("gsm8k-train", "alpaca-gpt4-demo-1k"):
-        wait_idle(page)
-        page.locator('[data-testid="stMultiSelect"]').first.click()
-        page.get_by_role("option", name=name).click()
+        choose_option(page, page.locator('[data-testid="stMultiSelect"]').first, name)
         page.keyboard.press("Escape")
     page.get_by_text("Samples per source").first.wait_for(timeout=60_000)  # the preview's bar chart
     page.get_by_text("Before and after filters").first.wait_for()
