@@ -10,8 +10,6 @@ only for the final import, so the workbench stays usable while a big file is rea
 from __future__ import annotations
 
 import os
-import re
-import string
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -24,15 +22,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core import readers, shapes
+from core import ingest_columnar, readers, shapes
 from core.readers import RawRecord
-from core.store import Store, now_utc
+from core.store import Store, memory_limit, now_utc
+from core.tokens import TOKEN_METHOD, count_tokens
 
-# A fast estimate of subword tokens: whitespace-separated words plus ASCII punctuation marks, counted
-# with C-speed str methods (a regex in SQL cost 20 s per million samples; a real tokenizer more).
-# bench/ingest_bench.py measures how it compares with the MiniLM WordPiece count.
-TOKEN_METHOD = "words-punct-v1"
-_PUNCT = string.punctuation.encode()
 DEFAULT_MAX_CHARS = 2_000_000
 IMPORT_MEMORY_LIMIT = os.environ.get("ASSAY_IMPORT_MEMORY_LIMIT", "1GB")
 _FLUSH_ROWS = 20_000
@@ -52,11 +46,6 @@ STAGING_SCHEMA = pa.schema([
     ("locator", pa.string()),
 ])
 
-
-def estimate_tokens(text: str) -> int:
-    """Words plus punctuation marks: the token estimate recorded as TOKEN_METHOD."""
-    data = text.encode()  # bytes.translate/split are several times faster than their str twins
-    return len(data.split()) + len(data) - len(data.translate(None, _PUNCT))
 
 Progress = Callable[[int, int | None], None]
 
@@ -90,13 +79,16 @@ class _Batch:
     rejected: list[list[dict[str, str]] | None] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     n_chars: list[int] = field(default_factory=list)
-    n_tokens: list[int] = field(default_factory=list)
     meta: list[str] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
     locator: list[str] = field(default_factory=list)
 
     def to_arrow(self) -> pa.RecordBatch:
-        return pa.RecordBatch.from_pydict(self.__dict__, schema=STAGING_SCHEMA)
+        columns = dict(self.__dict__)
+        text = pa.array(columns["text"], pa.string())
+        # The flat text joins turns with blank lines, so its estimate is the sum of the turns' estimates.
+        columns["text"], columns["n_tokens"] = text, count_tokens(text)
+        return pa.RecordBatch.from_pydict(columns, schema=STAGING_SCHEMA)
 
 
 class _FieldCatalog:
@@ -236,7 +228,6 @@ class _Collector:
             # The flat text is the turns' contents only, so a search for "user" finds users, not roles.
             b.text.append("\n\n".join(contents))
             b.n_chars.append(size)
-            b.n_tokens.append(sum(map(estimate_tokens, contents)))
             b.meta.append(_dumps(sample.meta))
             b.raw.append(raw)
             b.locator.append(item.locator)
@@ -272,7 +263,7 @@ def _stage(batches: Iterator[list[RawRecord]], staging: Path, *, source: str, sh
     if not first:
         raise IngestError(f"{source}: no records found; expected at least one record.")
     shape = _detect_shape(first, shape, mapping, source)
-    with pq.ParquetWriter(staging, STAGING_SCHEMA, compression="zstd") as writer:
+    with pq.ParquetWriter(staging, STAGING_SCHEMA, compression="none") as writer:
         collector = _Collector(writer, shape, mapping, skip_bad, max_chars)
         if reader_skips is not None:
             reader_skips.attach(collector)
@@ -290,15 +281,19 @@ def _chain(head: list[list[RawRecord]], rest: Iterator[list[RawRecord]]) -> Iter
     yield from rest
 
 
-def _duplicates(con: Any, staging: str, skip_bad: bool, collector: _Collector) -> str:
-    """Refuse (or, when skipping, drop all but the first of) samples that share a source id."""
+_KEEP_FIRST = "QUALIFY row_number() OVER (PARTITION BY source_id ORDER BY row_idx) = 1"
+
+
+def _duplicates(con: Any, staging: str, skip_bad: bool, collector: _Collector) -> int:
+    """Refuse (or, when skipping, drop all but the first of) samples that share a source id; returns
+    how many are dropped."""
     dups = con.execute(
         "SELECT source_id, list(locator ORDER BY row_idx)[:5] AS where_, count(*) AS n "
         "FROM read_parquet(?) GROUP BY source_id HAVING count(*) > 1 ORDER BY min(row_idx) LIMIT 5",
         [staging],
     ).fetchall()
     if not dups:
-        return ""
+        return 0
     if not skip_bad:
         sid, where, n = dups[0]
         raise IngestError(f"duplicate id {sid!r}: {n} samples share it ({', '.join(where)}); expected unique ids "
@@ -310,83 +305,156 @@ def _duplicates(con: Any, staging: str, skip_bad: bool, collector: _Collector) -
         for loc in where[1:]:
             if len(collector.skipped) < _MAX_REPORTED:
                 collector.skipped.append({"locator": loc, "message": f"duplicate id {sid!r} (first kept)"})
-    return "QUALIFY row_number() OVER (PARTITION BY source_id ORDER BY row_idx) = 1"
+    return extra
 
 
 @contextmanager
-def _memory_limit(con: Any, limit: str) -> Iterator[None]:
-    """Bound DuckDB's buffer pool while a big import runs (its default is 80% of RAM, which it fills with
-    freshly written blocks); the previous limit is restored afterwards."""
-    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit):
-        raise ValueError(f"ASSAY_IMPORT_MEMORY_LIMIT={limit!r}: expected a size such as 1GB or 512MiB")
-    previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    con.execute(f"SET memory_limit = '{limit}'")
-    try:
-        yield
-    finally:
-        con.execute(f"SET memory_limit = '{previous}'")
+def bulk_settings(con: Any, limit: str = IMPORT_MEMORY_LIMIT) -> Iterator[None]:
+    """Settings for one big insert, restored afterwards: a bounded buffer pool, and no insertion order to
+    preserve, which lets both cores write and compress row groups (measured: half the time). Rows carry
+    row_idx and ids computed from it, so nothing depends on the physical order."""
+    previous = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    with memory_limit(con, limit):
+        con.execute("SET preserve_insertion_order = false")
+        try:
+            yield
+        finally:
+            con.execute(f"SET preserve_insertion_order = {bool(previous)}")
 
 
-def _import(store: Store, staging: Path, *, name: str, source: str, fmt: str, shape: str, license: str | None,
-            synthetic: bool, is_eval: bool, description: str | None, options: dict[str, Any],
-            collector: _Collector, skip_bad: bool) -> tuple[int, int, int]:
+def reserve_sample_ids(con: Any, n: int) -> int:
+    """Take n consecutive sample ids from the store's sequence (inside the caller's write transaction);
+    returns the first. Sample i of the new dataset gets id first + i."""
+    last = con.execute("SELECT max(nextval('sample_id_seq')) FROM range(?)", [n]).fetchall()[0][0]
+    return last - n + 1
+
+
+def _import(store: Store, staging: Path, target: _Target, *, collector: _Collector,
+            skip_bad: bool) -> tuple[int, int, int]:
     staged = str(staging)
-    with store.transaction() as con, _memory_limit(con, IMPORT_MEMORY_LIMIT):
-        keep = _duplicates(con, staged, skip_bad, collector)
+    with store.transaction() as con, bulk_settings(con):
+        dropped = _duplicates(con, staged, skip_bad, collector)
+        keep = _KEEP_FIRST if dropped else ""
+        n_samples = collector.n_samples - dropped
         # Staged rows are already in order; renumber only when duplicates were dropped.
         row_idx = "row_number() OVER (ORDER BY row_idx) - 1" if keep else "row_idx"
-        run_id = store.start_run("ingest", params=options, sample_filter=source, con=con)
-        dataset_id = con.execute("SELECT nextval('dataset_id_seq')").fetchone()[0]
+        run_id, dataset_id = _start(store, con, target)
+        first_id = reserve_sample_ids(con, n_samples)
         con.execute(
             f"""
             INSERT INTO samples
-            SELECT nextval('sample_id_seq'), ?, source_id, {row_idx}, messages, rejected, text, len(messages),
-                   n_chars, n_tokens, meta, raw
-            FROM (SELECT * FROM read_parquet(?) {keep})
+            SELECT ? + idx, ?, source_id, idx, messages, rejected, text, len(messages), n_chars, n_tokens, meta, raw
+            FROM (SELECT *, {row_idx} AS idx FROM read_parquet(?) {keep})
             """,
-            [dataset_id, staged],
+            [first_id, dataset_id, staged],
         )
-        n_samples = con.execute("SELECT count(*) FROM samples WHERE dataset_id = ?", [dataset_id]).fetchone()[0]
-        if n_samples == 0:
-            raise IngestError(f"{source}: every record was bad; nothing to load.")
-        con.execute(
-            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [dataset_id, name, source, fmt, shape, license, synthetic, is_eval, description, n_samples,
-             collector.n_records, collector.n_skipped, _dumps(collector.fields.as_list()), _dumps(options),
-             now_utc(), run_id],
-        )
-        con.execute("UPDATE runs SET dataset_id = ? WHERE run_id = ?", [dataset_id, run_id])
-        store.finish_run(run_id, n_samples=n_samples, con=con)
+        _register(store, con, target, dataset_id=dataset_id, run_id=run_id, n_samples=n_samples,
+                  n_records=collector.n_records, n_skipped=collector.n_skipped, fields=collector.fields.as_list())
     return dataset_id, run_id, n_samples
 
 
-def _run(store: Store, batches: Iterator[list[RawRecord]], *, name: str, source: str, fmt: str,
-         shape: str | None, mapping: dict[str, str] | None, license: str | None, synthetic: bool, is_eval: bool,
-         description: str | None, on_bad: str, max_chars: int, progress: Progress | None,
-         total: int | None, extra_options: dict[str, Any],
-         reader_skips: _ReaderSkips | None = None) -> IngestReport:
-    if on_bad not in ("error", "skip"):
-        raise IngestError(f"on_bad must be 'error' or 'skip', not {on_bad!r}")
-    _check_name(store, name)
+def _register(store: Store, con: Any, target: _Target, *, dataset_id: int, run_id: int, n_samples: int,
+              n_records: int, n_skipped: int, fields: list[dict[str, str]]) -> None:
+    """The dataset row and the finished ingest run, inside the load's transaction."""
+    t = target
+    con.execute(
+        "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [dataset_id, t.name, t.source, t.fmt, t.options["shape"], t.license, t.synthetic, t.is_eval,
+         t.description, n_samples, n_records, n_skipped, _dumps(fields), _dumps(t.options), now_utc(), run_id],
+    )
+    con.execute("UPDATE runs SET dataset_id = ? WHERE run_id = ?", [dataset_id, run_id])
+    store.finish_run(run_id, n_samples=n_samples, con=con)
+
+
+def _start(store: Store, con: Any, target: _Target) -> tuple[int, int]:
+    """The ingest run and the new dataset's id."""
+    run_id = store.start_run("ingest", params=target.options, sample_filter=target.source, con=con)
+    return run_id, con.execute("SELECT nextval('dataset_id_seq')").fetchall()[0][0]
+
+
+@dataclass
+class _Target:
+    """The dataset a load creates, as its datasets row records it."""
+
+    name: str
+    source: str
+    fmt: str
+    license: str | None
+    synthetic: bool
+    is_eval: bool
+    description: str | None
+    options: dict[str, Any]  # load_options: format, shape, mapping, on_bad, ..., and which path loaded it
+
+
+def _run(store: Store, batches: Iterator[list[RawRecord]], target: _Target, *, shape: str | None,
+         mapping: dict[str, str] | None, on_bad: str, max_chars: int, progress: Progress | None,
+         total: int | None, reader_skips: _ReaderSkips | None = None) -> IngestReport:
     started = time.perf_counter()
     folder = _staging_dir(store)
     _remove_stale_staging(folder)
     staging = folder / f"ingest-{os.getpid()}-{uuid.uuid4().hex}.parquet"
     skip_bad = on_bad == "skip"
     try:
-        collector, shape = _stage(batches, staging, source=source, shape=shape, mapping=mapping, skip_bad=skip_bad,
-                                  max_chars=max_chars, progress=progress, total=total, reader_skips=reader_skips)
+        collector, shape = _stage(batches, staging, source=target.source, shape=shape, mapping=mapping,
+                                  skip_bad=skip_bad, max_chars=max_chars, progress=progress, total=total,
+                                  reader_skips=reader_skips)
         if collector.n_samples == 0:
-            raise IngestError(f"{source}: every record was bad ({collector.n_skipped} skipped); nothing to load.")
-        options = {"format": fmt, "shape": shape, "mapping": mapping, "on_bad": on_bad, "max_chars": max_chars,
-                   "token_method": TOKEN_METHOD, **extra_options}
-        dataset_id, run_id, n_samples = _import(
-            store, staging, name=name, source=source, fmt=fmt, shape=shape, license=license, synthetic=synthetic,
-            is_eval=is_eval, description=description, options=options, collector=collector, skip_bad=skip_bad)
+            raise IngestError(f"{target.source}: every record was bad ({collector.n_skipped} skipped); "
+                              "nothing to load.")
+        target.options.update(shape=shape, path="records")
+        dataset_id, run_id, n_samples = _import(store, staging, target, collector=collector, skip_bad=skip_bad)
     finally:
         staging.unlink(missing_ok=True)
-    return IngestReport(name, dataset_id, collector.n_records, n_samples, collector.n_skipped, collector.skipped,
-                        shape, fmt, round(time.perf_counter() - started, 3), run_id)
+    return IngestReport(target.name, dataset_id, collector.n_records, n_samples, collector.n_skipped,
+                        collector.skipped, shape, target.fmt, round(time.perf_counter() - started, 3), run_id)
+
+
+def _run_columnar(store: Store, source: str | Path, target: _Target, *, shape: str | None, split: str | None,
+                  max_chars: int, progress: Progress | None) -> IngestReport | None:
+    """Load a flat Parquet source in one SQL statement (core/ingest_columnar.py); None when the record path
+    must load it instead: a shape or column type the SQL does not cover, or any record it would refuse."""
+    started = time.perf_counter()
+    first = next(readers.iter_batches(source, "parquet", batch_size=100, split=split), None)
+    if not first:
+        return None
+    shape = _detect_shape(first, shape, None, target.source)
+    plan = ingest_columnar.plan(ingest_columnar.parquet_files(source, split), shape, None)
+    if isinstance(plan, str):
+        target.options["records_path_reason"] = plan
+        return None
+    target.options.update(shape=shape, path="columnar")
+    if progress:
+        progress(0, plan.n_rows)
+    try:
+        with store.transaction() as con, bulk_settings(con):
+            bad_row = con.execute(plan.first_bad_row_sql(max_chars)).fetchall()[0][0]
+            if bad_row is not None:
+                raise _Fallback(f"row {bad_row} needs a report")
+            ingest_columnar.register_udfs(con)
+            run_id, dataset_id = _start(store, con, target)
+            first_id = reserve_sample_ids(con, plan.n_rows)
+            try:
+                con.execute(plan.insert_sql(), {"first_id": first_id, "dataset_id": dataset_id})
+            finally:
+                ingest_columnar.unregister_udfs(con)
+            if con.execute("SELECT 1 FROM samples WHERE dataset_id = ? GROUP BY source_id HAVING count(*) > 1 "
+                           "LIMIT 1", [dataset_id]).fetchall():
+                raise _Fallback("duplicate ids")
+            present = list(con.execute(plan.null_counts_sql()).fetchall()[0])
+            _register(store, con, target, dataset_id=dataset_id, run_id=run_id, n_samples=plan.n_rows,
+                      n_records=plan.n_rows, n_skipped=0, fields=plan.fields(present if plan.meta_columns else []))
+    except _Fallback as exc:
+        target.options["path"] = None
+        target.options["records_path_reason"] = str(exc)
+        return None
+    if progress:
+        progress(plan.n_rows, plan.n_rows)
+    return IngestReport(target.name, dataset_id, plan.n_rows, plan.n_rows, 0, [], shape, target.fmt,
+                        round(time.perf_counter() - started, 3), run_id)
+
+
+class _Fallback(Exception):
+    """The columnar path gives way to the record path (which reports the problem properly)."""
 
 
 def ingest(
@@ -406,24 +474,33 @@ def ingest(
     encoding: str = "utf-8",
     max_chars: int = DEFAULT_MAX_CHARS,
     progress: Progress | None = None,
+    columnar: bool = True,
 ) -> IngestReport:
     """Load a file, a folder of shards, a save_to_disk folder or a hub id as a new dataset.
 
     on_bad="error" refuses the whole load at the first bad record (nothing written); on_bad="skip" leaves
-    bad records out and reports how many and which (IngestReport.skipped).
+    bad records out and reports how many and which (IngestReport.skipped). Flat Parquet sources load
+    through the columnar path (core/ingest_columnar.py) unless columnar=False; the result is the same.
     """
-    source_str = str(source)
+    if on_bad not in ("error", "skip"):
+        raise IngestError(f"on_bad must be 'error' or 'skip', not {on_bad!r}")
+    _check_name(store, name)
     try:
         fmt = format or readers.detect_format(source)
+        options = {"format": fmt, "shape": shape, "mapping": mapping, "on_bad": on_bad, "max_chars": max_chars,
+                   "token_method": TOKEN_METHOD, "split": split, "encoding": encoding}
+        target = _Target(name, str(source), fmt, license, synthetic, is_eval, description, options)
+        if columnar and fmt == "parquet" and not mapping and Path(source).exists():
+            report = _run_columnar(store, source, target, shape=shape, split=split, max_chars=max_chars,
+                                   progress=progress)
+            if report is not None:
+                return report
         skipper = _ReaderSkips() if on_bad == "skip" else None
         batches = readers.iter_batches(source, fmt, on_error=skipper, encoding=encoding, split=split)
-        report = _run(store, batches, name=name, source=source_str, fmt=fmt, shape=shape, mapping=mapping,
-                      license=license, synthetic=synthetic, is_eval=is_eval, description=description, on_bad=on_bad,
-                      max_chars=max_chars, progress=progress, total=readers.count_hint(source, fmt, split=split),
-                      extra_options={"split": split, "encoding": encoding}, reader_skips=skipper)
+        return _run(store, batches, target, shape=shape, mapping=mapping, on_bad=on_bad, max_chars=max_chars,
+                    progress=progress, total=readers.count_hint(source, fmt, split=split), reader_skips=skipper)
     except readers.FormatError as exc:
         raise IngestError(str(exc)) from exc
-    return report
 
 
 class _ReaderSkips:
@@ -464,9 +541,14 @@ def ingest_records(
     progress: Progress | None = None,
 ) -> IngestReport:
     """Load records already in memory (a list of dicts, a generator) as a new dataset."""
-    return _run(store, _batched(records), name=name, source=source, fmt="records", shape=shape, mapping=mapping,
-                license=license, synthetic=synthetic, is_eval=is_eval, description=description, on_bad=on_bad,
-                max_chars=max_chars, progress=progress, total=None, extra_options={})
+    if on_bad not in ("error", "skip"):
+        raise IngestError(f"on_bad must be 'error' or 'skip', not {on_bad!r}")
+    _check_name(store, name)
+    options = {"format": "records", "shape": shape, "mapping": mapping, "on_bad": on_bad, "max_chars": max_chars,
+               "token_method": TOKEN_METHOD}
+    target = _Target(name, source, "records", license, synthetic, is_eval, description, options)
+    return _run(store, _batched(records), target, shape=shape, mapping=mapping, on_bad=on_bad,
+                max_chars=max_chars, progress=progress, total=None)
 
 
 def _batched(records: Iterable[dict[str, Any]], size: int = 8192) -> Iterator[list[RawRecord]]:
@@ -483,9 +565,24 @@ def _batched(records: Iterable[dict[str, Any]], size: int = 8192) -> Iterator[li
 
 
 def drop_dataset(store: Store, name: str) -> int:
-    """Remove a dataset and its samples (its runs stay in the log); returns how many samples went."""
+    """Remove a dataset, its samples and everything computed on them (embeddings, projections, clusters,
+    tags, labels, noise scores, duplicate groups, contamination results, selections, maps), in one
+    transaction; its runs stay in the log. Returns how many samples went."""
     info = store.dataset(name)
     with store.transaction() as con:
-        con.execute("DELETE FROM samples WHERE dataset_id = ?", [info.dataset_id])
-        con.execute("DELETE FROM datasets WHERE dataset_id = ?", [info.dataset_id])
+        # Every table keyed by sample, found from the catalogue so that a later migration's tables are
+        # covered too (a dropped dataset used to leave orphan rows that pages then tripped over).
+        per_sample = [t for (t,) in con.execute(
+            "SELECT c.table_name FROM duckdb_columns() c JOIN duckdb_tables() t USING (table_name) "
+            "WHERE c.column_name = 'sample_id' AND c.table_name <> 'samples' ORDER BY 1").fetchall()]
+        ids = "SELECT id FROM samples WHERE dataset_id = $d"
+        for table in per_sample:
+            con.execute(f'DELETE FROM "{table}" WHERE sample_id IN ({ids})', {"d": info.dataset_id})
+        con.execute("DELETE FROM contamination_results WHERE eval_dataset_id = $d", {"d": info.dataset_id})
+        con.execute("DELETE FROM contamination_eval_items WHERE eval_dataset_id = $d", {"d": info.dataset_id})
+        con.execute("DELETE FROM maps WHERE dataset_id = $d OR list_contains(datasets, $n)",
+                    {"d": info.dataset_id, "n": name})
+        con.execute("DELETE FROM noise_runs WHERE dataset_id = $d", {"d": info.dataset_id})
+        con.execute("DELETE FROM samples WHERE dataset_id = $d", {"d": info.dataset_id})
+        con.execute("DELETE FROM datasets WHERE dataset_id = $d", {"d": info.dataset_id})
     return info.n_samples

@@ -342,6 +342,20 @@ class Store:
             own.execute(sql, values)
 
 
+@contextmanager
+def memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
+    """Bound DuckDB's buffer pool for one big statement (its default is 80% of RAM, which a large insert
+    or export fills; past the limit DuckDB spills to its temp folder). The previous limit is restored."""
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit):
+        raise ValueError(f"memory limit {limit!r}: expected a size such as 1GB or 512MiB")
+    previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    con.execute(f"SET memory_limit = '{limit}'")
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = '{previous}'")
+
+
 def _read_version(con: duckdb.DuckDBPyConnection) -> int:
     # fetchall, not fetchone: a half-read result blocks con.register() on this connection (DuckDB 2).
     has_meta = con.execute(

@@ -19,8 +19,9 @@ import zstandard
 
 from core.cli import main as cli_main
 from core.demo import DEMO, load_demo
-from core.ingest import IngestError, drop_dataset, estimate_tokens, ingest, ingest_records
+from core.ingest import IngestError, drop_dataset, ingest, ingest_records
 from core.store import Store
+from core.tokens import estimate_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -221,3 +222,30 @@ def test_cli_ingest_datasets_and_json(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "missing.jsonl" in capsys.readouterr().err
     assert cli_main(["--db", db, "ingest", source, "--name", "m2", "--map", "oops"]) == 2
     assert "KEY=COLUMN" in capsys.readouterr().err
+
+
+def test_dropping_a_dataset_leaves_no_orphans(store: Store, shared: Path) -> None:
+    from core.selection import exclude, save_selection
+    from core.tags import rows_frame, write_tags
+
+    ingest(store, shared / "mt-bench" / "mt_bench_question.jsonl", name="mt")
+    ingest(store, shared / "gsm8k" / "test.jsonl", name="gsm")
+    with store.connect() as con:
+        mt_ids = [i for (i,) in con.execute(
+            "SELECT id FROM samples JOIN datasets USING (dataset_id) WHERE name = 'mt'").fetchall()]
+    save_selection(store, "some", mt_ids[:5], origin="test")
+    exclude(store, mt_ids[:2], reason="test", origin="test")
+    run_id = store.start_run("tag", params={})
+    write_tags(store, run_id, rows_frame([{"sample_id": i, "tag": "language", "value": "en", "status": "ok"}
+                                          for i in mt_ids]))
+    assert drop_dataset(store, "mt") == 80
+    with store.connect() as con:
+        tables = [t for (t,) in con.execute(
+            "SELECT c.table_name FROM duckdb_columns() c JOIN duckdb_tables() USING (table_name) "
+            "WHERE c.column_name = 'sample_id'").fetchall()]
+        assert {"tags", "selection_samples", "exclusion_events", "label_events"} <= set(tables)
+        for table in tables:
+            orphans = con.execute(f"SELECT count(*) FROM {table} WHERE sample_id NOT IN (SELECT id FROM samples)")
+            assert orphans.fetchall()[0][0] == 0, table
+        assert con.execute("SELECT count(*) FROM samples").fetchall()[0][0] == 1319
+    assert store.dataset_names() == ["gsm"]

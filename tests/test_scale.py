@@ -194,3 +194,24 @@ def test_reward_scoring_ray_equals_local(base_store: Path, tmp_path: Path, ray_c
     assert len(scores["ray"]) == N_SAMPLES and set(scores["ray"].tag) == {"response_quality"}
     assert scores["ray"].status.eq("ok").all()
     np.testing.assert_allclose(scores["local"].score, scores["ray"].score, atol=1e-5)
+
+
+def test_assay_tag_engine_ray_matches_assay_tag(base_store: Path, tmp_path: Path, ray_cluster: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`assay tag --engine ray` (the command users run) gives the same offline tags as plain `assay tag`."""
+    from core.cli import main as cli_main
+    from core.tags import run_tags
+
+    stores = {e: copy_store(base_store, tmp_path / e) for e in ("local", "ray")}
+    common = ["tag", "--dataset", "gsm8k-sample", "--tags", "turns,lengths", "--json"]
+    assert cli_main(["--db", str(stores["local"].path), *common]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert cli_main(["--db", str(stores["ray"].path), *common, "--engine", "ray", "--ray-address", ray_cluster,
+                     "--job-dir", str(tmp_path / "job")]) == 0
+    ray_report = json.loads(capsys.readouterr().out)
+    assert ray_report["engine"] == "ray" and ray_report["n_rows"] == N_SAMPLES
+    frames = {e: run_tags(stores[e], r["run_id"])[["sample_id", "tag", "value"]].sort_values(["sample_id", "tag"])
+              .reset_index(drop=True) for e, r in (("local", local), ("ray", ray_report))}
+    pd.testing.assert_frame_equal(frames["local"], frames["ray"])
+    assert cli_main(["--db", str(stores["ray"].path), *common, "--engine", "ray", "--backend", "openai"]) == 2
+    assert "--engine ray runs the offline backend" in json.loads(capsys.readouterr().out)["message"]

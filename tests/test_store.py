@@ -32,6 +32,23 @@ def test_older_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert store.runs()["run_id"].tolist() == [7]  # old rows survive the upgrade
 
 
+def test_samples_survive_the_column_compression_migration(tmp_path: Path) -> None:
+    path = tmp_path / "v8.duckdb"
+    con = duckdb.connect(str(path))
+    for _n, _name, sql in MIGRATIONS[:8]:
+        con.execute(sql)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '8')")
+    con.execute("INSERT INTO samples VALUES (5, 1, 'a', 0, [{'role': 'user', 'content': 'hi'}], NULL, 'hi', 1, 2, 1, "
+                "'{}', '{\"q\": \"hi\"}')")
+    con.close()
+    store = Store(path)
+    assert store.schema_version() == LATEST_VERSION
+    with store.connect() as con:
+        assert con.execute("SELECT id, text, raw FROM samples").fetchall() == [(5, "hi", '{"q": "hi"}')]
+        ddl = con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'samples'").fetchall()[0][0]
+    assert "raw JSON USING COMPRESSION ZSTD" in ddl and '"text" VARCHAR USING COMPRESSION Uncompressed' in ddl
+
+
 def test_newer_store_is_refused_and_left_untouched(tmp_path: Path) -> None:
     path = tmp_path / "new.duckdb"
     con = duckdb.connect(str(path))

@@ -10,6 +10,7 @@ from typing import Any
 
 from core import tags as T
 from core.commands import add_command
+from core.commands.scale import add_engine_options, run_on_ray
 from core.store import Store
 
 
@@ -39,8 +40,23 @@ def _classifiers(items: list[str] | None) -> dict[str, int]:
     return out
 
 
+def _tag_on_ray(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
+    """The offline taggers over Parquet shards on Ray: the same TagStep as `assay scale tag`."""
+    from core.scale import TagStep
+
+    if args.backend != "offline" or not args.dataset or args.limit:
+        raise ValueError("--engine ray runs the offline backend on one whole --dataset (no --selection or "
+                         "--limit); LLM-judge tags run with the local engine against your endpoint, reward "
+                         "models on Ray with `assay scale reward`")
+    groups = [g.strip() for g in args.tags.split(",") if g.strip()]
+    return run_on_ray(store, TagStep(groups=groups, language_mode=args.language_mode), args.dataset, args)
+
+
 def _tag(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     from core.taggers.job import run_tagging
+
+    if args.engine == "ray":
+        return _tag_on_ray(store, args)
 
     report = run_tagging(
         store, dataset=args.dataset, selection=args.selection, limit=args.limit, tags=args.tags,
@@ -120,6 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=int, default=8, help="concurrent requests (openai)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (openai)")
     p.add_argument("--limit", type=int, help="only the first N samples")
+    add_engine_options(p)
 
     t = add_command(subparsers, "tag-train", _train, "train a tag classifier on embeddings from labels or a column")
     t.add_argument("--dataset", required=True)
