@@ -148,8 +148,7 @@ def how_to_load(store: Store) -> None:
     )
 
 
-def main() -> None:
-    st.set_page_config(page_title="Assay", layout="wide")
+def home() -> None:
     st.title("Assay")
     st.caption("A workbench for curating LLM training data.")
     store = Store(default_db_path())
@@ -175,4 +174,19 @@ def main() -> None:
     recent_runs(store)
 
 
-main()
+# The pages, in the sidebar's order. Declared here (rather than found in pages/) so that the home page is
+# called "Home", not "app"; url paths stay the ones links and bookmarks use (/Datasets?dataset=NAME).
+PAGES = [
+    st.Page(home, title="Home", icon=":material/home:", default=True),
+    st.Page("pages/1_Datasets.py", title="Datasets", icon=":material/table_view:", url_path="Datasets"),
+    st.Page("pages/2_Map.py", title="Map", icon=":material/scatter_plot:", url_path="Map"),
+    st.Page("pages/3_Tags.py", title="Tags", icon=":material/sell:", url_path="Tags"),
+    st.Page("pages/4_Label.py", title="Label", icon=":material/edit_note:", url_path="Label"),
+    st.Page("pages/5_Noise.py", title="Noise", icon=":material/troubleshoot:", url_path="Noise"),
+    st.Page("pages/6_Duplicates.py", title="Duplicates", icon=":material/content_copy:", url_path="Duplicates"),
+    st.Page("pages/7_Contamination.py", title="Contamination", icon=":material/science:", url_path="Contamination"),
+    st.Page("pages/8_Mixture.py", title="Mixture", icon=":material/blender:", url_path="Mixture"),
+]
+
+st.set_page_config(page_title="Assay", layout="wide")
+st.navigation(PAGES).run()

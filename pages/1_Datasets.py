@@ -7,7 +7,6 @@ import itertools
 from typing import Any
 
 import streamlit as st
-from streamlit.errors import StreamlitAPIException
 
 from core.browse import (
     Column,
@@ -40,11 +39,7 @@ def _top(db: str, dataset: str, loaded_at: Any, column: str) -> list[str]:
 def pick_dataset(store: Store) -> DatasetInfo | None:
     names = store.dataset_names()
     if not names:
-        st.info("The store has no datasets yet. Load one from the home page.")
-        try:
-            st.page_link("app.py", label="Home", icon=":material/home:")
-        except StreamlitAPIException:  # the page was run on its own (tests), without the app around it
-            pass
+        st.info("The store has no datasets yet. Load one from the Home page (first in the sidebar).")
         return None
     wanted = st.query_params.get("dataset")
     if wanted in names and wanted != st.session_state.get("_dataset_param"):

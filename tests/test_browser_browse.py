@@ -40,6 +40,10 @@ def test_browse_search_and_open_a_sample(workbench, browser_page, loaded: Store)
     page.goto(url)
     page.get_by_role("heading", name="Assay").wait_for()
     page.get_by_text("Datasets (2)").wait_for()
+    nav = page.get_by_test_id("stSidebarNav")
+    nav.get_by_role("link", name="Home").wait_for()
+    words = nav.inner_text().split()  # link labels, with their icons' ligature names
+    assert "app" not in words and all(w in words for w in ("Home", "Datasets", "Map", "Label", "Mixture"))
 
     page.get_by_role("link", name="Browse a dataset").click()  # opens the dataset page (first dataset)
     page.get_by_role("heading", name="gsm8k-train").wait_for()
