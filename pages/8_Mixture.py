@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,9 @@ def draw_export(store: Store, recipe: Recipe) -> None:
     allow = st.checkbox("export even if a target cannot be met", key="mix_allow")
     if st.button("Export", key="mix_export", type="primary"):
         bar = st.progress(0.0, text="starting")
-        out = Path(tempfile.mkdtemp(prefix="assay-mix-")) / recipe.name.replace("/", "_")
+        # Kept beside the store (not in a temp folder): the run records this path and the manifest's hashes.
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        out = Path(store.path).parent / "exports" / f"{recipe.name.replace('/', '_')}-{stamp}"
         try:
             result = export_mixture(store, recipe, out, allow_shortfall=allow or None,
                                     progress=lambda stage, frac: bar.progress(min(frac, 1.0), text=stage))
@@ -203,10 +205,10 @@ def draw_export(store: Store, recipe: Recipe) -> None:
             st.error(str(exc))
             return
         st.session_state["mix_zip"] = (f"{out.name}.zip", zip_export(result.out_dir), result.run_id,
-                                       len(result.files))
+                                       len(result.files), str(result.out_dir))
     if "mix_zip" in st.session_state:
-        name, data, run_id, n_files = st.session_state["mix_zip"]
-        st.text(f"export run {run_id}: {n_files} files, {len(data):,} bytes zipped")
+        name, data, run_id, n_files, folder = st.session_state["mix_zip"]
+        st.text(f"export run {run_id}: {n_files} files in {folder}, {len(data):,} bytes zipped")
         st.download_button("Download zip", data=data, file_name=name, mime="application/zip", key="mix_download")
 
 
