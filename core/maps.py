@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core import map_colours
 from core.cluster import cluster as run_cluster
 from core.embed import embed
 from core.project import project
@@ -119,9 +120,11 @@ def get_map(store: Store, map_id: int) -> MapInfo:
 BASE_COLUMNS = ("dataset", "n_tokens", "n_chars", "n_turns")
 
 
-def colour_columns(store: Store, datasets: Sequence[str]) -> dict[str, str]:
-    """Columns a map can be coloured, sized or filtered by: name -> kind (numeric/category/...).
-    Meta fields come from core.browse's catalog, which is also the whitelist for load_points."""
+def colour_columns(store: Store, datasets: Sequence[str], map_id: int | None = None) -> dict[str, str]:
+    """Columns a map can be coloured, sized or filtered by: name -> kind (numeric/category/bool).
+    Meta fields come from core.browse's catalog, which is also the whitelist for load_points; with
+    `map_id`, also tags, hand labels, noise scores, duplicates and contamination that have values for
+    that map's samples (core.map_colours)."""
     from core.browse import column_catalog
 
     found = {"cluster": "category", "dataset": "category", "n_tokens": "numeric", "n_chars": "numeric",
@@ -130,20 +133,28 @@ def colour_columns(store: Store, datasets: Sequence[str]) -> dict[str, str]:
         for column in column_catalog(store, name):
             if column.source == "meta" and column.kind in ("numeric", "category", "bool"):
                 found.setdefault(column.name, column.kind)
+    if map_id is not None:
+        for name, kind in map_colours.offered(store, get_map(store, map_id).projection_run_id).items():
+            found.setdefault(name, kind)
     return found
 
 
 def load_points(store: Store, map_id: int, columns: Sequence[str] = ()) -> pd.DataFrame:
-    """id, x, y, cluster, title, dataset, n_tokens, n_chars, n_turns, preview, plus requested meta
-    columns (names checked against the datasets' catalogs; values bound, never spliced into SQL)."""
+    """id, x, y, cluster, title, dataset, n_tokens, n_chars, n_turns, preview, plus requested columns:
+    meta fields (checked against the datasets' catalogs) and core.map_colours sources (checked against
+    the store), one query each; names are never spliced into SQL, values and ids are bound. Samples
+    without a value keep their row with a missing value."""
     info = get_map(store, map_id)
-    catalog = _meta_catalog(store, info.datasets)
-    wanted = [c for c in columns if c not in BASE_COLUMNS and c not in ("cluster", "title")]
-    unknown = [c for c in wanted if c not in catalog]
+    wanted = list(dict.fromkeys(c for c in columns if c not in BASE_COLUMNS and c not in ("cluster", "title")))
+    sourced = [map_colours.resolve(store, c) for c in wanted if map_colours.is_source_column(c)]
+    meta = [c for c in wanted if not map_colours.is_source_column(c)]
+    catalog = _meta_catalog(store, info.datasets) if meta else {}
+    unknown = [c for c in meta if c not in catalog]
     if unknown:
-        raise ValueError(f"unknown column(s) {unknown}; known: {sorted(catalog)}")
+        raise ValueError(f"unknown column(s) {unknown}; known: {sorted(catalog)} and "
+                         f"{', '.join(p + ':...' for p in map_colours.SOURCES)}")
     extra_sql, extra_params = "", []
-    for i, name in enumerate(wanted):
+    for i, name in enumerate(meta):
         extra_sql += f", json_extract_string(s.meta, ?) AS c{i}"
         extra_params.append(catalog[name].path)
     cluster_sql = ("c.cluster, coalesce(l.llm_label, l.label) AS title" if info.cluster_run_id is not None
@@ -157,10 +168,13 @@ def load_points(store: Store, map_id: int, columns: Sequence[str] = ()) -> pd.Da
            + "WHERE p.run_id = ? ORDER BY p.sample_id")
     params = extra_params + ([info.cluster_run_id] if info.cluster_run_id is not None else []) + [info.projection_run_id]
     df = store.query_df(sql, params)
-    df = df.rename(columns={f"c{i}": name for i, name in enumerate(wanted)})
-    for name in wanted:
+    df = df.rename(columns={f"c{i}": name for i, name in enumerate(meta)})
+    for name in meta:
         if catalog[name].kind == "numeric":
             df[name] = pd.to_numeric(df[name], errors="coerce")
+    for column in sourced:
+        values = map_colours.load_values(store, column, info.projection_run_id)
+        df[column.name] = map_colours.align(values, df["id"], column.kind)
     return df
 
 

@@ -22,6 +22,8 @@ HOVER_BUDGET = 100_000  # above this many drawn points, hover shows id and colou
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B", "#B279A2", "#FF9DA6", "#9D755D",
            "#BAB0AC", "#1F77B4", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#7F7F7F", "#BCBD22",
            "#17BECF", "#AEC7E8"]
+MISSING = "(none)"  # the category of samples without a value: drawn in a neutral grey, never dropped
+MISSING_COLOUR = "#C8C8C8"
 
 
 @dataclass
@@ -69,37 +71,54 @@ def _hover(shown: pd.DataFrame, with_text: bool) -> tuple[list[str] | None, str]
     return texts, "%{hovertext}<extra>id %{customdata}</extra>"
 
 
+def _marker_trace(part: pd.DataFrame, name: str, colour: str, size, with_text: bool) -> go.Scattergl:
+    texts, template = _hover(part, with_text)
+    return go.Scattergl(
+        x=part.x.to_numpy(np.float32), y=part.y.to_numpy(np.float32), mode="markers", name=escape_hover(name, 60),
+        customdata=part.id.to_numpy(np.int64), hovertext=texts, hovertemplate=template,
+        marker={"size": size, "color": colour, "opacity": 0.75, "line": {"width": 0}})
+
+
 def _categorical_traces(shown: pd.DataFrame, color: str, sizes, with_text: bool) -> list[go.Scattergl]:
-    values = shown[color].astype("string").fillna("(none)")
+    values = shown[color].astype("string").fillna(MISSING)
     if color == "cluster" and "title" in shown:
-        values = (shown["cluster"].astype("Int64").astype("string") + ": " + shown["title"].astype("string")).fillna("(none)")
-    top = values.value_counts().index[:MAX_CATEGORIES - 1]
-    values = values.where(values.isin(top) | (values.nunique() <= MAX_CATEGORIES), "other")
+        values = (shown["cluster"].astype("Int64").astype("string") + ": " + shown["title"].astype("string")).fillna(MISSING)
+    present = values[values != MISSING]
+    if present.nunique() > MAX_CATEGORIES:
+        top = present.value_counts().index[:MAX_CATEGORIES - 1]
+        values = values.where(values.isin(top) | (values == MISSING), "other")
     traces = []
-    for i, category in enumerate(values.value_counts().index):
+    for i, category in enumerate([MISSING] + list(values[values != MISSING].value_counts().index)):
         mask = (values == category).to_numpy()
-        part = shown[mask]
-        texts, template = _hover(part, with_text)
+        if not mask.any():
+            continue
         size = sizes[mask] if isinstance(sizes, np.ndarray) else sizes
-        traces.append(go.Scattergl(
-            x=part.x.to_numpy(np.float32), y=part.y.to_numpy(np.float32), mode="markers",
-            name=escape_hover(category, 60), customdata=part.id.to_numpy(np.int64), hovertext=texts,
-            hovertemplate=template, marker={"size": size, "color": PALETTE[i % len(PALETTE)], "opacity": 0.75,
-                                            "line": {"width": 0}}))
+        # Missing values never fold into "other": a grey trace of their own, drawn first (below the rest).
+        colour = MISSING_COLOUR if category == MISSING else PALETTE[(i - 1) % len(PALETTE)]
+        traces.append(_marker_trace(shown[mask], category, colour, size, with_text))
     return traces
 
 
-def _numeric_trace(shown: pd.DataFrame, color: str | None, sizes, with_text: bool) -> go.Scattergl:
-    texts, template = _hover(shown, with_text)
-    marker: dict = {"size": sizes, "opacity": 0.75, "line": {"width": 0}}
+def _numeric_traces(shown: pd.DataFrame, color: str | None, sizes, with_text: bool) -> list[go.Scattergl]:
+    """One trace on a colour scale; samples without a value go in a grey trace of their own, below it."""
+    missing = pd.to_numeric(shown[color], errors="coerce").isna().to_numpy() if color else np.zeros(len(shown), bool)
+    traces = []
+    if missing.any():
+        size = sizes[missing] if isinstance(sizes, np.ndarray) else sizes
+        traces.append(_marker_trace(shown[missing], MISSING, MISSING_COLOUR, size, with_text))
+    part = shown[~missing]
+    size = sizes[~missing] if isinstance(sizes, np.ndarray) else sizes
+    texts, template = _hover(part, with_text)
+    marker: dict = {"size": size, "opacity": 0.75, "line": {"width": 0}}
     if color:
-        marker |= {"color": pd.to_numeric(shown[color], errors="coerce").to_numpy(np.float32),
+        marker |= {"color": pd.to_numeric(part[color], errors="coerce").to_numpy(np.float32),
                    "colorscale": "Viridis", "showscale": True, "colorbar": {"title": {"text": escape_hover(color)}}}
     else:
         marker["color"] = PALETTE[0]
-    return go.Scattergl(x=shown.x.to_numpy(np.float32), y=shown.y.to_numpy(np.float32), mode="markers",
-                        name="samples", customdata=shown.id.to_numpy(np.int64), hovertext=texts,
-                        hovertemplate=template, marker=marker, showlegend=False)
+    traces.append(go.Scattergl(x=part.x.to_numpy(np.float32), y=part.y.to_numpy(np.float32), mode="markers",
+                               name="samples", customdata=part.id.to_numpy(np.int64), hovertext=texts,
+                               hovertemplate=template, marker=marker, showlegend=False))
+    return traces
 
 
 def density_trace(points: pd.DataFrame, bins: int = 80) -> go.Contour:
@@ -137,11 +156,10 @@ def map_figure(
     fig = go.Figure()
     if density and len(points) > 1:
         fig.add_trace(density_trace(points))
-    if color is None or _is_numeric(shown[color]):
-        fig.add_trace(_numeric_trace(shown, color, sizes, info.hover_text))
-    else:
-        for trace in _categorical_traces(shown, color, sizes, info.hover_text):
-            fig.add_trace(trace)
+    numeric = color is None or _is_numeric(shown[color])
+    traces = (_numeric_traces if numeric else _categorical_traces)(shown, color, sizes, info.hover_text)
+    for trace in traces:
+        fig.add_trace(trace)
     if labels is not None and len(labels):
         for row in labels[labels.cluster != -1].nlargest(max_labels, "size").itertuples():
             fig.add_annotation(x=row.x, y=row.y, text=escape_hover(row.title, 40), showarrow=False,

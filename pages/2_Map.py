@@ -66,13 +66,30 @@ def pick_map(maps: pd.DataFrame, key: str, default: int = 0) -> int | None:
     return st.selectbox("Map", options, index=index, format_func=labels.get, key=key)
 
 
+SAMPLE_COLUMNS = ("cluster", "dataset", "n_tokens", "n_chars", "n_turns")
+
+
+@st.cache_data(ttl=30, show_spinner=False, max_entries=16)
+def _columns(db: str, datasets: tuple[str, ...], map_id: int) -> dict[str, str]:
+    # Short-lived: the tags, labels and runs it lists change while the page is open.
+    return colour_columns(Store(db), list(datasets), map_id)
+
+
+def _extra(view: dict[str, Any]) -> tuple[str, ...]:
+    """The columns beyond the samples' own that the view needs (one cache entry per combination)."""
+    return tuple(dict.fromkeys(c for c in (view["color"], view["size"], view["filter"])
+                               if c and c not in SAMPLE_COLUMNS))
+
+
 def draw(store: Store, map_id: int, view: dict[str, Any], key: str) -> tuple[pd.DataFrame, dict | None]:
     info = get_map(store, map_id)
-    meta_cols = tuple(c for c in (view["color"], view["size"], view["filter"]) if c and c in view["meta"])
-    points = _points(str(store.path), map_id, meta_cols)
+    points = _points(str(store.path), map_id, _extra(view))
     if view["filter"] and view["range"] is not None:
         lo, hi = view["range"]
-        points = points[points[view["filter"]].between(lo, hi)]
+        keep = points[view["filter"]].between(lo, hi)
+        if view["keep_missing"]:
+            keep |= points[view["filter"]].isna()
+        points = points[keep]
     color = view["color"] if view["color"] != "cluster" or info.cluster_run_id is not None else "dataset"
     fig, fig_info = map_figure(points, color=color, size=view["size"], labels=_labels(str(store.path), info.cluster_run_id),
                                density=view["density"], budget=view["budget"], title=info.name)
@@ -83,8 +100,9 @@ def draw(store: Store, map_id: int, view: dict[str, Any], key: str) -> tuple[pd.
     return points, (dict(selection) if selection else None)
 
 
-def view_controls(store: Store, datasets: list[str]) -> dict[str, Any]:
-    columns = colour_columns(store, datasets)
+def view_controls(store: Store, datasets: list[str], map_ids: list[int]) -> dict[str, Any]:
+    """Colour, size, filter: every column of the (first) map, the filter range from its values."""
+    columns = _columns(str(store.path), tuple(datasets), map_ids[0])
     numeric = [c for c, kind in columns.items() if kind == "numeric"]
     c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 1, 1.4])
     color = c1.selectbox("Colour by", list(columns), key="color")
@@ -92,12 +110,46 @@ def view_controls(store: Store, datasets: list[str]) -> dict[str, Any]:
     flt = c3.selectbox("Filter by", ["(none)"] + numeric, key="filter")
     density = c4.toggle("Density", key="density")
     budget = c5.number_input("Point budget", 1_000, 1_000_000, POINT_BUDGET, step=50_000, key="budget")
-    rng = None
-    if flt != "(none)":
-        rng = st.slider(f"{flt} range", value=(0.0, 10_000.0), key="range")
-    meta = {c for c in columns if c not in ("cluster", "dataset", "n_tokens", "n_chars", "n_turns")}
-    return {"color": color, "size": None if size == "(none)" else size, "filter": None if flt == "(none)" else flt,
-            "range": rng, "density": density, "budget": int(budget), "meta": meta}
+    view = {"color": color, "size": None if size == "(none)" else size, "filter": None if flt == "(none)" else flt,
+            "range": None, "keep_missing": True, "density": density, "budget": int(budget)}
+    if st.button("Reload values", key="reload_values", help="Points are cached for 10 minutes: reload after new "
+                 "tags, labels or runs to see them"):
+        for cached in (_columns, _points, _spread):
+            cached.clear()
+    if view["filter"]:
+        view |= filter_range(store, map_ids, view)
+    return view
+
+
+@st.cache_data(ttl=600, show_spinner=False, max_entries=16)
+def _spread(db: str, map_id: int, columns: tuple[str, ...], name: str) -> tuple[float, float, int, bool] | None:
+    """min, max, how many points lack a value, whether all values are whole; None without values.
+    Cached apart from the points so a rerun does not copy the whole frame again for four numbers."""
+    values = _points(db, map_id, columns)[name]
+    present = pd.to_numeric(values, errors="coerce").dropna()
+    if present.empty:
+        return None
+    return float(present.min()), float(present.max()), int(values.isna().sum()), bool((present == present.round()).all())
+
+
+def filter_range(store: Store, map_ids: list[int], view: dict[str, Any]) -> dict[str, Any]:
+    """A slider over the filter column's actual range on the shown maps (not a fixed one)."""
+    name = view["filter"]
+    spreads = [s for s in (_spread(str(store.path), m, _extra(view), name) for m in map_ids) if s]
+    if not spreads:
+        st.caption(f"{name}: no values on this map")
+        return {}
+    lo, hi = min(s[0] for s in spreads), max(s[1] for s in spreads)
+    n_missing, whole = sum(s[2] for s in spreads), all(s[3] for s in spreads)
+    if lo == hi:
+        st.caption(f"{name}: every point with a value has {lo:g}")
+        return {}
+    lo, hi = (int(lo), int(hi)) if whole else (lo, hi)
+    out: dict[str, Any] = {"range": st.slider(f"{name} range", min_value=lo, max_value=hi, value=(lo, hi), key="range")}
+    if n_missing:
+        out["keep_missing"] = st.checkbox(f"Keep the {n_missing:,} points without a {name} value", value=True,
+                                          key="range_keep_missing")
+    return out
 
 
 def selection_panel(store: Store, map_id: int, points: pd.DataFrame, selection: dict | None) -> None:
@@ -154,17 +206,21 @@ def main() -> None:
             st.info("No map of this dataset yet: compute one above.")
             return
         compare = st.toggle("Compare two maps side by side", key="compare")
-        view = view_controls(store, datasets)
         if compare:
             left, right = st.columns(2)
             with left:
                 map_id = pick_map(maps, "map_pick")
-                points, selection = draw(store, map_id, view, "map_chart")
             with right:
                 other = pick_map(maps, "map_pick_2", default=1)
+            view = view_controls(store, datasets, [map_id, other])
+            left, right = st.columns(2)
+            with left:
+                points, selection = draw(store, map_id, view, "map_chart")
+            with right:
                 draw(store, other, view, "map_chart_2")
         else:
             map_id = pick_map(maps, "map_pick")
+            view = view_controls(store, datasets, [map_id])
             points, selection = draw(store, map_id, view, "map_chart")
         selection_panel(store, map_id, points, selection)
         search_panel(store, map_id)

@@ -170,3 +170,177 @@ def test_cli_embed_map_search(tmp_path: Path, shared: Path, capsys) -> None:
     found = json.loads(capsys.readouterr().out)
     assert found["hits"][0]["score"] > 0.999
     assert cli_main(["--db", str(db), "map", "--dataset", "nope"]) == 2
+
+
+# ---- colouring by tags, hand labels, noise scores, duplicates, contamination -----------------------
+
+CODE_WORDS = ("code", "python", "function", "script", "program", "sql", "javascript", "implement", "api")
+
+
+def _tag_run(store: Store, rows: list[dict], *, finished: bool = True) -> int:
+    """A tagging run recorded as core.taggers.job records one: runs + tag_runs rows, then write_tags."""
+    from core import tags as T
+
+    with store.transaction() as con:
+        run = store.start_run("tag", params={"backend": "test", "n": len(rows)}, sample_filter="test", con=con)
+        con.execute("INSERT INTO tag_runs VALUES (?, 'offline', ?, 'test', ?, '{}', '{}')",
+                    [run, sorted({r["tag"] for r in rows}), len({r["sample_id"] for r in rows})])
+    T.write_tags(store, run, T.rows_frame(rows))
+    if finished:
+        store.finish_run(run)
+    return run
+
+
+def coloured_map(tmp_root: Path, shared: Path) -> tuple[Store, int, dict]:
+    """A PCA map of real GSM8K and Arena-Hard samples, with real tags, hand labels, a real cleanlab
+    noise run on those labels, a duplicate run and a real 13-gram contamination run on part of it.
+    Returns the store, the map id and what each source should show for some sample ids."""
+    from core import labels as L
+    from core.contamination import check_contamination
+    from core.dedup import write_groups
+    from core.ingest import ingest_records
+    from core.noise import NoiseConfig, run_noise
+    from core.taggers.base import row
+    from core.taggers.job import run_tagging
+
+    store, run = embedded_store(tmp_root, shared)
+    info = make_map(store, ["gsm8k", "arena"], embedding_run_id=run, method="pca", clusters="kmeans", k=4)
+    samples = store.query_df("SELECT s.id, d.name AS dataset, s.text FROM samples s JOIN datasets d USING (dataset_id) "
+                             "ORDER BY s.id")
+    gsm = samples[samples.dataset == "gsm8k"].id.tolist()
+    arena = samples[samples.dataset == "arena"]
+    # Tags: an older and a newer finished run, and a newer run still running (ignored until it finishes).
+    levels = ["very easy", "easy", "medium", "hard", "very hard"]
+    older = _tag_run(store, [row(s, "difficulty", value=levels[i % 5]) for i, s in enumerate(gsm[:10])]
+                     + [row(s, "response_quality", score=0.5 * i - 1) for i, s in enumerate(gsm[:10])])
+    newer = _tag_run(store, [row(s, "difficulty", value="very hard") for s in gsm[:3]]
+                     + [row(s, "difficulty", status="not_computed", detail="no model") for s in gsm[3:6]]
+                     + [row(s, "response_quality", status="request_error", detail="timeout") for s in gsm[:10]])
+    _tag_run(store, [row(s, "difficulty", value="easy") for s in gsm[:10]]
+             + [row(s, "language", value="de") for s in gsm[:10]], finished=False)
+    turns = run_tagging(store, dataset="arena", tags="turns")  # a real offline run: single/multi per sample
+    # Hand labels: coding or other for every Arena-Hard prompt, a tie on one and an adjudication on another.
+    schema = L.save_schema(store, L.parse_schema({"name": "task", "fields": [
+        {"name": "category", "type": "single_choice", "options": ["coding", "other"]},
+        {"name": "rating", "type": "rating"}]}))
+    coding = arena.text.str.lower().str.contains("|".join(CODE_WORDS))
+    for value, ids in (("coding", arena.id[coding]), ("other", arena.id[~coding])):
+        L.record_bulk(store, schema, [int(i) for i in ids], {"category": value}, annotator="ann1")
+    tie, adjudicated = int(arena.id.iloc[0]), int(arena.id.iloc[1])
+    L.record_label(store, schema, tie, {"category": "coding" if not coding.iloc[0] else "other"}, annotator="ann2")
+    L.record_label(store, schema, adjudicated, {"category": "other", "rating": 4}, annotator="ann2")
+    L.adjudicate(store, schema, adjudicated, "category", "coding", annotator="lead")
+    # A real noise run (cleanlab only: seconds) on those hand labels, over the map's own embeddings.
+    noise = run_noise(store, "arena", "labels:task/category", ["cleanlab"], embedding_run_id=run,
+                      config=NoiseConfig(folds=3))
+    # A duplicate run over GSM8K, written by the dedup module's writer.
+    gsm_id = store.dataset("gsm8k").dataset_id
+    dedup = store.start_run("dedup", dataset_id=gsm_id, params={"method": "exact", "dataset_ids": [gsm_id]})
+    write_groups(store, dedup, pd.DataFrame({"group_id": [0, 0, 1, 1, 1], "sample_id": gsm[:5],
+                                             "is_representative": [True, False, True, False, False],
+                                             "similarity": [1.0] * 5}))
+    store.finish_run(dedup)
+    # Contamination: three GSM8K test questions loaded as an evaluation set; 13-gram overlap finds them.
+    ingest_records(store, read_jsonl(shared / "gsm8k" / "test.jsonl", 3), name="gsm-eval", shape="qa", is_eval=True)
+    contam = check_contamination(store, "gsm8k", against=["gsm-eval"], methods=["ngram13"])
+    expect = {"gsm": gsm, "arena": arena.id.tolist(), "coding": dict(zip(arena.id, coding, strict=True)),
+              "tie": tie, "adjudicated": adjudicated, "older": older, "newer": newer, "turns_run": turns.run_id,
+              "noise": int(noise.attrs["run_id"]), "noise_table": noise, "dedup": dedup, "contam": contam.run_id}
+    return store, info.map_id, expect
+
+
+@pytest.fixture
+def coloured(tmp_path_factory, shared: Path) -> tuple[Store, int, dict]:
+    return coloured_map(tmp_path_factory.getbasetemp(), shared)
+
+
+def test_colour_columns_offer_tags_labels_noise_duplicates_contamination(coloured) -> None:
+    from core.maps import colour_columns
+
+    store, map_id, x = coloured
+    offered = colour_columns(store, ["gsm8k", "arena"], map_id)
+    n = x["noise"]
+    assert {name: offered.get(name) for name in (
+        "tag:difficulty", "tag:response_quality", "tag:turns", "label:task/category", "label:task/rating",
+        f"noise:{n}/cleanlab score", f"noise:{n}/cleanlab flag", f"noise:{n}/combined score",
+        f"noise:{n}/given label", f"dup:run {x['dedup']}", f"contamination:run {x['contam']}")} == {
+        "tag:difficulty": "category", "tag:response_quality": "numeric", "tag:turns": "category",
+        "label:task/category": "category", "label:task/rating": "category",
+        f"noise:{n}/cleanlab score": "numeric", f"noise:{n}/cleanlab flag": "bool",
+        f"noise:{n}/combined score": "numeric", f"noise:{n}/given label": "category",
+        f"dup:run {x['dedup']}": "category", f"contamination:run {x['contam']}": "category"}
+    # Nothing empty is offered: the running run's tag, methods that did not run.
+    assert "tag:language" not in offered and f"noise:{n}/aum score" not in offered
+    assert not any(name.startswith("noise:") and name.endswith("cartography flag") for name in offered)
+    # The base and meta columns are still there, and without a map none of the sourced ones.
+    assert offered["n_tokens"] == "numeric" and offered["cluster"] == "category"
+    assert not any(":" in name for name in colour_columns(store, ["gsm8k", "arena"]))
+
+
+def test_load_points_with_sourced_columns_keeps_every_point(coloured) -> None:
+    store, map_id, x = coloured
+    n, gsm, arena = x["noise"], x["gsm"], x["arena"]
+    names = ["tag:difficulty", "tag:response_quality", "tag:turns", "label:task/category", "label:task/rating",
+             f"noise:{n}/cleanlab score", f"noise:{n}/cleanlab flag", f"noise:{n}/given label",
+             f"dup:run {x['dedup']}", f"contamination:run {x['contam']}", "n_tokens"]
+    points = load_points(store, map_id, names)
+    assert len(points) == N_GSM8K + N_ARENA and points.id.is_unique
+    p = points.set_index("id")
+    # Tags: the newest finished run's ok value; not_computed / request_error rows and running runs hide nothing.
+    levels = ["very easy", "easy", "medium", "hard", "very hard"]
+    assert [p.at[s, "tag:difficulty"] for s in gsm[:6]] == ["very hard"] * 3 + levels[3:5] + [levels[0]]
+    assert p.at[gsm[9], "tag:difficulty"] == levels[4] and pd.isna(p.at[gsm[10], "tag:difficulty"])
+    assert p["tag:response_quality"].dtype == "float64"
+    assert [p.at[s, "tag:response_quality"] for s in gsm[:10]] == [0.5 * i - 1 for i in range(10)]
+    assert p.loc[gsm[10:], "tag:response_quality"].isna().all() and p.loc[arena, "tag:response_quality"].isna().all()
+    assert (p.loc[arena, "tag:turns"] == "single").all() and p.loc[gsm, "tag:turns"].isna().all()
+    # Hand labels: consensus per sample, ties visible as such, adjudication wins; GSM8K unlabelled.
+    for s in arena[2:12]:
+        assert p.at[s, "label:task/category"] == ("coding" if x["coding"][s] else "other")
+    assert p.at[x["tie"], "label:task/category"] == "(tie)"
+    assert p.at[x["adjudicated"], "label:task/category"] == "coding"
+    assert p.at[x["adjudicated"], "label:task/rating"] == "4"
+    assert p.loc[gsm, "label:task/category"].isna().all()
+    assert p["label:task/rating"].notna().sum() == 1
+    # Noise: the stored run's score and flag per sample; the tie (no label) and GSM8K have none.
+    table = x["noise_table"]
+    for s in table.index[:10]:
+        assert p.at[s, f"noise:{n}/cleanlab score"] == pytest.approx(table.at[s, "cleanlab_score"])
+        assert bool(p.at[s, f"noise:{n}/cleanlab flag"]) == bool(table.at[s, "cleanlab_flag"])
+        assert p.at[s, f"noise:{n}/given label"] == table.at[s, "given_label"]
+    assert p[f"noise:{n}/cleanlab score"].notna().sum() == len(table)
+    assert pd.isna(p.at[x["tie"], f"noise:{n}/cleanlab score"]) and p.loc[gsm, f"noise:{n}/cleanlab flag"].isna().all()
+    # Duplicates: kept / to drop / checked but unique; Arena-Hard was not checked.
+    dup = p[f"dup:run {x['dedup']}"]
+    assert [dup[s] for s in gsm[:6]] == ["representative (kept)", "duplicate (to drop)", "representative (kept)",
+                                         "duplicate (to drop)", "duplicate (to drop)", "not duplicated"]
+    assert dup[arena].isna().all()
+    # Contamination: the three GSM8K test questions loaded as an eval set; the rest of GSM8K is clean.
+    contam = p[f"contamination:run {x['contam']}"]
+    assert (contam[gsm[:3]] == "contaminated").all() and (contam[gsm[3:]] == "clean").all()
+    assert contam[arena].isna().all()
+
+
+def test_unknown_colour_columns_are_refused(coloured) -> None:
+    store, map_id, x = coloured
+    for name in ("tag:vibes", "tag:language'; DROP TABLE tags; --", "label:task/mood", "label:nope/category",
+                 f"noise:{x['noise']}/bogus score", "noise:99999/aum score", "noise:aum score", "dup:run 99999",
+                 f"dup:run {x['contam']}", f"contamination:run {x['dedup']}", "contamination:latest", "colour:x",
+                 "no_such_meta_field"):
+        with pytest.raises(ValueError):
+            load_points(store, map_id, [name])
+    assert store.query_df("SELECT count(*) AS n FROM tags").n[0] > 0
+
+
+def test_figure_shows_missing_values_in_grey_never_drops_them(coloured) -> None:
+    from core.viz_map import MISSING, MISSING_COLOUR
+
+    store, map_id, x = coloured
+    points = load_points(store, map_id, ["tag:difficulty", "tag:response_quality", f"noise:{x['noise']}/cleanlab flag"])
+    for column in points.columns[-3:]:
+        fig, info = map_figure(points, color=column)
+        traces = [t for t in fig.data if t.type == "scattergl"]
+        assert sum(len(t.x) for t in traces) == len(points) == info.shown
+        none = [t for t in traces if t.name == MISSING]
+        assert len(none) == 1 and none[0].marker.color == MISSING_COLOUR
+        assert len(none[0].x) == int(points[column].isna().sum())

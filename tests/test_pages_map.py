@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -20,6 +23,13 @@ def page_store(tmp_path_factory, shared: Path, monkeypatch):
     store, run = embedded_store(tmp_path_factory.getbasetemp(), shared)
     monkeypatch.setenv("ASSAY_DB", str(store.path))
     return store, run
+
+
+def _n_points(data: list | dict) -> int:
+    """Length of a trace array in plotly's JSON: a list, or numpy bytes as {dtype, bdata}."""
+    if isinstance(data, dict):
+        return len(np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]))
+    return len(data)
 
 
 def _no_errors(at: AppTest) -> None:
@@ -73,3 +83,52 @@ def test_page_without_datasets(tmp_path: Path, monkeypatch) -> None:
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     _no_errors(at)
     assert any("No datasets" in i.value for i in at.info)
+
+
+def test_page_colours_by_tags_labels_and_scores_and_filters_by_real_range(tmp_path_factory, shared: Path,
+                                                                          monkeypatch) -> None:
+    from tests.test_maps import coloured_map
+
+    store, map_id, x = coloured_map(tmp_path_factory.getbasetemp(), shared)
+    monkeypatch.setenv("ASSAY_DB", str(store.path))
+    at = AppTest.from_file(PAGE, default_timeout=240).run()
+    at.multiselect(key="datasets").set_value(["gsm8k", "arena"]).run()
+    _no_errors(at)
+    offered = set(at.selectbox(key="color").options)
+    n = x["noise"]
+    assert {"tag:difficulty", "tag:response_quality", "label:task/category", f"noise:{n}/cleanlab score",
+            f"noise:{n}/cleanlab flag", f"dup:run {x['dedup']}", f"contamination:run {x['contam']}"} <= offered
+    assert "tag:language" not in offered  # only in an unfinished run
+    assert {"tag:response_quality", f"noise:{n}/cleanlab score"} <= set(at.selectbox(key="filter").options)
+
+    # Coloured by a tag: every point drawn, the tag's values and the missing ones in the legend.
+    at.selectbox(key="color").set_value("tag:difficulty").run()
+    _no_errors(at)
+    assert any(f"showing all {N_GSM8K + N_ARENA} points" in c.value for c in at.caption)
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = {t.get("name") for t in figure["data"]}
+    assert {"very hard", "hard", "(none)"} <= names
+    assert sum(_n_points(t["customdata"]) for t in figure["data"] if t["type"] == "scattergl") == N_GSM8K + N_ARENA
+    for column in ("label:task/category", f"noise:{n}/cleanlab flag", f"dup:run {x['dedup']}",
+                   f"noise:{n}/cleanlab score"):
+        at.selectbox(key="color").set_value(column).run()
+        _no_errors(at)
+
+    # The filter slider spans the column's real range on this map, not a fixed 0-10,000.
+    points = load_points(store, map_id, ["tag:response_quality"])
+    at.selectbox(key="filter").set_value("tag:response_quality").run()
+    _no_errors(at)
+    slider = at.slider(key="range")
+    assert (slider.min, slider.max) == (points["tag:response_quality"].min(), points["tag:response_quality"].max())
+    assert slider.value == (slider.min, slider.max)
+    # Points without a value are kept unless asked otherwise; then only those in range remain.
+    assert any(f"showing all {N_GSM8K + N_ARENA} points" in c.value for c in at.caption)
+    slider.set_value((0.0, 2.0))
+    at.checkbox(key="range_keep_missing").uncheck().run()
+    _no_errors(at)
+    inside = int(points["tag:response_quality"].between(0.0, 2.0).sum())
+    assert any(f"showing all {inside} points" in c.value for c in at.caption)
+    at.selectbox(key="filter").set_value("n_tokens").run()
+    _no_errors(at)
+    slider = at.slider(key="range")
+    assert (slider.min, slider.max) == (int(points.n_tokens.min()), int(points.n_tokens.max()))

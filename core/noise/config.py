@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Per method, the noise_scores column of its flag (core/noise/run.py writes them; the map reads them).
+FLAG_COLUMNS = {"cleanlab": "cleanlab_flag", "cartography": "cartography_flag", "aum": "aum_flag",
+                "rescaler": "rescaler_flag", "multiannotator": "multiannotator_flag"}
+# Per method, the score whose low values mean "probably mislabelled".
+SCORE_COLUMNS = {"cleanlab": "cleanlab_score", "cartography": "cartography_confidence", "aum": "aum",
+                 "rescaler": "rescaler_weight", "multiannotator": "multiannotator_score"}
+
 METHODS = ("cleanlab", "cartography", "aum", "rescaler", "multiannotator")
 DEFAULT_METHODS = ("cleanlab", "cartography", "aum", "rescaler")
 

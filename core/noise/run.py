@@ -20,16 +20,11 @@ import pandas as pd
 import pyarrow as pa
 
 from core.noise import cleanlab_methods, dynamics, multi_annotator, rescaling
-from core.noise.config import DEFAULT_METHODS, METHODS, NoiseConfig
+from core.noise.config import DEFAULT_METHODS, FLAG_COLUMNS, METHODS, SCORE_COLUMNS, NoiseConfig
 from core.noise.features import LabelData, embedding_matrix, load_labels, parse_label_source
 from core.store import Store
 
 Progress = Callable[[float, str], None]
-FLAG_COLUMNS = {"cleanlab": "cleanlab_flag", "cartography": "cartography_flag", "aum": "aum_flag",
-                "rescaler": "rescaler_flag", "multiannotator": "multiannotator_flag"}
-# Per method, the score whose low values mean "probably mislabelled".
-SCORE_COLUMNS = {"cleanlab": "cleanlab_score", "cartography": "cartography_confidence", "aum": "aum",
-                 "rescaler": "rescaler_weight", "multiannotator": "multiannotator_score"}
 RESCALER_FLAG_RATIO = 0.5  # flagged when the weight is below this share of the median weight
 # Relative cost of each method, for the progress bar (measured on 25k samples, 2 cores).
 _COST = {"labels": 0.02, "embed": 0.1, "cleanlab": 0.25, "cartography": 0.1, "aum": 0.2, "rescaler": 0.3,
