@@ -18,14 +18,13 @@ import argparse
 import csv
 import json
 import random
-import resource
 import sys
 import time
 from typing import Any
 
 import numpy as np
 
-from bench.common import run_isolated, shared_dir, write_results
+from bench.common import peak_rss_mb, run_isolated, shared_dir, write_results
 from core import contamination as C
 from core import dedup, textnorm
 
@@ -101,7 +100,7 @@ def _batches(docs: list[str]):  # noqa: ANN202
 
 def _finish(t0: float, extra: dict[str, Any]) -> None:
     out = {"seconds": round(time.perf_counter() - t0, 2),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **extra}
+           "peak_rss_mb": round(peak_rss_mb(), 1), **extra}
     print(json.dumps(out))
 
 
