@@ -276,7 +276,8 @@ def _ids_digest(ids: Sequence[int]) -> str:
     return f"{len(unique)} ids, sha1 {hashlib.sha1(','.join(map(str, unique)).encode()).hexdigest()[:16]}"
 
 
-def _dataset_ids(store: Store, datasets: str | Sequence[str]) -> tuple[list[str], list[int]]:
+def dataset_ids(store: Store, datasets: str | Sequence[str]) -> tuple[list[str], list[int]]:
+    """The names and ids of one dataset or several (KeyError for an unknown name)."""
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     if not names:
         raise ValueError("name at least one dataset to embed")
@@ -368,7 +369,7 @@ def embed(
 ) -> EmbedReport:
     """Embed the chosen text of every sample of `datasets`; a recorded, resumable, cached run."""
     t0 = time.monotonic()
-    names, ids = _dataset_ids(store, datasets)
+    names, ids = dataset_ids(store, datasets)
     text_sql(text)  # validate early
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")

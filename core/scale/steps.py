@@ -122,7 +122,7 @@ class EmbedStep(Step):
     def begin(self, store: Store, dataset: str, engine: str) -> int:
         from core import embed
 
-        names, ids = embed._dataset_ids(store, dataset)
+        names, ids = embed.dataset_ids(store, dataset)
         params = {"datasets": names, "model": self.model or embed.DEFAULT_MODEL, "text": self.text,
                   "backend": self.backend, "model_key": self.model_key, "sample_ids": None, "engine": engine}
         # core/embed.py's own run start: the run, its item list (sample -> text hash) and its embedding_runs row.
