@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -411,25 +412,46 @@ def _run(store: Store, batches: Iterator[list[RawRecord]], target: _Target, *, s
 
 def _run_columnar(store: Store, source: str | Path, target: _Target, *, shape: str | None, split: str | None,
                   max_chars: int, progress: Progress | None) -> IngestReport | None:
-    """Load a flat Parquet source in one SQL statement (core/ingest_columnar.py); None when the record path
-    must load it instead: a shape or column type the SQL does not cover, or any record it would refuse."""
+    """Load a flat Parquet or JSON Lines source in SQL (core/ingest_columnar.py); None when the record
+    path must load it instead: a shape or value type the SQL does not cover, or any record it would
+    refuse or report (that path then names it)."""
     started = time.perf_counter()
-    first = next(readers.iter_batches(source, "parquet", batch_size=100, split=split), None)
+    try:  # a bad record among the first ones: the record path reports it (or skips it)
+        first = next(readers.iter_batches(source, target.fmt, batch_size=100, split=split,
+                                          on_error=_raise_fallback), None)
+    except _Fallback:
+        return None
     if not first:
         return None
     shape = _detect_shape(first, shape, None, target.source)
-    plan = ingest_columnar.plan(ingest_columnar.parquet_files(source, split), shape, None)
-    if isinstance(plan, str):
-        target.options["records_path_reason"] = plan
-        return None
-    target.options.update(shape=shape, path="columnar")
-    if progress:
-        progress(0, plan.n_rows)
+    staging = None
+    try:
+        if target.fmt == "parquet":
+            plan = ingest_columnar.plan(ingest_columnar.parquet_files(source, split), shape, None)
+        else:
+            folder = _staging_dir(store)
+            _remove_stale_staging(folder)
+            staging = folder / f"ingest-{os.getpid()}-{uuid.uuid4().hex}-lines.parquet"
+            n = ingest_columnar.stage_jsonl(Path(source), staging, progress)
+            plan = ingest_columnar.plan_jsonl(staging, [r.record for r in first], shape, n) if n else "no records"
+            plan = n if isinstance(n, str) else plan
+        if isinstance(plan, str):
+            target.options["records_path_reason"] = plan
+            return None
+        target.options.update(shape=shape, path="columnar")
+        return _load_plan(store, target, plan, max_chars=max_chars, progress=progress, started=started)
+    finally:
+        if staging is not None:
+            staging.unlink(missing_ok=True)
+
+
+def _load_plan(store: Store, target: _Target, plan: ingest_columnar.ColumnarPlan, *, max_chars: int,
+               progress: Progress | None, started: float) -> IngestReport | None:
     try:
         with store.transaction() as con, bulk_settings(con):
-            bad_row = con.execute(plan.first_bad_row_sql(max_chars)).fetchall()[0][0]
+            bad_row = con.execute(plan.check_sql(max_chars)).fetchall()[0][0]
             if bad_row is not None:
-                raise _Fallback(f"row {bad_row} needs a report")
+                raise _Fallback(f"row {bad_row} needs the record path")
             ingest_columnar.register_udfs(con)
             run_id, dataset_id = _start(store, con, target)
             first_id = reserve_sample_ids(con, plan.n_rows)
@@ -440,21 +462,27 @@ def _run_columnar(store: Store, source: str | Path, target: _Target, *, shape: s
             if con.execute("SELECT 1 FROM samples WHERE dataset_id = ? GROUP BY source_id HAVING count(*) > 1 "
                            "LIMIT 1", [dataset_id]).fetchall():
                 raise _Fallback("duplicate ids")
-            present = list(con.execute(plan.null_counts_sql()).fetchall()[0])
+            catalog = _FieldCatalog()
+            catalog.types = plan.field_kinds(con.execute(plan.kinds_sql()).fetchall()[0])
             _register(store, con, target, dataset_id=dataset_id, run_id=run_id, n_samples=plan.n_rows,
-                      n_records=plan.n_rows, n_skipped=0, fields=plan.fields(present if plan.meta_columns else []))
-    except _Fallback as exc:
+                      n_records=plan.n_rows, n_skipped=0, fields=catalog.as_list())
+    except (_Fallback, duckdb.Error) as exc:
+        # A malformed JSON line is a DuckDB error here; the record path reports it with its line number.
         target.options["path"] = None
-        target.options["records_path_reason"] = str(exc)
+        target.options["records_path_reason"] = str(exc).splitlines()[0][:200]
         return None
     if progress:
         progress(plan.n_rows, plan.n_rows)
-    return IngestReport(target.name, dataset_id, plan.n_rows, plan.n_rows, 0, [], shape, target.fmt,
+    return IngestReport(target.name, dataset_id, plan.n_rows, plan.n_rows, 0, [], plan.shape, target.fmt,
                         round(time.perf_counter() - started, 3), run_id)
 
 
 class _Fallback(Exception):
     """The columnar path gives way to the record path (which reports the problem properly)."""
+
+
+def _raise_fallback(locator: str, message: str) -> None:
+    raise _Fallback(f"{locator}: {message}")
 
 
 def ingest(
@@ -479,8 +507,9 @@ def ingest(
     """Load a file, a folder of shards, a save_to_disk folder or a hub id as a new dataset.
 
     on_bad="error" refuses the whole load at the first bad record (nothing written); on_bad="skip" leaves
-    bad records out and reports how many and which (IngestReport.skipped). Flat Parquet sources load
-    through the columnar path (core/ingest_columnar.py) unless columnar=False; the result is the same.
+    bad records out and reports how many and which (IngestReport.skipped). Flat Parquet and JSON Lines
+    sources load through the columnar path (core/ingest_columnar.py) unless columnar=False; the result is
+    the same.
     """
     if on_bad not in ("error", "skip"):
         raise IngestError(f"on_bad must be 'error' or 'skip', not {on_bad!r}")
@@ -490,7 +519,8 @@ def ingest(
         options = {"format": fmt, "shape": shape, "mapping": mapping, "on_bad": on_bad, "max_chars": max_chars,
                    "token_method": TOKEN_METHOD, "split": split, "encoding": encoding}
         target = _Target(name, str(source), fmt, license, synthetic, is_eval, description, options)
-        if columnar and fmt == "parquet" and not mapping and Path(source).exists():
+        flat_jsonl = fmt == "jsonl" and encoding in ("utf-8", "utf-8-sig") and Path(source).is_file()
+        if columnar and not mapping and ((fmt == "parquet" and Path(source).exists()) or flat_jsonl):
             report = _run_columnar(store, source, target, shape=shape, split=split, max_chars=max_chars,
                                    progress=progress)
             if report is not None:

@@ -1,19 +1,26 @@
-"""The columnar ingest path: a Parquet file (or folder of Parquet shards) in a flat shape, in one statement.
+"""The columnar ingest path: flat Parquet and JSON Lines sources normalised in SQL, in one statement.
 
-Most large SFT and pre-training sources are Parquet with one string column per field (question/answer,
-instruction/input/output, instruction/context/response, text). For those, normalising record by record
-in Python costs far more than the data needs: DuckDB reads the columns on both cores, builds the turns,
-flat text, lengths, metadata and raw record in SQL, and one INSERT writes them (bench/ingest_bench.py
-measures both paths on the same file).
+Most large SFT and pre-training sources hold one string per field (question/answer, instruction/input/
+output, instruction/context/response, text). For those, normalising record by record in Python costs far
+more than the data needs: DuckDB reads the rows on both cores, builds the turns, flat text, lengths,
+metadata and raw record in SQL, and one INSERT writes them (bench/ingest_bench.py measures both paths
+on the same file).
+
+- Parquet: the columns are read as they are; every column must be a flat scalar.
+- JSON Lines: the lines are first copied, verbatim and numbered, into a Parquet staging file (the raw
+  record the record path keeps is the stripped line, so it is kept here too); DuckDB parses each line once
+  into a struct of JSON fragments. Every line must hold the same keys in the same order as the first
+  records, with scalar values.
 
 The SQL mirrors core/shapes.py exactly for these shapes (tests load the same files both ways and compare
-every stored column). A source whose columns are not all flat scalars is not planned at all; a source
-with any record the record path would refuse or report (a missing value, an empty text, an over-long
-sample, a duplicate id) is handed to the record path, which names the file, row and problem.
+every stored column). A source that is not flat is not planned at all; a source with any record the
+record path would refuse or report (a missing value, an empty text, an over-long sample, a duplicate id,
+a malformed line) is handed to the record path, which names the file, row and problem.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +32,35 @@ import pyarrow.parquet as pq
 from core import shapes
 
 SHAPES = ("qa", "alpaca", "dolly", "text")
-_RESERVED = {"file_row_number", "filename", "__row"}
+_RESERVED = {"file_row_number", "filename", "__row", "__line", "__f"}
 # Every character str.isspace() accepts, so "blank" means the same here as in shapes.py.
 _WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
 _WS_SQL = "'" + _WHITESPACE + "'"  # a literal: chr() calls were evaluated per row (4 s per million)
 _WS_CODES = ", ".join(str(ord(c)) for c in _WHITESPACE)
 _BLANK_LINE = "'\n\n'"
+_JSON_KINDS = {"VARCHAR": "string", "BIGINT": "integer", "UBIGINT": "integer", "DOUBLE": "number",
+               "BOOLEAN": "bool", None: "null"}
+# orjson (the record path's parser) refuses lone surrogate escapes; a line holding one is left to it.
+# Pairs (an emoji written by json.dumps with ensure_ascii) are fine: DuckDB decodes them alike.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LOW_ESCAPE = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def _has_lone_surrogate(data: bytes) -> bool:
+    """Whether a \\uD800-\\uDFFF escape in `data` is not part of a high-low pair. One literal-prefix scan
+    of the buffer (a regex with a look-behind, or one search per line, cost 2-10 s per million lines)."""
+    paired_until = 0
+    for match in _SURROGATE_ESCAPE.finditer(data):
+        if match.start() < paired_until:
+            continue  # the low half of a pair already seen
+        if match.group()[3:4] in b"89abAB" and _LOW_ESCAPE.match(data, match.end()):
+            paired_until = match.end() + 6
+            continue
+        return True
+    return False
+
+
+_STAGE_CHUNK = 16 * 1024 * 1024
 
 
 def _q(name: str) -> str:
@@ -41,65 +71,46 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _kind(dtype: pa.DataType) -> str | None:
-    """The JSON kind of a flat Arrow type, or None for anything nested, binary or temporal."""
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return "string"
-    if pa.types.is_boolean(dtype):
-        return "bool"
-    if pa.types.is_integer(dtype):
-        return "integer"
-    if pa.types.is_floating(dtype):
-        return "float"
-    if pa.types.is_null(dtype):
-        return "null"  # a column with no values at all
-    return None
-
-
-def _value(name: str, kind: str) -> str:
-    """A column as it appears in JSON: floats that are NaN or infinite become null, as in the record path."""
-    col = _q(name)
-    return f"CASE WHEN isfinite({col}) THEN {col} END" if kind == "float" else col
-
-
-def _json_object(columns: list[tuple[str, str]]) -> str:
-    if not columns:
-        return "'{}'::JSON"
-    args = ", ".join(f"{_lit(name)}, {_value(name, kind)}" for name, kind in columns)
-    return f"json_object({args})"
-
-
 def _blank(expr: str) -> str:
     """Null, empty or str.isspace(). The trim runs only where the first character is whitespace, and the
     test is a plain OR chain that DuckDB short-circuits (wrapped in coalesce() it cost 2 s per million)."""
     return f"({expr} IS NULL OR {expr} = '' OR (ord({expr}) IN ({_WS_CODES}) AND trim({expr}, {_WS_SQL}) = ''))"
 
 
-def _join(prompt: str, extra: str | None) -> str:
-    """shapes._join: the extra text follows after a blank line unless it is empty or all whitespace."""
-    if extra is None:
-        return prompt
-    blank = _blank(f"coalesce({extra}, '')")
-    return f"(CASE WHEN {blank} THEN {prompt} ELSE {prompt} || {_BLANK_LINE} || {extra} END)"
+def _json_object(pairs: list[tuple[str, str]]) -> str:
+    if not pairs:
+        return "'{}'::JSON"
+    return f"json_object({', '.join(f'{_lit(name)}, {expr}' for name, expr in pairs)})"
 
 
-def _turn(role: str, content: str) -> str:
-    return f"{{'role': '{role}', 'content': {content}}}"
+# ---- how values are read: Parquet columns or fragments of a JSON line ----------------------------------
 
 
-@dataclass
-class ColumnarPlan:
-    """How to load one flat Parquet source in SQL; `sql` selects the samples' columns from `source`."""
+class _ParquetColumns:
+    """Values are the columns themselves; `kinds` is each column's JSON kind from the Parquet schema."""
 
-    files: list[str]
-    shape: str
-    columns: list[tuple[str, str]]   # every source column and its kind, in order
-    meta_columns: list[tuple[str, str]]
-    contents: list[str]              # SQL of each turn's content (for lengths and blank checks)
-    messages: str                    # SQL of the turns list
-    required: list[str]              # columns that must not be null
-    source_id: str
-    n_rows: int
+    def __init__(self, files: list[str], kinds: dict[str, str]) -> None:
+        self.files, self.kinds = files, kinds
+
+    def text(self, name: str) -> str:
+        return _q(name)
+
+    def is_null(self, name: str) -> str:
+        return f"{_q(name)} IS NULL"
+
+    def id_value(self, name: str) -> str | None:
+        return f"CAST({_q(name)} AS VARCHAR)" if self.kinds.get(name) in ("string", "integer") else None
+
+    def json_value(self, name: str) -> str:
+        """The column as it appears in JSON: NaN and infinities become null, as in the record path."""
+        col = _q(name)
+        return f"CASE WHEN isfinite({col}) THEN {col} END" if self.kinds[name] == "number" else col
+
+    def raw(self) -> str:
+        return _json_object([(name, self.json_value(name)) for name in self.kinds])
+
+    def checks(self, strings: list[str], meta: list[str]) -> list[str]:
+        return []  # the schema already guarantees types
 
     def source(self) -> str:
         """The rows with a global row number `__row` (file order, then row order within a file)."""
@@ -115,43 +126,195 @@ class ColumnarPlan:
                 f"FROM read_parquet([{files}], file_row_number = true, filename = true) p "
                 f"JOIN (VALUES {', '.join(offsets)}) o(fname, off) ON p.filename = o.fname")
 
-    def first_bad_row_sql(self, max_chars: int) -> str:
-        """The first row the record path would refuse or report (a missing required value, no non-blank
-        turn, over max_chars), or NULL. A separate pass: as a filter inside the INSERT it doubled its time."""
+    def kinds_sql(self, meta: list[str]) -> list[str]:
+        return [f"count({self.json_value(name)})" for name in meta]
+
+    def field_kinds(self, meta: list[str], row: tuple) -> dict[str, set[str]]:
+        return {name: {self.kinds[name] if count else "null"} for name, count in zip(meta, row, strict=False)}
+
+
+class _JsonlFragments:
+    """Values are fragments of each line, parsed once per row into the struct `__f`."""
+
+    def __init__(self, staging: str, keys: list[str]) -> None:
+        self.staging, self.keys = staging, keys
+
+    def _f(self, name: str) -> str:
+        return f"__f.{_q(name)}"
+
+    def text(self, name: str) -> str:
+        return f"({self._f(name)} ->> '$')"
+
+    def is_null(self, name: str) -> str:
+        return f"{self._f(name)} IS NULL"  # a JSON null (a missing key fails the key check)
+
+    def id_value(self, name: str) -> str:
+        f = self._f(name)
+        return (f"CASE json_type({f}) WHEN 'VARCHAR' THEN {f} ->> '$' WHEN 'BIGINT' THEN CAST({f} AS VARCHAR) "
+                f"WHEN 'UBIGINT' THEN CAST({f} AS VARCHAR) END")
+
+    def json_value(self, name: str) -> str:
+        return self._f(name)
+
+    def raw(self) -> str:
+        return "CAST(__line AS JSON)"  # the stripped line, as the record path keeps it
+
+    def checks(self, strings: list[str], meta: list[str]) -> list[str]:
+        """Rows the record path would treat differently: other keys or key order, a string field holding
+        something else, a nested or non-finite metadata value (or an integer beyond 64 bits)."""
+        keys = "[" + ", ".join(map(_lit, self.keys)) + "]"
+        out = [f"json_keys(__line) <> {keys}::VARCHAR[]"]
+        out += [f"({self._f(n)} IS NOT NULL AND json_type({self._f(n)}) <> 'VARCHAR')" for n in strings]
+        for n in meta:
+            f = self._f(n)
+            out.append(f"(json_type({f}) IN ('ARRAY', 'OBJECT') OR (json_type({f}) = 'DOUBLE' AND "
+                       f"(NOT isfinite(CAST({f} AS DOUBLE)) OR NOT regexp_matches(CAST({f} AS VARCHAR), '[.eE]'))))")
+        return out
+
+    def source(self) -> str:
+        structure = "{" + ", ".join(f'"{k}": "JSON"' for k in self.keys) + "}"
+        return (f"SELECT __row, __line, from_json(__line, {_lit(structure)}) AS __f "
+                f"FROM read_parquet({_lit(self.staging)})")
+
+    def kinds_sql(self, meta: list[str]) -> list[str]:
+        return [f"list(DISTINCT json_type({self._f(n)}))" for n in meta]
+
+    def field_kinds(self, meta: list[str], row: tuple) -> dict[str, set[str]]:
+        return {name: {_JSON_KINDS.get(t, "other") for t in types} or {"null"}
+                for name, types in zip(meta, row, strict=False)}
+
+
+# ---- the plan -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ColumnarPlan:
+    """How to load one flat source in SQL."""
+
+    shape: str
+    access: Any                      # _ParquetColumns or _JsonlFragments
+    meta: list[str]                  # metadata fields, in record order
+    contents: list[str]              # SQL of each turn's content (NULL for an absent turn)
+    messages: str                    # SQL of the turns list
+    required: list[str]              # string fields that must hold a string
+    strings: list[str]               # every field read as a string (required and optional)
+    source_id: str
+    n_rows: int
+
+    def check_sql(self, max_chars: int) -> str:
+        """The first row the record path would refuse, report or read differently, or NULL. A pass of its
+        own, with the test in WHERE where DuckDB short-circuits it: inside the INSERT it doubled the
+        insert's time, as an aggregate FILTER (sharing a pass with kinds_sql) it took 7x longer."""
         n_chars = " + ".join(f"coalesce(length({c}), 0)" for c in self.contents)
-        missing = [f"{_q(c)} IS NULL" for c in self.required]
-        empty = " AND ".join(_blank(c) for c in self.contents)
-        bad = " OR ".join(f"({p})" for p in [*missing, empty, f"{n_chars} > {int(max_chars)}"])
-        return f"SELECT min(__row) FROM ({self.source()}) src WHERE {bad}"
+        problems = [self.access.is_null(c) for c in self.required]
+        problems += self.access.checks(self.strings, self.meta)
+        problems += [" AND ".join(_blank(c) for c in self.contents), f"{n_chars} > {int(max_chars)}"]
+        bad = " OR ".join(f"({p})" for p in problems)
+        return f"SELECT min(__row) FROM ({self.access.source()}) src WHERE {bad}"
 
     def insert_sql(self) -> str:
         """INSERT of every sample; parameters $first_id and $dataset_id."""
         n_chars = " + ".join(f"coalesce(length({c}), 0)" for c in self.contents)
         text = f"concat_ws({_BLANK_LINE}, {', '.join(self.contents)})"  # a turn that is absent is NULL
+        meta = _json_object([(name, self.access.json_value(name)) for name in self.meta])
         return f"""
             INSERT INTO samples
             SELECT $first_id + __row, $dataset_id, source_id, __row, messages, NULL, text, len(messages),
                    n_chars, assay_tokens(text), meta, raw
             FROM (
                 SELECT __row, {self.source_id} AS source_id, {self.messages} AS messages, {text} AS text,
-                       {n_chars} AS n_chars, {_json_object(self.meta_columns)} AS meta,
-                       {_json_object(self.columns)} AS raw
-                FROM ({self.source()}) src
+                       {n_chars} AS n_chars, {meta} AS meta, {self.access.raw()} AS raw
+                FROM ({self.access.source()}) src
             )
         """
 
-    def null_counts_sql(self) -> str:
-        """How many non-null (finite) values each metadata column holds, for the field catalogue."""
-        parts = [f"count({_value(name, kind)})" for name, kind in self.meta_columns] or ["0"]
-        return f"SELECT {', '.join(parts)} FROM read_parquet([{', '.join(map(_lit, self.files))}])"
+    def kinds_sql(self) -> str:
+        """One row: what each metadata field holds (see field_kinds)."""
+        parts = self.access.kinds_sql(self.meta) or ["0"]
+        return f"SELECT {', '.join(parts)} FROM ({self.access.source()}) src"
 
-    def fields(self, present: list[int]) -> list[dict[str, str]]:
-        """The field catalogue as the record path builds it (core.ingest._FieldCatalog)."""
-        out = []
-        for (name, kind), count in zip(self.meta_columns, present, strict=True):
-            shown = "null" if count == 0 else {"integer": "number", "float": "number"}.get(kind, kind)
-            out.append({"name": name, "type": shown})
-        return out
+    def field_kinds(self, row: tuple) -> dict[str, set[str]]:
+        """Per metadata field, the JSON kinds of its values (kinds_sql's row), as
+        core.ingest._FieldCatalog collects them."""
+        return self.access.field_kinds(self.meta, row)
+
+
+def _plan(shape: str, access: Any, fields: list[str], n_rows: int) -> ColumnarPlan | str:
+    built = _shape_sql(shape, access, set(fields))
+    if isinstance(built, str):
+        return built
+    messages, contents, required, strings, used = built
+    picks = [v for k in shapes._ID_KEYS if k in fields and (v := access.id_value(k)) is not None]
+    source_id = f"coalesce({', '.join([*picks, 'CAST(__row AS VARCHAR)'])})"
+    meta = [n for n in fields if n not in used]
+    return ColumnarPlan(shape, access, meta, contents, messages, required, strings, source_id, n_rows)
+
+
+def _turn(role: str, content: str) -> str:
+    return f"{{'role': '{role}', 'content': {content}}}"
+
+
+def _join(prompt: str, extra: str | None) -> str:
+    """shapes._join: the extra text follows after a blank line unless it is empty or all whitespace."""
+    if extra is None:
+        return prompt
+    return f"(CASE WHEN {_blank(extra)} THEN {prompt} ELSE {prompt} || {_BLANK_LINE} || {extra} END)"
+
+
+def _shape_sql(shape: str, access: Any, fields: set[str]) -> tuple[str, list[str], list[str], list[str], set[str]] | str:
+    """(messages SQL, contents SQL, required fields, string fields, used fields) for a flat shape, or why not."""
+    t = access.text
+    if shape == "qa":
+        pair = next(((q, a) for q, a in shapes._QA_PAIRS if q in fields and a in fields), None)
+        if pair is None:
+            return "no question/answer pair"
+        q, a = pair
+        return (f"[{_turn('user', t(q))}, {_turn('assistant', t(a))}]", [t(q), t(a)], [q, a], [q, a], {q, a})
+    if shape == "text":
+        key = next((k for k in shapes._TEXT_KEYS if k in fields), None)
+        if key is None:
+            return "no text field"
+        return f"[{_turn('text', t(key))}]", [t(key)], [key], [key], {key}
+    if shape == "alpaca":
+        if "history" in fields:
+            return "an Alpaca history field"
+        optional = [k for k in ("input", "system") if k in fields]
+        user = _join(t("instruction"), t("input") if "input" in fields else None)
+        turns = [_turn("user", user), _turn("assistant", t("output"))]
+        contents = [user, t("output")]
+        messages = f"[{', '.join(turns)}]"
+        if "system" in fields:
+            system = f"coalesce({t('system')}, '')"
+            messages = (f"(CASE WHEN {system} <> '' THEN [{_turn('system', system)}, {', '.join(turns)}] "
+                        f"ELSE {messages} END)")
+            contents = [f"(CASE WHEN {system} <> '' THEN {system} END)", *contents]
+        required = ["instruction", "output"]
+        return messages, contents, required, required + optional, set(shapes._ALPACA_USED)
+    if shape == "dolly":
+        user = _join(t("instruction"), t("context") if "context" in fields else None)
+        required = ["instruction", "response"]
+        strings = required + (["context"] if "context" in fields else [])
+        return (f"[{_turn('user', user)}, {_turn('assistant', t('response'))}]", [user, t("response")],
+                required, strings, set(shapes._DOLLY_USED))
+    return f"shape {shape!r} is not flat"
+
+
+# ---- Parquet --------------------------------------------------------------------------------------------
+
+
+def _kind(dtype: pa.DataType) -> str | None:
+    """The JSON kind of a flat Arrow type, or None for anything nested, binary or temporal."""
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "string"
+    if pa.types.is_boolean(dtype):
+        return "bool"
+    if pa.types.is_integer(dtype):
+        return "integer"
+    if pa.types.is_floating(dtype):
+        return "number"
+    if pa.types.is_null(dtype):
+        return "null"  # a column with no values at all
+    return None
 
 
 def parquet_files(source: str | Path, split: str | None = None) -> list[Path]:
@@ -165,13 +328,12 @@ def parquet_files(source: str | Path, split: str | None = None) -> list[Path]:
 
 
 def plan(files: list[Path], shape: str, mapping: dict[str, str] | None) -> ColumnarPlan | str:
-    """A plan for loading `files` in SQL, or the reason the record path must load them instead."""
+    """A plan for loading Parquet `files` in SQL, or the reason the record path must load them instead."""
     if mapping:
         return "a column mapping is given"
     if shape not in SHAPES:
         return f"shape {shape!r} is not flat"
-    schema = None
-    n_rows = 0
+    schema, n_rows = None, 0
     for f in files:
         try:
             meta = pq.ParquetFile(f).metadata
@@ -184,79 +346,68 @@ def plan(files: list[Path], shape: str, mapping: dict[str, str] | None) -> Colum
         n_rows += meta.num_rows
     if schema is None or n_rows == 0:
         return "no rows"
-    columns: list[tuple[str, str]] = []
+    kinds: dict[str, str] = {}
     for fld in schema:
         kind = _kind(fld.type)
         if kind is None:
             return f"column {fld.name!r} has type {fld.type}, not a flat scalar"
         if fld.name in _RESERVED or fld.name == "":
             return f"column name {fld.name!r} is reserved"
-        columns.append((fld.name, kind))
-    kinds = dict(columns)
-    built = _shape_sql(shape, kinds)
-    if isinstance(built, str):
-        return built
-    messages, contents, required, used = built
-    meta_columns = [(n, k) for n, k in columns if n not in used]
-    return ColumnarPlan([str(f) for f in files], shape, columns, meta_columns, contents, messages, required,
-                        _source_id_sql(kinds), n_rows)
+        kinds[fld.name] = kind
+    built = _plan(shape, _ParquetColumns([str(f) for f in files], kinds), list(kinds), n_rows)
+    wrong = [n for n in built.strings if kinds[n] != "string"] if isinstance(built, ColumnarPlan) else []
+    return f"column {wrong[0]!r} is {kinds[wrong[0]]}, not string" if wrong else built
 
 
-def _source_id_sql(kinds: dict[str, str]) -> str:
-    """shapes._source_id: the first id-like column holding a string or an integer, else the row number."""
-    picks = [f"CAST({_q(k)} AS VARCHAR)" for k in shapes._ID_KEYS if kinds.get(k) in ("string", "integer")]
-    return f"coalesce({', '.join([*picks, 'CAST(__row AS VARCHAR)'])})"
+# ---- JSON Lines -----------------------------------------------------------------------------------------
 
 
-def _strings(kinds: dict[str, str], *names: str) -> str | None:
-    """The reason a column the shape reads is not a string column, or None when all are."""
-    for name in names:
-        if name in kinds and kinds[name] != "string":
-            return f"column {name!r} is {kinds[name]}, not string"
-    return None
+def stage_jsonl(path: Path, staging: Path, progress: Any = None) -> int | str:
+    """Copy the non-blank lines of a JSON Lines file (decompressed as its name says), stripped and
+    numbered in file order, into a Parquet file; returns how many, or why the record path must read it
+    (not UTF-8, a surrogate escape)."""
+    from core import readers
+
+    n, rest = 0, b""
+    schema = pa.schema([("__row", pa.int64()), ("__line", pa.string())])
+    try:
+        with readers.open_decompressed(path) as stream, pq.ParquetWriter(staging, schema, compression="none") as writer:
+            while True:
+                chunk = stream.read(_STAGE_CHUNK)
+                data = rest + chunk
+                if b"\\u" in data and _has_lone_surrogate(data):
+                    return "a line holds a lone surrogate escape"
+                lines = data.split(b"\n")
+                rest = lines.pop() if chunk else b""
+                if n == 0 and lines and lines[0].startswith(b"\xef\xbb\xbf"):
+                    lines[0] = lines[0][3:]  # a UTF-8 byte-order mark, as the record path drops it
+                kept = [s for line in lines if (s := line.strip())]
+                try:
+                    column = pa.array(kept, pa.binary()).cast(pa.string())  # the cast checks UTF-8
+                except pa.ArrowInvalid:
+                    return "a line is not valid UTF-8"
+                writer.write_table(pa.table({"__row": pa.array(range(n, n + len(kept)), pa.int64()),
+                                             "__line": column}, schema=schema))
+                n += len(kept)
+                if progress:
+                    progress(n, None)
+                if not chunk:
+                    break
+    except (OSError, EOFError, readers.FormatError) as exc:
+        return f"the file could not be read here ({exc})"
+    return n
 
 
-def _shape_sql(shape: str, kinds: dict[str, str]) -> tuple[str, list[str], list[str], set[str]] | str:
-    """(messages SQL, contents SQL, required columns, used columns) for a flat shape, or why not."""
-    if shape == "qa":
-        pair = next(((q, a) for q, a in shapes._QA_PAIRS if q in kinds and a in kinds), None)
-        if pair is None:
-            return "no question/answer column pair"
-        q, a = pair
-        contents = [_q(q), _q(a)]
-        problem = _strings(kinds, q, a)
-        return problem or (f"[{_turn('user', contents[0])}, {_turn('assistant', contents[1])}]", contents,
-                           [q, a], {q, a})
-    if shape == "text":
-        key = next((k for k in shapes._TEXT_KEYS if k in kinds), None)
-        if key is None or kinds[key] != "string":
-            return "no string text column"
-        return f"[{_turn('text', _q(key))}]", [_q(key)], [key], {key}
-    if shape == "alpaca":
-        if "history" in kinds:
-            return "an Alpaca history column"
-        problem = _strings(kinds, "instruction", "output", "input", "system")
-        if problem:
-            return problem
-        user = _join(_q("instruction"), _q("input") if "input" in kinds else None)
-        turns = [_turn("user", user), _turn("assistant", _q("output"))]
-        contents = [user, _q("output")]
-        messages = f"[{', '.join(turns)}]"
-        if "system" in kinds:
-            system = f"coalesce({_q('system')}, '')"
-            messages = (f"(CASE WHEN {system} <> '' THEN [{_turn('system', system)}, {', '.join(turns)}] "
-                        f"ELSE {messages} END)")
-            contents = [f"(CASE WHEN {system} <> '' THEN {system} END)", *contents]
-        return messages, contents, ["instruction", "output"], set(shapes._ALPACA_USED)
-    if shape == "dolly":
-        problem = _strings(kinds, "instruction", "context", "response")
-        if problem:
-            return problem
-        user = _join(_q("instruction"), _q("context") if "context" in kinds else None)
-        contents = [user, _q("response")]
-        return (f"[{_turn('user', user)}, {_turn('assistant', _q('response'))}]", contents,
-                ["instruction", "response"], set(shapes._DOLLY_USED))
-    return f"shape {shape!r} is not flat"
+def plan_jsonl(staging: Path, first: list[dict[str, Any]], shape: str, n_rows: int) -> ColumnarPlan | str:
+    """A plan for the staged lines of a JSON Lines file whose first records are `first`, or why not."""
+    if shape not in SHAPES:
+        return f"shape {shape!r} is not flat"
+    keys = list(first[0])
+    if any(list(rec) != keys for rec in first):
+        return "records differ in their keys"
+    if any(k in _RESERVED or not k or '"' in k or "\\" in k for k in keys):
+        return "a key is reserved or holds a quote"
+    return _plan(shape, _JsonlFragments(str(staging), keys), keys, n_rows)
 
 
 def register_udfs(con: Any) -> None:

@@ -92,6 +92,20 @@ def _split_suffixes(path: Path) -> tuple[str | None, str | None]:
     return fmt, compression
 
 
+def compression_of(path: str | Path) -> str | None:
+    """The compression a file's name says ('gzip', 'zstd') or None."""
+    return _split_suffixes(Path(path))[1]
+
+
+@contextmanager
+def open_decompressed(path: str | Path, fmt: str = "jsonl") -> Iterator[IO[bytes]]:
+    """A text-format file as a binary stream, decompressed as its name says (FormatError if the bytes
+    disagree with the name or are not text)."""
+    path = Path(path)
+    with _open_binary(path, compression_of(path), fmt) as stream:
+        yield stream
+
+
 def _looks_like(head: bytes) -> str:
     """A short description of what some bytes look like, for error messages."""
     if head.startswith(b"PAR1"):

@@ -153,3 +153,78 @@ def test_over_long_sample_and_nested_columns_use_the_record_path(store: Store, t
     options = _dataset(store, "nested")["options"]
     assert options["path"] == "records" and "tags" in options["records_path_reason"]
     assert _rows(store, "nested")[0]["meta"] == {"tags": ["x", "y"]}
+
+
+# ---- JSON Lines ------------------------------------------------------------------------------------------
+
+
+def _jsonl_both_ways(store: Store, path: Path, **kwargs) -> tuple[dict, list, list]:
+    ingest(store, path, name="columnar", **kwargs)
+    ingest(store, path, name="records", columnar=False, **kwargs)
+    columnar, records = _dataset(store, "columnar"), _dataset(store, "records")
+    assert (columnar["n"], columnar["n_records"], columnar["fields"], columnar["shape"]) == (
+        records["n"], records["n_records"], records["fields"], records["shape"])
+    return columnar["options"], _rows(store, "columnar"), _rows(store, "records")
+
+
+def test_jsonl_gsm8k_train_both_ways(store: Store, shared: Path) -> None:
+    options, columnar, records = _jsonl_both_ways(store, shared / "gsm8k" / "train.jsonl")
+    assert options["path"] == "columnar" and len(columnar) == 7473
+    assert columnar == records
+
+
+def test_jsonl_alpaca_with_edge_values_blank_lines_bom_and_gzip(store: Store, tmp_path: Path, shared: Path) -> None:
+    import gzip
+
+    recs = json.loads((shared / "alpaca-gpt4-demo-1k" / "alpaca_en_demo.json").read_text())[:400]
+    lines = []
+    for i, r in enumerate(recs):
+        rec = {"id": i - 3, "instruction": r["instruction"] + " \u00e9\u4e2d \"q\" \U0001F600",
+               "input": [r["input"], None, "", "\u2028", " x"][i % 5], "output": r["output"],
+               "system": [None, "", "Be brief."][i % 3], "score": [1.5, 2, -0.25, 1e-7][i % 4],
+               "ok": i % 2 == 0, "note": None if i % 3 else "n"}
+        lines.append(json.dumps(rec, ensure_ascii=i % 2 == 0))
+    text = "\ufeff" + "\r\n".join(lines[:200]) + "\n\n   \n" + "\n".join(lines[200:]) + "\n"
+    path = tmp_path / "alpaca.jsonl.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    options, columnar, records = _jsonl_both_ways(store, path)
+    assert options["path"] == "columnar", options
+    assert columnar == records and len(columnar) == 400
+    assert {r["n_turns"] for r in columnar} == {2, 3} and columnar[0]["source_id"] == "-3"
+
+
+@pytest.mark.parametrize("line, reason", [
+    ('{"question": "q", "answer": "a", "tags": ["x"]}', None),    # a list in the metadata
+    ('{"answer": "a", "question": "q"}', None),                    # other key order
+])
+def test_jsonl_rows_the_sql_does_not_cover_use_the_record_path(store: Store, tmp_path: Path, line: str,
+                                                                reason: str | None) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"question": "1+1?", "answer": "2"}\n' * 3 + line + "\n")
+    options, columnar, records = _jsonl_both_ways(store, path)
+    assert options["path"] == "records" and columnar == records
+    assert reason is None or reason in options["records_path_reason"]
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('{"question": "q", "answer": ', "bad.jsonl line 3: not valid JSON"),
+    ('{"question": " ", "answer": "\\u2028"}', "bad.jsonl line 3: field 'question/answer': empty text"),
+    ('{"question": "q", "answer": 7}', "bad.jsonl line 3: field 'answer': expected a string, got int"),
+    ('{"question": "q \\ud83d", "answer": "a"}', "bad.jsonl line 3: not valid JSON"),  # a lone surrogate
+])
+def test_jsonl_bad_lines_get_the_record_paths_message(store: Store, tmp_path: Path, line: str,
+                                                      expected: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": "4"}\n' + line + "\n")
+    with pytest.raises(IngestError, match=re.escape(expected)):
+        ingest(store, path, name="bad")
+    with store.connect() as con:
+        assert con.execute("SELECT count(*) FROM samples").fetchall()[0][0] == 0
+
+
+def test_lone_surrogate_escapes_are_told_from_pairs() -> None:
+    from core.ingest_columnar import _has_lone_surrogate
+
+    assert not _has_lone_surrogate(rb'{"q": "smile \ud83d\ude00 and \uD83D\uDE00 \u00e9"}')
+    for lone in (rb'"\ud83d"', rb'"\ude00"', rb'"\ud83d x \ude00"', rb'"\ud83d\ude00\ude00"', rb'"\ud83d\ud83d"'):
+        assert _has_lone_surrogate(lone), lone
