@@ -480,8 +480,14 @@ def tag_table_suggester(store: Store, schema: LabelSchema, sample_ids: Sequence[
 
 
 def tag_confidence_uncertainty(store: Store, schema: LabelSchema, candidates: Sequence[int]) -> list[int]:
-    """Candidates ordered by the lowest score of the tags their suggestions come from."""
+    """Candidates ordered by the lowest confidence of the tags their suggestions come from. Tags whose
+    score is a reward or a quality score (core.tags.SCORE_TAGS), not a confidence, do not count."""
+    from core.tags import SCORE_TAGS  # here: core.tags imports core.agreement, which imports this module
+
     rows = tag_table_suggester(store, schema, candidates)
+    scored = {f.name for f in schema.fields if f.suggest_from in SCORE_TAGS}
+    if not rows.empty:
+        rows = rows[~rows["field"].isin(scored)]
     if rows.empty or rows["score"].isna().all():
         return []
     return [int(i) for i in rows.groupby("sample_id")["score"].min().sort_values().index]

@@ -103,6 +103,25 @@ def test_queue_order_overlap_and_progress(loaded) -> None:
     assert L.most_uncertain_first(store, schema, cand) == []
 
 
+def test_uncertainty_ignores_reward_scores(loaded) -> None:
+    """A low reward is a judgement of quality, not an uncertain tag: it does not order the queue."""
+    store, _, ids = loaded
+    schema = L.save_schema(store, L.parse_schema({"name": "rq", "fields": [
+        {"name": "quality", "type": "rating", "suggest_from": "response_quality"},
+        {"name": "category", "vocabulary": "magpie_task_category", "suggest_from": "task_category"}]}))
+    run = store.start_run("tag")
+    with store.transaction() as con:
+        con.execute("INSERT INTO tags (run_id, sample_id, tag, value, score, status) VALUES "
+                    "(?, ?, 'response_quality', '3', -3.0, 'ok'), (?, ?, 'response_quality', '4', 2.0, 'ok')",
+                    [run, ids[0], run, ids[1]])
+    assert L.most_uncertain_first(store, schema, ids[:5]) == []
+    with store.transaction() as con:
+        con.execute("INSERT INTO tags (run_id, sample_id, tag, value, score, status) VALUES "
+                    "(?, ?, 'task_category', 'Math', 0.4, 'ok'), (?, ?, 'task_category', 'Math', 0.8, 'ok')",
+                    [run, ids[1], run, ids[0]])
+    assert L.most_uncertain_first(store, schema, ids[:5]) == [ids[1], ids[0]]
+
+
 def test_suggestions_from_a_tags_table(loaded) -> None:
     store, schema, ids = loaded
     run = store.start_run("tag")
