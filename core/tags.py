@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core.agreement import cohen_kappa
 from core.store import Store
 
 TASK_CATEGORIES = [
@@ -273,16 +274,6 @@ def status_counts(store: Store, run_id: int) -> pd.DataFrame:
 
 
 # ---- comparing --------------------------------------------------------------------------------------
-
-
-def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float:
-    a, b = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
-    if len(a) == 0:
-        return float("nan")
-    po = float(np.mean(a == b))
-    labels = set(a) | set(b)
-    pe = sum(float(np.mean(a == k)) * float(np.mean(b == k)) for k in labels)
-    return float("nan") if pe >= 1 else (po - pe) / (1 - pe)
 
 
 def compare_runs(store: Store, run_a: int, run_b: int, tags: Sequence[str] | None = None) -> pd.DataFrame:
