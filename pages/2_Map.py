@@ -22,8 +22,9 @@ from core.maps import (
     selected_rows,
 )
 from core.neighbours import neighbours, search
-from core.store import Store, StoreError, default_db_path
+from core.store import Store, StoreError
 from core.viz_map import map_figure
+from ui import open_store
 
 
 @st.cache_data(ttl=600, show_spinner=False, max_entries=8)
@@ -191,12 +192,8 @@ def search_panel(store: Store, map_id: int) -> None:
 def main() -> None:
     st.set_page_config(page_title="Assay · Map", layout="wide")
     st.title("Embedding map")
-    store = Store(default_db_path())
+    store, names = open_store()
     try:
-        names = store.dataset_names()
-        if not names:
-            st.info("No datasets yet: load one on the home page first.")
-            return
         datasets = st.multiselect("Datasets", names, default=names[:1], key="datasets")
         if not datasets:
             return
