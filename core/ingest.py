@@ -149,6 +149,13 @@ def _staging_dir(store: Store) -> Path:
     return path
 
 
+def _new_staging_file(store: Store, suffix: str = "") -> Path:
+    """A fresh staging file name beside the store (after removing dead processes' leftovers)."""
+    folder = _staging_dir(store)
+    _remove_stale_staging(folder)
+    return folder / f"ingest-{os.getpid()}-{uuid.uuid4().hex}{suffix}.parquet"
+
+
 def _remove_stale_staging(folder: Path) -> None:
     """Staging files of processes that died mid-load: never imported, safe to delete."""
     for file in folder.glob("ingest-*.parquet"):
@@ -168,6 +175,13 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _check_request(store: Store, name: str, on_bad: str) -> None:
+    """What every load checks before reading anything: on_bad, and a new dataset name."""
+    if on_bad not in ("error", "skip"):
+        raise IngestError(f"on_bad must be 'error' or 'skip', not {on_bad!r}")
+    _check_name(store, name)
 
 
 def _check_name(store: Store, name: str) -> None:
@@ -391,9 +405,7 @@ def _run(store: Store, batches: Iterator[list[RawRecord]], target: _Target, *, s
          mapping: dict[str, str] | None, on_bad: str, max_chars: int, progress: Progress | None,
          total: int | None, reader_skips: _ReaderSkips | None = None) -> IngestReport:
     started = time.perf_counter()
-    folder = _staging_dir(store)
-    _remove_stale_staging(folder)
-    staging = folder / f"ingest-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+    staging = _new_staging_file(store)
     skip_bad = on_bad == "skip"
     try:
         collector, shape = _stage(batches, staging, source=target.source, shape=shape, mapping=mapping,
@@ -427,14 +439,14 @@ def _run_columnar(store: Store, source: str | Path, target: _Target, *, shape: s
     staging = None
     try:
         if target.fmt == "parquet":
-            plan = ingest_columnar.plan(ingest_columnar.parquet_files(source, split), shape, None)
+            plan = ingest_columnar.plan(readers.parquet_files(source, split), shape, None)
         else:
-            folder = _staging_dir(store)
-            _remove_stale_staging(folder)
-            staging = folder / f"ingest-{os.getpid()}-{uuid.uuid4().hex}-lines.parquet"
+            staging = _new_staging_file(store, "-lines")
             n = ingest_columnar.stage_jsonl(Path(source), staging, progress)
-            plan = ingest_columnar.plan_jsonl(staging, [r.record for r in first], shape, n) if n else "no records"
-            plan = n if isinstance(n, str) else plan
+            if isinstance(n, str) or n == 0:
+                plan = n or "no records"
+            else:
+                plan = ingest_columnar.plan_jsonl(staging, [r.record for r in first], shape, n)
         if isinstance(plan, str):
             target.options["records_path_reason"] = plan
             return None
@@ -511,9 +523,7 @@ def ingest(
     sources load through the columnar path (core/ingest_columnar.py) unless columnar=False; the result is
     the same.
     """
-    if on_bad not in ("error", "skip"):
-        raise IngestError(f"on_bad must be 'error' or 'skip', not {on_bad!r}")
-    _check_name(store, name)
+    _check_request(store, name, on_bad)
     try:
         fmt = format or readers.detect_format(source)
         options = {"format": fmt, "shape": shape, "mapping": mapping, "on_bad": on_bad, "max_chars": max_chars,
@@ -571,9 +581,7 @@ def ingest_records(
     progress: Progress | None = None,
 ) -> IngestReport:
     """Load records already in memory (a list of dicts, a generator) as a new dataset."""
-    if on_bad not in ("error", "skip"):
-        raise IngestError(f"on_bad must be 'error' or 'skip', not {on_bad!r}")
-    _check_name(store, name)
+    _check_request(store, name, on_bad)
     options = {"format": "records", "shape": shape, "mapping": mapping, "on_bad": on_bad, "max_chars": max_chars,
                "token_method": TOKEN_METHOD}
     target = _Target(name, source, "records", license, synthetic, is_eval, description, options)

@@ -89,8 +89,8 @@ def _json_object(pairs: list[tuple[str, str]]) -> str:
 class _ParquetColumns:
     """Values are the columns themselves; `kinds` is each column's JSON kind from the Parquet schema."""
 
-    def __init__(self, files: list[str], kinds: dict[str, str]) -> None:
-        self.files, self.kinds = files, kinds
+    def __init__(self, files: list[str], n_rows: list[int], kinds: dict[str, str]) -> None:
+        self.files, self.n_rows, self.kinds = files, n_rows, kinds
 
     def text(self, name: str) -> str:
         return _q(name)
@@ -119,9 +119,9 @@ class _ParquetColumns:
             return (f"SELECT file_row_number AS __row, * EXCLUDE (file_row_number) "
                     f"FROM read_parquet([{files}], file_row_number = true)")
         offsets, total = [], 0
-        for f in self.files:
+        for f, n in zip(self.files, self.n_rows, strict=True):
             offsets.append(f"({_lit(f)}, {total})")
-            total += pq.ParquetFile(f).metadata.num_rows
+            total += n
         return (f"SELECT o.off + p.file_row_number AS __row, p.* EXCLUDE (file_row_number, filename) "
                 f"FROM read_parquet([{files}], file_row_number = true, filename = true) p "
                 f"JOIN (VALUES {', '.join(offsets)}) o(fname, off) ON p.filename = o.fname")
@@ -317,23 +317,13 @@ def _kind(dtype: pa.DataType) -> str | None:
     return None
 
 
-def parquet_files(source: str | Path, split: str | None = None) -> list[Path]:
-    """The Parquet files of a source, in the order the record path reads them."""
-    from core import readers
-
-    path = Path(source)
-    if path.is_dir():
-        return readers._folder_shards(path, "parquet", split)[1]
-    return [path]
-
-
 def plan(files: list[Path], shape: str, mapping: dict[str, str] | None) -> ColumnarPlan | str:
     """A plan for loading Parquet `files` in SQL, or the reason the record path must load them instead."""
     if mapping:
         return "a column mapping is given"
     if shape not in SHAPES:
         return f"shape {shape!r} is not flat"
-    schema, n_rows = None, 0
+    schema, n_rows = None, []
     for f in files:
         try:
             meta = pq.ParquetFile(f).metadata
@@ -343,8 +333,8 @@ def plan(files: list[Path], shape: str, mapping: dict[str, str] | None) -> Colum
             schema = meta.schema.to_arrow_schema()
         elif not meta.schema.to_arrow_schema().equals(schema):
             return f"{f.name} has a different schema from {files[0].name}"
-        n_rows += meta.num_rows
-    if schema is None or n_rows == 0:
+        n_rows.append(meta.num_rows)
+    if schema is None or sum(n_rows) == 0:
         return "no rows"
     kinds: dict[str, str] = {}
     for fld in schema:
@@ -354,7 +344,7 @@ def plan(files: list[Path], shape: str, mapping: dict[str, str] | None) -> Colum
         if fld.name in _RESERVED or fld.name == "":
             return f"column name {fld.name!r} is reserved"
         kinds[fld.name] = kind
-    built = _plan(shape, _ParquetColumns([str(f) for f in files], kinds), list(kinds), n_rows)
+    built = _plan(shape, _ParquetColumns([str(f) for f in files], n_rows, kinds), list(kinds), sum(n_rows))
     wrong = [n for n in built.strings if kinds[n] != "string"] if isinstance(built, ColumnarPlan) else []
     return f"column {wrong[0]!r} is {kinds[wrong[0]]}, not string" if wrong else built
 

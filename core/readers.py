@@ -826,6 +826,13 @@ def iter_batches(
     return _batched(records, batch_size)
 
 
+def parquet_files(source: str | Path, split: str | None = None) -> list[Path]:
+    """The Parquet files of a file or a folder of shards, in the order they are read (FormatError if the
+    folder holds none)."""
+    path = Path(source)
+    return _folder_shards(path, "parquet", split)[1] if path.is_dir() else [path]
+
+
 def count_hint(source: str | Path, format: str | None = None, *, split: str | None = None) -> int | None:
     """A cheap record count where the source knows it (Parquet metadata, Arrow num_rows), else None."""
     fmt = format or detect_format(source)
@@ -841,8 +848,7 @@ def count_hint(source: str | Path, format: str | None = None, *, split: str | No
         return None
     import pyarrow.parquet as pq
 
-    files = _folder_shards(path, "parquet", split)[1] if path.is_dir() else [path]
     try:
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(path, split))
     except Exception:
         return None  # an unreadable file is reported properly by iter_batches

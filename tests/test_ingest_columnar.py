@@ -43,16 +43,24 @@ def _dataset(store: Store, name: str) -> dict:
     return {"n": n, "n_records": n_rec, "fields": json.loads(fields), "options": json.loads(options), "shape": shape}
 
 
+def _load_both_ways(store: Store, path: Path, **kwargs) -> tuple[dict, list, list]:
+    """Load one file through the columnar path (when it takes it) and the record path; check the datasets
+    agree; return the first's load options and both datasets' rows."""
+    ingest(store, path, name="columnar", **kwargs)
+    ingest(store, path, name="records", columnar=False, **kwargs)
+    columnar, records = _dataset(store, "columnar"), _dataset(store, "records")
+    assert records["options"]["path"] == "records"
+    assert (columnar["n"], columnar["n_records"], columnar["fields"], columnar["shape"]) == (
+        records["n"], records["n_records"], records["fields"], records["shape"])
+    return columnar["options"], _rows(store, "columnar"), _rows(store, "records")
+
+
 def _both_ways(store: Store, tmp_path: Path, table: pa.Table, *, shape: str | None = None) -> tuple[list, list]:
     path = tmp_path / "data.parquet"
     pq.write_table(table, path)
-    ingest(store, path, name="columnar", shape=shape)
-    ingest_records(store, pq.read_table(path).to_pylist(), name="records", shape=shape)
-    columnar, records = _dataset(store, "columnar"), _dataset(store, "records")
-    assert columnar["options"]["path"] == "columnar", columnar["options"]
-    assert (columnar["n"], columnar["n_records"], columnar["fields"], columnar["shape"]) == (
-        records["n"], records["n_records"], records["fields"], records["shape"])
-    return _rows(store, "columnar"), _rows(store, "records")
+    options, columnar, records = _load_both_ways(store, path, shape=shape)
+    assert options["path"] == "columnar", options
+    return columnar, records
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -158,17 +166,8 @@ def test_over_long_sample_and_nested_columns_use_the_record_path(store: Store, t
 # ---- JSON Lines ------------------------------------------------------------------------------------------
 
 
-def _jsonl_both_ways(store: Store, path: Path, **kwargs) -> tuple[dict, list, list]:
-    ingest(store, path, name="columnar", **kwargs)
-    ingest(store, path, name="records", columnar=False, **kwargs)
-    columnar, records = _dataset(store, "columnar"), _dataset(store, "records")
-    assert (columnar["n"], columnar["n_records"], columnar["fields"], columnar["shape"]) == (
-        records["n"], records["n_records"], records["fields"], records["shape"])
-    return columnar["options"], _rows(store, "columnar"), _rows(store, "records")
-
-
 def test_jsonl_gsm8k_train_both_ways(store: Store, shared: Path) -> None:
-    options, columnar, records = _jsonl_both_ways(store, shared / "gsm8k" / "train.jsonl")
+    options, columnar, records = _load_both_ways(store, shared / "gsm8k" / "train.jsonl")
     assert options["path"] == "columnar" and len(columnar) == 7473
     assert columnar == records
 
@@ -187,7 +186,7 @@ def test_jsonl_alpaca_with_edge_values_blank_lines_bom_and_gzip(store: Store, tm
     text = "\ufeff" + "\r\n".join(lines[:200]) + "\n\n   \n" + "\n".join(lines[200:]) + "\n"
     path = tmp_path / "alpaca.jsonl.gz"
     path.write_bytes(gzip.compress(text.encode()))
-    options, columnar, records = _jsonl_both_ways(store, path)
+    options, columnar, records = _load_both_ways(store, path)
     assert options["path"] == "columnar", options
     assert columnar == records and len(columnar) == 400
     assert {r["n_turns"] for r in columnar} == {2, 3} and columnar[0]["source_id"] == "-3"
@@ -201,7 +200,7 @@ def test_jsonl_rows_the_sql_does_not_cover_use_the_record_path(store: Store, tmp
                                                                 reason: str | None) -> None:
     path = tmp_path / "mixed.jsonl"
     path.write_text('{"question": "1+1?", "answer": "2"}\n' * 3 + line + "\n")
-    options, columnar, records = _jsonl_both_ways(store, path)
+    options, columnar, records = _load_both_ways(store, path)
     assert options["path"] == "records" and columnar == records
     assert reason is None or reason in options["records_path_reason"]
 
