@@ -10,18 +10,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import core.commands
+from core.errors import UserError
 from core.store import Store, StoreError
 
 Handler = Callable[[Store, argparse.Namespace], tuple[Any, str]]
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A mistake in what the user asked for; printed as one line, exit 2."""
 
 
@@ -41,6 +43,26 @@ def _print_json(result: Any) -> None:
     print(json.dumps(result, indent=2, default=str, ensure_ascii=False))
 
 
+def _report(as_json: bool, kind: str, message: str) -> None:
+    # One line: a message spread over several lines reads like a traceback.
+    message = " ".join(message.split("\n")).strip()
+    if as_json:
+        _print_json({"error": kind, "message": message})
+    else:
+        print(f"assay: error: {message}", file=sys.stderr)
+
+
+def _log_traceback(exc: BaseException) -> str:
+    """Write the traceback to a log file beside the temp dir and return its path."""
+    import tempfile
+    import traceback
+
+    path = os.path.join(tempfile.gettempdir(), "assay-errors.log")
+    with open(path, "a", encoding="utf-8") as log:
+        log.write("".join(traceback.format_exception(exc)))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,13 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     as_json = bool(getattr(args, "json", False))
     try:
         result, text = args.handler(store, args)
-    except (UsageError, StoreError, KeyError, ValueError, FileNotFoundError) as exc:
+    except (UserError, StoreError, KeyError, ValueError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        if as_json:
-            _print_json({"error": type(exc).__name__, "message": str(message)})
-        else:
-            print(f"assay: error: {message}", file=sys.stderr)
+        _report(as_json, type(exc).__name__, str(message))
         return 2
+    except KeyboardInterrupt:
+        _report(as_json, "Interrupted", "interrupted; what was committed stays and the run can resume")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback for the log
+        log_path = _log_traceback(exc)
+        _report(as_json, "InternalError",
+                f"internal error ({type(exc).__name__}): {exc}; details in {log_path}")
+        return 1
     if as_json:
         _print_json(result)
     elif text:

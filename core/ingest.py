@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import ingest_columnar, readers, shapes
+from core.errors import InputError
 from core.readers import RawRecord
 from core.store import Store, memory_limit, now_utc
 from core.tokens import TOKEN_METHOD, count_tokens
@@ -51,7 +52,7 @@ STAGING_SCHEMA = pa.schema([
 Progress = Callable[[int, int | None], None]
 
 
-class IngestError(ValueError):
+class IngestError(InputError):
     """The load was refused; nothing was written. The message names the file, record and expectation."""
 
 

@@ -27,6 +27,7 @@ import duckdb
 import pandas as pd
 import yaml
 
+from core.errors import UserError
 from core.store import Store, StoreBusy, now_utc
 
 FIELD_TYPES = ("single_choice", "multi_choice", "rating", "keep_drop", "free_text")
@@ -47,7 +48,7 @@ VOCABULARIES: dict[str, list[str]] = {
 KEEP_DROP = ["keep", "drop"]
 
 
-class LabelError(ValueError):
+class LabelError(UserError):
     """A label or schema that does not fit its schema."""
 
 

@@ -34,6 +34,8 @@ from typing import IO, Any
 import orjson
 import zstandard
 
+from core.errors import InputError
+
 FORMATS: tuple[str, ...] = ("jsonl", "json", "parquet", "csv", "arrow", "hub")
 
 OnError = Callable[[str, str], None]
@@ -66,7 +68,7 @@ class RawRecord:
     raw_json: str | None  # JSON Lines only: the line as written, so the caller need not re-serialise
 
 
-class FormatError(ValueError):
+class FormatError(InputError):
     """A source that cannot be read as expected; the message names the file, the record and what was expected."""
 
     def __init__(self, message: str, *, path: str | Path, locator: str | None = None) -> None:

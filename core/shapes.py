@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from core.errors import InputError
+
 __all__ = [
     "SHAPES",
     "MAPPING_KEYS",
@@ -131,11 +133,11 @@ class Normalised:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class ShapeError(ValueError):
+class ShapeError(InputError):
     """The dataset as a whole: its shape cannot be told (or the records disagree)."""
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """One record is wrong. `field` names the offending field (a path such as 'conversations[2].from')."""
 
     def __init__(self, field: str, problem: str) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core.errors import UserError
 from core.mixture import filters as flt
 from core.mixture import select as sel
 from core.mixture.plan import ALL, Plan, make_plan
@@ -32,7 +33,7 @@ TOKEN_BUCKETS = "CASE WHEN n_tokens < 128 THEN '<128' WHEN n_tokens < 512 THEN '
                 "ELSE '4096+' END"
 
 
-class MixturePlanError(ValueError):
+class MixturePlanError(UserError):
     """The recipe's targets cannot be met; the message says which and why."""
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import duckdb
 
+from core.errors import ConflictError
 from core.mixture.build import Composition, MixturePlanError, Progress, compose_on
 from core.mixture.datasheet import datasheet_markdown, write_charts
 from core.mixture.recipe import Recipe, RecipeError
@@ -41,7 +42,7 @@ _SYSTEM = "coalesce(list_filter(s.messages, lambda m: m.role = 'system')[1].cont
 _WEIGHT = "coalesce(c.weight, 1.0)"
 
 
-class ExportExistsError(ValueError):
+class ExportExistsError(ConflictError):
     """The output folder exists and overwriting was not asked for."""
 
 

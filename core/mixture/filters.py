@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 
 from core.browse import json_pointer
+from core.errors import UserError
 from core.mixture.recipe import FilterSpec, Recipe, RecipeError
 from core.store import Store
 
@@ -38,7 +39,7 @@ EXAMPLES_PER_FILTER = 3
 EXAMPLE_CHARS = 300
 
 
-class MixtureDataError(ValueError):
+class MixtureDataError(UserError):
     """Something the recipe needs is not in the store (a dataset, an embedding, a dedup run)."""
 
 

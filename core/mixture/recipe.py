@@ -41,6 +41,8 @@ from typing import Any
 
 import yaml
 
+from core.errors import InputError
+
 SAMPLE_FIELDS = ("id", "row_idx", "source_id", "n_turns", "n_chars", "n_tokens", "text")
 FIELD_PREFIXES = ("meta.", "tag.", "label.")
 OPS = ("eq", "ne", "in", "not_in", "gt", "ge", "lt", "le", "between", "contains", "not_contains",
@@ -52,7 +54,7 @@ FORMATS = ("openai", "sharegpt", "alpaca", "parquet", "hf")
 NO_VALUE_OPS = ("is_null", "not_null")
 
 
-class RecipeError(ValueError):
+class RecipeError(InputError):
     """A recipe that cannot be used; the message names the field (e.g. `sources[1].filters[0].op`)."""
 
     def __init__(self, where: str, message: str) -> None:
