@@ -25,6 +25,7 @@ import gzip
 import io
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ _HEAD = 64 * 1024
 _COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
                ".csv": "csv", ".tsv": "csv"}
-_DECOMPRESS_ERRORS = (OSError, EOFError, zstandard.ZstdError)  # gzip raises the first two
+_DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)  # gzip raises the first three
 _MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
 _EXPECTED = {
     "jsonl": "one JSON object per line",
@@ -416,7 +417,7 @@ def line_batches(stream: IO[bytes], path: Path, *, name: str | None = None, comp
         try:
             chunk = stream.read(chunk_size)
         except _DECOMPRESS_ERRORS as exc:
-            raise _corrupt(path, compression, f"after line {count}", exc) from exc
+            raise _corrupt(path, compression, f"after line {count}" if count else "", exc) from exc
         if not chunk:
             if parts:
                 yield [b"".join(parts)]
@@ -743,9 +744,9 @@ def _read_parquet(path: Path, name: str, batch_size: int) -> Iterator[RawRecord]
             raise FormatError(_not_parquet(name, fh.read(_HEAD)), path=path)
     try:
         pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise FormatError(f"{name}: not a readable Parquet file ({exc}); expected {_EXPECTED['parquet']}",
-                          path=path) from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise FormatError(f"{name}: not a readable Parquet file ({_one_line(exc)}); expected "
+                          f"{_EXPECTED['parquet']}", path=path) from exc
     if pf.metadata.num_rows == 0:
         raise FormatError(f"{name}: holds no rows; expected at least one record", path=path)
     index = 0
@@ -754,8 +755,12 @@ def _read_parquet(path: Path, name: str, batch_size: int) -> Iterator[RawRecord]
             for row in batch.to_pylist():
                 yield RawRecord(row, f"{name} row {index}", None)
                 index += 1
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise FormatError(f"{name}: Parquet data is corrupt after row {index} ({exc})", path=path) from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise FormatError(f"{name}: Parquet data is corrupt after row {index} ({_one_line(exc)})", path=path) from exc
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _not_parquet(name: str, head: bytes) -> str:
