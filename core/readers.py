@@ -400,7 +400,7 @@ def _normal_encoding(encoding: str) -> str:
     try:
         return codecs.lookup(encoding).name
     except LookupError as exc:
-        raise ValueError(f"unknown encoding {encoding!r}") from exc
+        raise InputError(f"unknown encoding {encoding!r}; expected a Python codec name such as utf-8 or latin-1") from exc
 
 
 def line_batches(stream: IO[bytes], path: Path, *, name: str | None = None, compression: str | None = None,
@@ -856,13 +856,13 @@ def _file_records(path: Path, name: str, fmt: str, *, batch_size: int, encoding:
         return _read_json(path, name, compression, encoding, split, report)
     if fmt == "csv":
         return _read_csv(path, name, compression, encoding, report, max_line)
-    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 def _records(source: str | Path, fmt: str | None, *, batch_size: int, on_error: OnError | None,
              encoding: str, split: str | None, hub_config: str | None, max_line: int) -> Iterator[RawRecord]:
     if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     hub = _hub_id(source)
     if fmt == "hub" or (fmt is None and hub is not None):
         return _read_hub(hub or str(source), split, hub_config, batch_size)
