@@ -10,7 +10,9 @@ only for the final import, so the workbench stays usable while a big file is rea
 from __future__ import annotations
 
 import os
+import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -24,12 +26,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import ingest_columnar, readers, shapes
-from core.errors import InputError
+from core.errors import ConflictError, InputError, NameRuleError
 from core.readers import RawRecord
 from core.store import Store, memory_limit, now_utc
 from core.tokens import TOKEN_METHOD, count_tokens
 
 DEFAULT_MAX_CHARS = 2_000_000
+MAX_NAME_CHARS = 200
+NAME_RULE = (f"a dataset name is 1-{MAX_NAME_CHARS} printable characters (any language), not only spaces, "
+             "with no control or invisible formatting characters and no space at either end")
+# Unicode categories refused in a name: controls, invisible format characters (bidi overrides, zero-width),
+# surrogates, private use, unassigned, and line/paragraph separators.
+_NAME_REFUSED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 IMPORT_MEMORY_LIMIT = os.environ.get("ASSAY_IMPORT_MEMORY_LIMIT", "1GB")
 _FLUSH_ROWS = 20_000
 _MAX_REPORTED = 100
@@ -54,6 +62,14 @@ Progress = Callable[[int, int | None], None]
 
 class IngestError(InputError):
     """The load was refused; nothing was written. The message names the file, record and expectation."""
+
+
+class DatasetNameError(IngestError, NameRuleError):
+    """A dataset name that breaks NAME_RULE."""
+
+
+class DatasetExistsError(IngestError, ConflictError):
+    """A dataset of that name already exists (found before the load, or by a load that won a race)."""
 
 
 @dataclass
@@ -185,11 +201,57 @@ def _check_request(store: Store, name: str, on_bad: str) -> None:
     _check_name(store, name)
 
 
+def check_dataset_name(name: str) -> str:
+    """The name if it follows NAME_RULE, else DatasetNameError saying which part it breaks. Names are only
+    ever stored and shown as text: folders and files are named from dataset ids, never from names."""
+    if not isinstance(name, str) or not name.strip():
+        raise DatasetNameError(f"A dataset needs a name (--name); {NAME_RULE}.")
+    if len(name) > MAX_NAME_CHARS:
+        raise DatasetNameError(f"The dataset name is {len(name):,} characters long; {NAME_RULE}.")
+    bad = next((c for c in name if unicodedata.category(c) in _NAME_REFUSED), None)
+    if bad is not None:
+        raise DatasetNameError(f"The dataset name holds the character U+{ord(bad):04X} "
+                               f"({unicodedata.name(bad, 'a control character')}); {NAME_RULE}.")
+    if name != name.strip():
+        raise DatasetNameError(f"The dataset name {name!r} starts or ends with a space; {NAME_RULE}.")
+    return name
+
+
+def _exists(store: Store, name: str) -> DatasetExistsError:
+    return DatasetExistsError(f"A dataset named {name!r} already exists in {store.path}; choose another name or "
+                              "drop it first.")
+
+
 def _check_name(store: Store, name: str) -> None:
-    if not name or not name.strip():
-        raise IngestError("A dataset needs a name (--name).")
+    check_dataset_name(name)
     if name in store.dataset_names():
-        raise IngestError(f"A dataset named {name!r} already exists in {store.path}; choose another name or drop it first.")
+        raise _exists(store, name)
+
+
+_IMPORT_LOCKS: dict[Path, threading.Lock] = {}
+_IMPORT_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _claiming(store: Store, name: str) -> Iterator[None]:
+    """Around a load's import transaction. Imports into one store take turns: across processes DuckDB's
+    file lock does that, within one this lock does, so the name check inside the transaction sees every
+    committed rival. A load that lost a race anyway gets DatasetExistsError, never a raw constraint error."""
+    with _IMPORT_LOCKS_GUARD:
+        lock = _IMPORT_LOCKS.setdefault(store.path.resolve(), threading.Lock())
+    try:
+        with lock:
+            yield
+    except (duckdb.ConstraintException, duckdb.TransactionException) as exc:
+        if name in store.dataset_names():
+            raise _exists(store, name) from None
+        raise exc
+
+
+def _check_name_in(con: Any, store: Store, name: str) -> None:
+    """The name check again, inside the import transaction, before the heavy insert."""
+    if con.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchall():
+        raise _exists(store, name)
 
 
 class _Collector:
@@ -225,7 +287,12 @@ class _Collector:
         except shapes.RecordError as exc:
             self.bad(item.locator, str(exc))
             return
-        raw = item.raw_json if item.raw_json is not None else _dumps(item.record)
+        try:
+            raw = item.raw_json if item.raw_json is not None else _dumps(item.record)
+            metas = [_dumps(sample.meta) for sample in samples]
+        except TypeError as exc:  # orjson: nested deeper than it writes (254 levels), or an unwritable value
+            self.bad(item.locator, f"cannot be stored as JSON ({exc}); expected a record nested at most 254 levels")
+            return
         for k, sample in enumerate(samples):
             contents = [t["content"] for t in sample.messages]
             size = sum(map(len, contents))
@@ -244,7 +311,7 @@ class _Collector:
             # The flat text is the turns' contents only, so a search for "user" finds users, not roles.
             b.text.append("\n\n".join(contents))
             b.n_chars.append(size)
-            b.meta.append(_dumps(sample.meta))
+            b.meta.append(metas[k])
             b.raw.append(raw)
             b.locator.append(item.locator)
             self.fields.add(sample.meta)
@@ -348,7 +415,8 @@ def reserve_sample_ids(con: Any, n: int) -> int:
 def _import(store: Store, staging: Path, target: _Target, *, collector: _Collector,
             skip_bad: bool) -> tuple[int, int, int]:
     staged = str(staging)
-    with store.transaction() as con, bulk_settings(con):
+    with _claiming(store, target.name), store.transaction() as con, bulk_settings(con):
+        _check_name_in(con, store, target.name)
         dropped = _duplicates(con, staged, skip_bad, collector)
         keep = _KEEP_FIRST if dropped else ""
         n_samples = collector.n_samples - dropped
@@ -431,7 +499,8 @@ def _run_columnar(store: Store, source: str | Path, target: _Target, *, shape: s
     started = time.perf_counter()
     try:  # a bad record among the first ones: the record path reports it (or skips it)
         first = next(readers.iter_batches(source, target.fmt, batch_size=100, split=split,
-                                          on_error=_raise_fallback), None)
+                                          on_error=_raise_fallback, max_line_bytes=readers.line_limit(max_chars)),
+                     None)
     except _Fallback:
         return None
     if not first:
@@ -443,7 +512,7 @@ def _run_columnar(store: Store, source: str | Path, target: _Target, *, shape: s
             plan = ingest_columnar.plan(readers.parquet_files(source, split), shape, None)
         else:
             staging = _new_staging_file(store, "-lines")
-            n = ingest_columnar.stage_jsonl(Path(source), staging, progress)
+            n = ingest_columnar.stage_jsonl(Path(source), staging, progress, max_line=readers.line_limit(max_chars))
             if isinstance(n, str) or n == 0:
                 plan = n or "no records"
             else:
@@ -461,7 +530,8 @@ def _run_columnar(store: Store, source: str | Path, target: _Target, *, shape: s
 def _load_plan(store: Store, target: _Target, plan: ingest_columnar.ColumnarPlan, *, max_chars: int,
                progress: Progress | None, started: float) -> IngestReport | None:
     try:
-        with store.transaction() as con, bulk_settings(con):
+        with _claiming(store, target.name), store.transaction() as con, bulk_settings(con):
+            _check_name_in(con, store, target.name)
             bad_row = con.execute(plan.check_sql(max_chars)).fetchall()[0][0]
             if bad_row is not None:
                 raise _Fallback(f"row {bad_row} needs the record path")
@@ -537,7 +607,8 @@ def ingest(
             if report is not None:
                 return report
         skipper = _ReaderSkips() if on_bad == "skip" else None
-        batches = readers.iter_batches(source, fmt, on_error=skipper, encoding=encoding, split=split)
+        batches = readers.iter_batches(source, fmt, on_error=skipper, encoding=encoding, split=split,
+                                       max_line_bytes=readers.line_limit(max_chars))
         return _run(store, batches, target, shape=shape, mapping=mapping, on_bad=on_bad, max_chars=max_chars,
                     progress=progress, total=readers.count_hint(source, fmt, split=split), reader_skips=skipper)
     except readers.FormatError as exc:

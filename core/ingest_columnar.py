@@ -352,26 +352,26 @@ def plan(files: list[Path], shape: str, mapping: dict[str, str] | None) -> Colum
 # ---- JSON Lines -----------------------------------------------------------------------------------------
 
 
-def stage_jsonl(path: Path, staging: Path, progress: Any = None) -> int | str:
+def stage_jsonl(path: Path, staging: Path, progress: Any = None, *, max_line: int | None = None) -> int | str:
     """Copy the non-blank lines of a JSON Lines file (decompressed as its name says), stripped and
     numbered in file order, into a Parquet file; returns how many, or why the record path must read it
-    (not UTF-8, a surrogate escape)."""
+    (not UTF-8, a surrogate escape, a corrupt stream). Linear in the file (readers.line_batches); a line
+    longer than `max_line` bytes raises readers.LineTooLongError naming it."""
     from core import readers
 
-    n, rest = 0, b""
+    n = 0
     schema = pa.schema([("__row", pa.int64()), ("__line", pa.string())])
+    limit = readers.DEFAULT_MAX_LINE_BYTES if max_line is None else max_line
     try:
         with readers.open_decompressed(path) as stream, pq.ParquetWriter(staging, schema, compression="none") as writer:
-            while True:
-                chunk = stream.read(_STAGE_CHUNK)
-                data = rest + chunk
-                if b"\\u" in data and _has_lone_surrogate(data):
-                    return "a line holds a lone surrogate escape"
-                lines = data.split(b"\n")
-                rest = lines.pop() if chunk else b""
+            for lines in readers.line_batches(stream, path, compression=readers.compression_of(path),
+                                              max_line=limit, chunk_size=_STAGE_CHUNK):
                 if n == 0 and lines and lines[0].startswith(b"\xef\xbb\xbf"):
                     lines[0] = lines[0][3:]  # a UTF-8 byte-order mark, as the record path drops it
                 kept = [s for line in lines if (s := line.strip())]
+                data = b"\n".join(kept)
+                if b"\\u" in data and _has_lone_surrogate(data):
+                    return "a line holds a lone surrogate escape"
                 try:
                     column = pa.array(kept, pa.binary()).cast(pa.string())  # the cast checks UTF-8
                 except pa.ArrowInvalid:
@@ -381,8 +381,8 @@ def stage_jsonl(path: Path, staging: Path, progress: Any = None) -> int | str:
                 n += len(kept)
                 if progress:
                     progress(n, None)
-                if not chunk:
-                    break
+    except readers.LineTooLongError:
+        raise
     except (OSError, EOFError, readers.FormatError) as exc:
         return f"the file could not be read here ({exc})"
     return n

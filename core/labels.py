@@ -25,8 +25,8 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-import yaml
 
+from core import safe_yaml
 from core.errors import UserError
 from core.store import Store, StoreBusy, now_utc
 
@@ -142,7 +142,19 @@ def parse_schema(spec: dict[str, Any]) -> LabelSchema:
 
 
 def load_schema_file(path: str | Path) -> LabelSchema:
-    return parse_schema(yaml.safe_load(Path(path).read_text()))
+    """A schema from a YAML file (no aliases, bounded size); LabelError names the file and line."""
+    try:
+        return parse_schema(safe_yaml.load_file(path))
+    except safe_yaml.YamlError as exc:
+        raise LabelError(str(exc)) from None
+
+
+def load_schema_text(text: str) -> LabelSchema:
+    """A schema from YAML text, as typed in the Label page's editor; LabelError names the line."""
+    try:
+        return parse_schema(safe_yaml.load(text))
+    except safe_yaml.YamlError as exc:
+        raise LabelError(str(exc)) from None
 
 
 def save_schema(store: Store, schema: LabelSchema, *, created_by: str = "") -> LabelSchema:

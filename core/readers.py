@@ -25,6 +25,7 @@ import gzip
 import io
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,11 +42,14 @@ FORMATS: tuple[str, ...] = ("jsonl", "json", "parquet", "csv", "arrow", "hub")
 OnError = Callable[[str, str], None]
 
 _CHUNK = 256 * 1024  # chunk + its split lines stay ~1 MB; larger chunks are no faster
+# The longest line (or CSV record) read before the file is refused: reading stops there, so one huge line
+# (or a small .gz that inflates to one) costs bounded time and memory. ingest passes line_limit(max_chars).
+DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 _HEAD = 64 * 1024
 _COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
                ".csv": "csv", ".tsv": "csv"}
-_DECOMPRESS_ERRORS = (OSError, EOFError, zstandard.ZstdError)  # gzip raises the first two
+_DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)  # gzip raises the first three
 _MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
 _EXPECTED = {
     "jsonl": "one JSON object per line",
@@ -55,6 +59,10 @@ _EXPECTED = {
 }
 _NOT_TEXT = ("a Parquet file", "gzip-compressed data", "zstd-compressed data", "a zip archive",
              "an Arrow file", "binary data", "UTF-16 text")
+# Bytes that never occur in text (C0 controls but tab, newlines, form feed, escape; and DEL): a file whose
+# head is mostly these is binary; one such byte in a line is that line's problem, named and skippable.
+_CONTROL = bytes([*range(0, 9), 11, *range(14, 27), *range(28, 32), 127])
+_TEXT_BYTES = bytes(b for b in range(256) if b not in _CONTROL)
 _SAVE_TO_DISK_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -75,6 +83,16 @@ class FormatError(InputError):
         super().__init__(message)
         self.path = str(path)
         self.locator = locator
+
+
+class LineTooLongError(FormatError):
+    """A line (or CSV record) longer than the reader's limit; reading stopped there."""
+
+
+def line_limit(max_chars: int) -> int:
+    """The longest line, in bytes, that may hold a sample of `max_chars` characters: JSON can spend 12 bytes
+    on one character (a surrogate pair written as two \\u escapes), plus 1 MiB for ids and metadata."""
+    return 12 * max(int(max_chars), 0) + (1 << 20)
 
 
 # --------------------------------------------------------------------------------------------- detection
@@ -122,7 +140,7 @@ def _looks_like(head: bytes) -> str:
         return "an Arrow file"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "UTF-16 text"
-    if b"\x00" in head[:4096]:
+    if _mostly_control(head[:4096]):
         return "binary data"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(b"["):
@@ -140,6 +158,11 @@ def _looks_like(head: bytes) -> str:
     return "text"
 
 
+def _mostly_control(sample: bytes) -> bool:
+    """Whether a tenth or more of some bytes are control bytes: binary data, not text with a stray NUL."""
+    return bool(sample) and len(sample.translate(None, _TEXT_BYTES)) * 10 >= len(sample)
+
+
 def _sniff_format(path: Path) -> str | None:
     """Guess a file's format from its content, for names without a known extension."""
     with open(path, "rb") as fh:
@@ -154,16 +177,27 @@ def _is_save_to_disk(folder: Path) -> bool:
 
 
 def _shard_files(folder: Path) -> list[Path]:
-    """Data files in a folder and its direct subfolders, sorted by relative path; hidden and _meta skipped."""
+    """Data files in a folder and its direct subfolders, sorted by relative path; hidden and _meta skipped.
+    Each real file is read once: a symlink back to the folder (or to a file already listed) adds nothing."""
     found: list[Path] = []
+    top = folder.resolve()
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith((".", "_")):
             continue
         if entry.is_dir():
+            if top.is_relative_to(entry.resolve()):
+                continue  # a link to the folder itself or to a folder above it: a loop
             found.extend(p for p in sorted(entry.iterdir()) if p.is_file() and not p.name.startswith((".", "_")))
         elif entry.is_file():
             found.append(entry)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    seen: set[Path] = set()
+    unique = []
+    for path in sorted(found, key=lambda p: p.relative_to(folder).as_posix()):
+        real = path.resolve()
+        if real not in seen:
+            seen.add(real)
+            unique.append(path)
+    return unique
 
 
 def _folder_shards(folder: Path, fmt: str | None, split: str | None) -> tuple[str, list[Path]]:
@@ -289,48 +323,62 @@ def _open_binary(path: Path, compression: str | None, fmt: str, encoding: str = 
 
 
 class _ZstdRaw(io.RawIOBase):
-    """Raw zstd decompression over frames that, unlike zstandard's stream_reader, notices truncation."""
+    """Raw zstd decompression across frames, in bounded memory, that notices truncation.
+
+    zstandard's stream_reader fills the caller's buffer (a decompressobj returns a whole call's output at
+    once: 16 KB of zeros inflate to 512 MB), but it ends silently where the data stops mid-frame; so at its
+    end the frames are walked by their headers to check that the last one is complete."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         super().__init__()
         self._raw = raw
-        self._dctx = zstandard.ZstdDecompressor()
-        self._obj = self._dctx.decompressobj()
-        self._in_frame = False
-        self._buf = b""
-        self._pos = 0
+        self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=_CHUNK, read_across_frames=True,
+                                                                  closefd=False)
+        self._ended = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: Any) -> int:
-        if self._pos >= len(self._buf) and not self._fill():
+        if self._ended:
             return 0
-        size = min(len(target), len(self._buf) - self._pos)
-        target[:size] = self._buf[self._pos : self._pos + size]
-        self._pos += size
+        size = self._reader.readinto(target)
+        if size == 0:
+            self._ended = True
+            problem = _zstd_frames_problem(self._raw)
+            if problem:
+                raise zstandard.ZstdError(problem)
         return size
 
-    def _fill(self) -> bool:
-        """Decompress more input into the buffer; False at a clean end of the last frame."""
+
+def _zstd_frames_problem(raw: IO[bytes]) -> str | None:
+    """Why the zstd frames of a file are incomplete (None if complete), read from the frame and block
+    headers alone, seeking over block contents."""
+    total = os.fstat(raw.fileno()).st_size
+    raw.seek(0)
+    while (start := raw.tell()) < total:
+        head = raw.read(18)
+        magic = int.from_bytes(head[:4], "little")
+        if 0x184D2A50 <= magic <= 0x184D2A5F and len(head) >= 8:  # a skippable frame: magic, size, bytes
+            raw.seek(start + 8 + int.from_bytes(head[4:8], "little"))
+            continue
+        try:
+            header = zstandard.frame_header_size(head)
+        except zstandard.ZstdError:
+            return "the data ends in the middle of a zstd frame header"
+        checksum = head[4] & 0x04
+        raw.seek(start + header)
         while True:
-            data = self._raw.read(_CHUNK)
-            if not data:
-                if self._in_frame:
-                    raise zstandard.ZstdError("the data ends in the middle of a zstd frame")
-                return False
-            out = []
-            while data:  # a file may hold several frames back to back
-                self._in_frame = True
-                out.append(self._obj.decompress(data))
-                data = b""
-                if self._obj.eof:
-                    data = self._obj.unused_data
-                    self._obj = self._dctx.decompressobj()
-                    self._in_frame = False
-            self._buf, self._pos = b"".join(out), 0
-            if self._buf:
-                return True
+            block = raw.read(3)
+            if len(block) < 3:
+                return "the data ends in the middle of a zstd frame"
+            value = int.from_bytes(block, "little")
+            content = 1 if (value >> 1) & 3 == 1 else value >> 3  # an RLE block holds one byte
+            raw.seek(raw.tell() + content)
+            if value & 1:
+                break  # the frame's last block
+        raw.seek(raw.tell() + (4 if checksum else 0))
+    return "the data ends in the middle of a zstd frame" if raw.tell() > total else None
 
 
 def _corrupt(path: Path, compression: str | None, after: str, exc: Exception) -> FormatError:
@@ -352,26 +400,61 @@ def _normal_encoding(encoding: str) -> str:
     try:
         return codecs.lookup(encoding).name
     except LookupError as exc:
-        raise ValueError(f"unknown encoding {encoding!r}") from exc
+        raise InputError(f"unknown encoding {encoding!r}; expected a Python codec name such as utf-8 or latin-1") from exc
 
 
-def _binary_lines(stream: IO[bytes], path: Path, compression: str | None) -> Iterator[bytes]:
-    """Lines without their b"\\n", read in chunks so memory stays bounded by the longest line."""
-    rest = b""
-    count = 0
+def line_batches(stream: IO[bytes], path: Path, *, name: str | None = None, compression: str | None = None,
+                 max_line: int = DEFAULT_MAX_LINE_BYTES, chunk_size: int = _CHUNK) -> Iterator[list[bytes]]:
+    """The lines of a stream without their b"\\n", a list per chunk read (the last line even without one).
+
+    Linear in the input: the pieces of an unfinished line are kept in a list and joined once, and newlines
+    are looked for only in the new chunk. A line longer than `max_line` bytes raises LineTooLongError
+    (naming its line number) as soon as that many bytes are read; a corrupt stream raises FormatError."""
+    name = name or path.name
+    parts: list[bytes] = []  # the unfinished line's pieces
+    size = count = 0  # its length so far; complete lines so far
     while True:
         try:
-            chunk = stream.read(_CHUNK)
+            chunk = stream.read(chunk_size)
         except _DECOMPRESS_ERRORS as exc:
-            raise _corrupt(path, compression, f"after line {count}", exc) from exc
+            raise _corrupt(path, compression, f"after line {count}" if count else "", exc) from exc
         if not chunk:
-            break
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
+            if parts:
+                yield [b"".join(parts)]
+            return
+        if b"\n" not in chunk:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > max_line:
+                raise _too_long(path, name, count + 1, max_line)
+            continue
+        lines = chunk.split(b"\n")
+        if parts:
+            parts.append(lines[0])
+            lines[0] = b"".join(parts)
+        tail = lines.pop()
+        parts, size = ([tail], len(tail)) if tail else ([], 0)
+        if len(lines[0]) > max_line or (max_line < chunk_size and max(map(len, lines)) > max_line):
+            raise _too_long(path, name, count + 1 + next(i for i, x in enumerate(lines) if len(x) > max_line),
+                            max_line)
         count += len(lines)
+        if size > max_line:
+            raise _too_long(path, name, count + 1, max_line)
+        yield lines
+
+
+def _too_long(path: Path, name: str, number: int, limit: int) -> LineTooLongError:
+    locator = f"{name} line {number}"
+    return LineTooLongError(f"{locator}: longer than {limit:,} bytes, the limit for one record; reading stopped "
+                            "there (expected one record per line; raise max_chars / --max-chars for longer "
+                            "samples)", path=path, locator=locator)
+
+
+def _binary_lines(stream: IO[bytes], path: Path, compression: str | None, name: str,
+                  max_line: int) -> Iterator[bytes]:
+    """Lines without their b"\\n", in bounded memory (see line_batches)."""
+    for lines in line_batches(stream, path, name=name, compression=compression, max_line=max_line):
         yield from lines
-    if rest:
-        yield rest
 
 
 def _decode_problem(exc: UnicodeDecodeError, line: bytes, encoding: str) -> str:
@@ -401,13 +484,17 @@ def _reporter(path: Path, on_error: OnError | None) -> Callable[[_RecordError], 
 
 
 def _text_lines(stream: IO[bytes], path: Path, compression: str | None, encoding: str,
-                name: str, report: Callable[[_RecordError], None]) -> Iterator[tuple[int, str, bool]]:
+                name: str, report: Callable[[_RecordError], None], max_line: int) -> Iterator[tuple[int, str, bool]]:
     """(line number, text, decoded cleanly) per line; a line that failed is reported, then given replaced."""
     if not _ascii_compatible(encoding):
         # UTF-16/32: newline bytes are not b"\n", so let the codec split lines (no per-line byte offsets)
         text = io.TextIOWrapper(stream, encoding=encoding, newline="")  # type: ignore[arg-type]
         try:
-            for number, line in enumerate(text, 1):
+            number = 0
+            while line := text.readline(max_line + 1):  # bounded: a longer line is refused, not read whole
+                number += 1
+                if len(line) > max_line:
+                    raise _too_long(path, name, number, max_line)
                 yield number, line.rstrip("\r\n"), True
         except UnicodeDecodeError as exc:
             raise FormatError(f"{name}: not valid {encoding} ({exc.reason}); expected {encoding} text",
@@ -415,7 +502,7 @@ def _text_lines(stream: IO[bytes], path: Path, compression: str | None, encoding
         return
     strip_bom = encoding in ("utf-8", "utf-8-sig")
     decode_as = "utf-8" if strip_bom else encoding
-    for number, line in enumerate(_binary_lines(stream, path, compression), 1):
+    for number, line in enumerate(_binary_lines(stream, path, compression, name, max_line), 1):
         if strip_bom and number == 1 and line.startswith(codecs.BOM_UTF8):
             line = line[3:]
         try:
@@ -435,11 +522,11 @@ def _type_name(value: Any) -> str:
 
 
 def _read_jsonl(path: Path, name: str, compression: str | None, encoding: str,
-                report: Callable[[_RecordError], None]) -> Iterator[RawRecord]:
+                report: Callable[[_RecordError], None], max_line: int) -> Iterator[RawRecord]:
     seen_content = False
     loads = orjson.loads
     with _open_binary(path, compression, "jsonl", encoding) as stream:
-        for number, text, clean in _text_lines(stream, path, compression, encoding, name, report):
+        for number, text, clean in _text_lines(stream, path, compression, encoding, name, report, max_line):
             if not clean:
                 seen_content = True
                 continue
@@ -565,16 +652,20 @@ def _json_is_jsonl(path: Path, compression: str | None, encoding: str) -> bool:
 
 
 def _read_csv(path: Path, name: str, compression: str | None, encoding: str,
-              report: Callable[[_RecordError], None]) -> Iterator[RawRecord]:
+              report: Callable[[_RecordError], None], max_line: int) -> Iterator[RawRecord]:
     stem = path.name.lower().removesuffix(".gz").removesuffix(".zst")
     delimiter = "\t" if stem.endswith(".tsv") else ","
     csv.field_size_limit(1 << 30)  # the default 128 KB refuses long samples; the limit is process-wide
     bad_lines: list[int] = []  # lines that failed to decode: the record holding one is dropped
+    record = [1, 0]  # the current record's first line and its characters so far (an open quote spans lines)
 
     def lines(stream: IO[bytes]) -> Iterator[str]:
         # our own line iterator, so a decoding error names its physical line; csv wants the line ends kept
         content_seen = False
-        for number, text, clean in _text_lines(stream, path, compression, encoding, name, report):
+        for number, text, clean in _text_lines(stream, path, compression, encoding, name, report, max_line):
+            record[1] += len(text) + 1
+            if record[1] > max_line:
+                raise _too_long(path, name, record[0], max_line)
             if not clean:
                 bad_lines.append(number)
             elif not content_seen and text.strip():
@@ -590,6 +681,7 @@ def _read_csv(path: Path, name: str, compression: str | None, encoding: str,
         header = _csv_header(reader, path, name)
         width = len(header)
         last_line = reader.line_num
+        record[:] = [last_line + 1, 0]
         rows_seen = False
         while True:
             start = last_line + 1
@@ -602,6 +694,7 @@ def _read_csv(path: Path, name: str, compression: str | None, encoding: str,
                 raise FormatError(f"{locator}: not valid CSV ({exc}); expected {_EXPECTED['csv']} "
                                   "(is a quoted field left open?)", path=path, locator=locator) from exc
             end, last_line = reader.line_num, reader.line_num
+            record[:] = [last_line + 1, 0]
             if bad_lines and bad_lines[-1] >= start:
                 bad_lines.clear()
                 continue  # already reported by the line decoder
@@ -651,9 +744,9 @@ def _read_parquet(path: Path, name: str, batch_size: int) -> Iterator[RawRecord]
             raise FormatError(_not_parquet(name, fh.read(_HEAD)), path=path)
     try:
         pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise FormatError(f"{name}: not a readable Parquet file ({exc}); expected {_EXPECTED['parquet']}",
-                          path=path) from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise FormatError(f"{name}: not a readable Parquet file ({_one_line(exc)}); expected "
+                          f"{_EXPECTED['parquet']}", path=path) from exc
     if pf.metadata.num_rows == 0:
         raise FormatError(f"{name}: holds no rows; expected at least one record", path=path)
     index = 0
@@ -662,8 +755,12 @@ def _read_parquet(path: Path, name: str, batch_size: int) -> Iterator[RawRecord]
             for row in batch.to_pylist():
                 yield RawRecord(row, f"{name} row {index}", None)
                 index += 1
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise FormatError(f"{name}: Parquet data is corrupt after row {index} ({exc})", path=path) from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise FormatError(f"{name}: Parquet data is corrupt after row {index} ({_one_line(exc)})", path=path) from exc
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _not_parquet(name: str, head: bytes) -> str:
@@ -745,27 +842,27 @@ def _hub_advice(exc: Exception) -> str:
 
 
 def _file_records(path: Path, name: str, fmt: str, *, batch_size: int, encoding: str, split: str | None,
-                  report: Callable[[_RecordError], None]) -> Iterator[RawRecord]:
+                  report: Callable[[_RecordError], None], max_line: int) -> Iterator[RawRecord]:
     if path.stat().st_size == 0:
         raise FormatError(f"{name}: empty file; expected {_EXPECTED.get(fmt, fmt)}", path=path)
     _, compression = _split_suffixes(path)
     if fmt == "parquet":
         return _read_parquet(path, name, batch_size)
     if fmt == "jsonl":
-        return _read_jsonl(path, name, compression, encoding, report)
+        return _read_jsonl(path, name, compression, encoding, report, max_line)
     if fmt == "json":
         if _json_is_jsonl(path, compression, encoding):
-            return _read_jsonl(path, name, compression, encoding, report)
+            return _read_jsonl(path, name, compression, encoding, report, max_line)
         return _read_json(path, name, compression, encoding, split, report)
     if fmt == "csv":
-        return _read_csv(path, name, compression, encoding, report)
-    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        return _read_csv(path, name, compression, encoding, report, max_line)
+    raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 def _records(source: str | Path, fmt: str | None, *, batch_size: int, on_error: OnError | None,
-             encoding: str, split: str | None, hub_config: str | None) -> Iterator[RawRecord]:
+             encoding: str, split: str | None, hub_config: str | None, max_line: int) -> Iterator[RawRecord]:
     if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     hub = _hub_id(source)
     if fmt == "hub" or (fmt is None and hub is not None):
         return _read_hub(hub or str(source), split, hub_config, batch_size)
@@ -776,13 +873,14 @@ def _records(source: str | Path, fmt: str | None, *, batch_size: int, on_error: 
         if fmt == "arrow" or (fmt is None and _is_save_to_disk(path)):
             return _read_arrow(path, split, batch_size)
         shard_format, shards = _folder_shards(path, fmt, split)
-        return _shards(path, shards, shard_format, batch_size=batch_size, encoding=encoding, report=report)
+        return _shards(path, shards, shard_format, batch_size=batch_size, encoding=encoding, report=report,
+                       max_line=max_line)
     if fmt == "arrow":
         raise FormatError(f"{path.name}: format 'arrow' means a folder written by datasets' save_to_disk; "
                           "pass that folder", path=path)
     fmt = fmt or detect_format(path)
     return _file_records(path, path.name, fmt, batch_size=batch_size, encoding=encoding, split=split,
-                         report=report)
+                         report=report, max_line=max_line)
 
 
 def _shards(folder: Path, shards: list[Path], fmt: str, **kwargs: Any) -> Iterator[RawRecord]:
@@ -813,18 +911,20 @@ def iter_batches(
     encoding: str = "utf-8",
     split: str | None = None,
     hub_config: str | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Iterator[list[RawRecord]]:
     """Stream a source's records in lists of at most ``batch_size``, each with its locator.
 
     ``format`` is one of FORMATS (detected when None). ``on_error(locator, message)`` is called for a bad
     record, which is then skipped; without it the first bad record raises FormatError. ``split`` picks a
     split of a DatasetDict folder or a hub dataset, the shards of a folder whose paths name it, or the key
-    of a JSON object holding several lists. A missing path raises FileNotFoundError.
+    of a JSON object holding several lists. A line (or CSV record) longer than ``max_line_bytes`` stops the
+    read with LineTooLongError. A missing path raises FileNotFoundError.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     records = _records(source, format, batch_size=batch_size, on_error=on_error, encoding=encoding,
-                       split=split, hub_config=hub_config)
+                       split=split, hub_config=hub_config, max_line=max_line_bytes)
     return _batched(records, batch_size)
 
 

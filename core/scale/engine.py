@@ -148,9 +148,12 @@ def _ray_compute(step: Step, job: Job, pending: list[str], *, num_workers: int, 
 
 
 def default_job_dir(store: Store, step: Step, dataset: str | None) -> Path:
-    """<store folder>/jobs/<step>-<dataset>-<config hash>; a finished job there gets a numbered sibling."""
+    """<store folder>/jobs/<step>-d<dataset id>-<config hash> (or <step>-parquet-<hash>); a finished job there
+    gets a numbered sibling. Named from the id, never the dataset's name: a name is user text ("../x", 10,000
+    characters) and must not become a path."""
     digest = hashlib.sha1(json.dumps([step.name, dataset, step.config()], sort_keys=True, default=str).encode())
-    base = store.path.parent / "jobs" / f"{step.name}-{dataset or 'parquet'}-{digest.hexdigest()[:10]}"
+    which = f"d{store.dataset(dataset).dataset_id}" if dataset is not None else "parquet"
+    base = store.path.parent / "jobs" / f"{step.name}-{which}-{digest.hexdigest()[:10]}"
     folder, n = base, 1
     while (job := Job.load(folder)) is not None and job.status == "finished":
         n += 1
