@@ -52,10 +52,18 @@ def recent_runs(store: Store) -> None:
     st.dataframe(runs.sort_values("run_id", ascending=False).head(20)[cols], hide_index=True, width="stretch")
 
 
+def upload_file_name(name: str) -> str:
+    """A safe local name for an uploaded file: never the user's text (it may be a path or 10,000
+    characters), only its recognised extensions, so that format detection still sees them."""
+    suffixes = [s.lower() for s in Path(name).suffixes[-2:]]
+    kept = [s for s in suffixes if s.lstrip(".") in UPLOAD_TYPES + ["tsv", "txt"]]
+    return "upload" + "".join(kept)
+
+
 def save_upload(upload) -> Path:
-    """Write the upload to a temporary file that keeps its name, so format detection sees the extensions."""
+    """Write the upload to a temporary file named from its extensions (format detection reads them)."""
     folder = Path(tempfile.mkdtemp(prefix="assay-upload-"))
-    path = folder / Path(upload.name).name
+    path = folder / upload_file_name(upload.name)
     path.write_bytes(upload.getbuffer())
     return path
 
@@ -116,7 +124,9 @@ def upload_form(store: Store) -> None:
         )
     except (ValueError, KeyError, OSError, StoreError) as exc:
         # Shown at the top of the page after the rerun: the form may sit in a collapsed expander.
-        st.session_state["load_error"] = f"Nothing was loaded: {exc}"
+        # Name the user's file, not our temporary copy of it.
+        shown = str(exc).replace(str(path), upload.name[:200]).replace(path.name, upload.name[:200])
+        st.session_state["load_error"] = f"Nothing was loaded: {shown}"
         st.rerun()
     finally:
         path.unlink(missing_ok=True)

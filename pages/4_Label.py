@@ -14,10 +14,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 import streamlit.components.v1 as components
-import yaml
 
 from core import agreement as A
 from core import labels as L
+from core import safe_yaml
 from core.browse import get_sample, matching_ids
 from core.selection import list_selections, selection_ids
 from core.store import Store
@@ -84,9 +84,9 @@ def schema_editor() -> None:
         spec = None
         if text.strip():
             try:
-                spec = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                st.error(f"Not valid YAML: {exc}")
+                spec = safe_yaml.load(text)  # no aliases, bounded size: the editor runs in the shared server
+            except safe_yaml.YamlError as exc:
+                st.error(str(exc))
     else:
         name = st.text_input("Name", key="schema_name")
         ftype = st.selectbox("Type", L.FIELD_TYPES, key="schema_type")

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from core import viz_mixture
+from core import safe_yaml, viz_mixture
 from core.mixture.build import Composition, preview
 from core.mixture.export import export_mixture, zip_export
 from core.mixture.recipe import FLAGS, FORMATS, SELECTION_METHODS, Recipe, RecipeError, load_recipe
@@ -43,7 +43,7 @@ def parse_filter_lines(text: str) -> list[dict[str, Any]]:
         parts = line.split(None, 2)
         item: dict[str, Any] = {"field": parts[0], "op": parts[1] if len(parts) > 1 else None}
         if len(parts) > 2:
-            item["value"] = yaml.safe_load(parts[2])
+            item["value"] = safe_yaml.load(parts[2], "a filter value")
         if by:
             item["by"] = by.strip()
         out.append(item)
@@ -85,7 +85,7 @@ def recipe_from_widgets(names: list[str]) -> dict[str, Any]:
         targets["total_tokens"] = int(ss["mix_total_tokens"])
     if ss.get("mix_by", "").strip():
         targets["by"] = ss["mix_by"].strip()
-    props = yaml.safe_load(ss.get("mix_props", "") or "") or {}
+    props = safe_yaml.load(ss.get("mix_props", "") or "", "the proportions") or {}
     if props:
         targets["proportions"] = props
     raw: dict[str, Any] = {"name": ss.get("mix_name", "mixture"), "seed": int(ss.get("mix_seed", 0)),
