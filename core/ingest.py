@@ -90,7 +90,7 @@ class IngestReport:
             if names:
                 lines.append(f"{label}: {', '.join(names)}")
         if self.not_used:
-            lines.append("not used (kept in the raw record only): " + "; ".join(self.not_used))
+            lines.append("not used: " + "; ".join(self.not_used) + " (kept in the raw record only)")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
