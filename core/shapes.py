@@ -124,6 +124,7 @@ _ROLES: dict[str, str] = {
     "observation": "tool",
     "ipython": "tool",
     "tool_result": "tool",
+    "text": "text",  # plain text (pre-training) as Assay stores and exports it
 }
 # ShareGPT turns whose value is a tool call (JSON {name, arguments}, or a list of them for parallel calls)
 _CALL_ROLES = frozenset(("function_call", "tool_call", "tool_calls"))
@@ -458,6 +459,8 @@ def _tools(rec: dict, key: str = "tools") -> list[Any] | None:
             raise RecordError(key, f"expected a list of function definitions (JSON), got {value[:40]!r}") from None
     if type(value) is dict:
         value = [value]
+    if value == []:
+        return None
     if type(value) is not list or not all(type(v) is dict for v in value):
         raise RecordError(key, f"expected a list of function definitions, got {_tname(value)}")
     return [v if v.get("type") == "function" or "function" in v else {"type": "function", "function": v}
@@ -469,7 +472,8 @@ def _kto(rec: dict) -> tuple[bool | None, str | None]:
     for key in _KTO_KEYS:
         if type(rec.get(key)) is bool:
             return rec[key], key
-    return None, None
+    # an empty label column (an export mixing KTO rows with others writes null): nothing to keep
+    return None, next((k for k in _KTO_KEYS if k in rec and rec[k] is None), None)
 
 
 def _chat(rec: dict, messages: list[dict[str, Any]], used: set[str] | frozenset[str],
