@@ -102,6 +102,7 @@ _ID_KEYS = ("id", "question_id", "message_tree_id", "message_id", "conversation_
 _PROMPT_KEYS = ("prompt", "question", "instruction")
 _QA_PAIRS = (("question", "answer"), ("prompt", "completion"), ("query", "response"), ("prompt", "response"),
              ("instruction", "response"))
+_QA_USED = {pair: frozenset(pair) for pair in _QA_PAIRS}
 _TEXT_KEYS = ("text", "content", "document")
 _SMALL_LIST = 64  # longer lists stay in the raw record only
 _AGREEMENT = 0.9  # share of sampled records that must agree on one shape
@@ -553,7 +554,7 @@ def _qa(rec: dict) -> list[Normalised]:
     messages = [_msg("user", _str(rec, q)), _msg("assistant", _str(rec, a))]
     if not _has_text(messages):
         raise _empty(f"{q}/{a}")
-    used = frozenset((q, a))
+    used = _QA_USED[q, a]
     return [Normalised(messages, _source_id(rec), None, _meta(rec, used), used=used)]
 
 
@@ -1238,28 +1239,32 @@ def _map_line(keys: list[str]) -> str:
     return " ".join(f"--map {k}={v}" for k, v in picks.items())
 
 
+_SHAPE_FIELDS: dict[str, tuple[str, ...]] = {  # the fields that name each shape, for "closest shapes"
+    "qa": ("question", "answer"), "alpaca": ("instruction", "input", "output"), "openai": ("messages",),
+    "sharegpt": ("conversations",), "preference": ("prompt", "chosen", "rejected"),
+    "query_response": ("query", "response", "history"), "prompt_completion": ("prompt", "completion"),
+    "dolly": ("instruction", "context", "response"), "text": ("text",), "turns": ("turns",),
+    "firefly": ("conversation",), "instruction": ("instruction",),
+}
+
+
 def _closest(keys: set[str]) -> list[str]:
-    """The two or three shapes whose fields overlap most with the keys seen."""
-    fields = {
-        "alpaca": {"instruction", "input", "output"}, "sharegpt": {"conversations"}, "openai": {"messages"},
-        "preference": {"prompt", "chosen", "rejected"}, "qa": {"question", "answer"},
-        "query_response": {"query", "response", "history"}, "prompt_completion": {"prompt", "completion"},
-        "dolly": {"instruction", "context", "response"}, "text": {"text"}, "turns": {"turns"},
-        "firefly": {"conversation"}, "hh": {"chosen", "rejected"}, "instruction": {"instruction"},
-    }
+    """The three shapes whose fields overlap most with the keys seen (ties: the commonest shapes first)."""
     lower = {k.lower() for k in keys}
-    ranked = sorted(fields, key=lambda s: (-len(fields[s] & lower), list(fields).index(s)))
-    return ranked[:3]
+    order = list(_SHAPE_FIELDS)
+    return sorted(order, key=lambda s: (-len(set(_SHAPE_FIELDS[s]) & lower), order.index(s)))[:3]
 
 
 def _no_shape_message(records: list, detail: str) -> str:
+    """Short: the keys seen, the closest shapes and a --map line that would load the records."""
     keys = Counter(k for r in records if isinstance(r, dict) for k in r)
     seen = ", ".join(f"{k} ({n})" for k, n in keys.most_common(8)) or "none"
     if len(keys) > 8:
         seen += f", +{len(keys) - 8} more"
-    closest = "; ".join(f"{name}: {_DESCRIPTIONS[name][:60]}" for name in _closest(set(keys)))
+    closest = ", ".join(f"{name} ({'/'.join(_SHAPE_FIELDS[name])})" for name in _closest(set(keys)))
     return (f"cannot tell the record shape: {detail}. Keys seen (records having each): {seen}. "
-            f"Closest shapes: {closest}. To load it, map the columns, e.g. {_map_line([k for k, _ in keys.most_common()])}")
+            f"Closest shapes: {closest}; see `assay shapes`. "
+            f"To load it, map the columns: {_map_line([k for k, _ in keys.most_common()])}")
 
 
 def detect_shape(records: list[dict]) -> str:
