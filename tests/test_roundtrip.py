@@ -131,10 +131,10 @@ def stored(store: Store, name: str) -> list[str]:
     return sorted(out)
 
 
-def round_trip(store: Store, names: list[str], fmt: str, tmp: Path) -> str:
-    """Export the datasets as one mixture in `fmt`, load the file back; the new dataset's name."""
+def round_trip(store: Store, names: list[str], fmt: str, tmp: Path, also: str = "") -> str:
+    """Export the datasets as one mixture in `fmt` (and `also`), load the file back; the new dataset's name."""
     sources = ", ".join(f"{{dataset: {n}}}" for n in names)
-    recipe = load_recipe(f"name: rt\nsources: [{sources}]\nexport: {{formats: [{fmt}]}}\n")
+    recipe = load_recipe(f"name: rt\nsources: [{sources}]\nexport: {{formats: [{fmt}{also}]}}\n")
     export_mixture(store, recipe, tmp / fmt)
     ingest(store, tmp / fmt / fmt / "train.jsonl", name=f"back-{fmt}")
     return f"back-{fmt}"
@@ -150,8 +150,13 @@ def test_round_trip_gives_identical_turns(store: Store, tmp_path: Path, fmt: str
         rows = stored(store, name)
         assert len(rows) == len(records)
         before += rows
-    back = round_trip(store, names, fmt.split("-")[0], tmp_path)
+    back = round_trip(store, names, fmt.split("-")[0], tmp_path, ", hf" if fmt == "openai" else "")
     assert stored(store, back) == sorted(before)
+    if fmt == "openai":  # the Hugging Face folder holds tool calls and tools as JSON text
+        from datasets import load_from_disk
+
+        hf = load_from_disk(str(tmp_path / "openai" / "hf"))["train"]
+        assert hf.num_rows == len(before) and "tools" in hf.column_names
     exported = tmp_path / fmt.split("-")[0] / fmt.split("-")[0] / "train.jsonl"
     _check_form(fmt, [json.loads(line) for line in exported.read_text().splitlines()])
 

@@ -154,11 +154,19 @@ def _row_sql(fmt: str, weighted: bool, f: _Features | None = None) -> str:
                 f"CASE WHEN {last_is_answer} THEN {c}[-1].content ELSE '' END AS output, {_SYSTEM} AS system, "
                 f"list_transform(range(1, {q} - 1, 2), lambda i: [{c}[i].content, {c}[i + 1].content]) AS history"
                 f"{weight}")
-    # parquet / hf: the normalised sample with its provenance columns
-    tools = ", s.tools AS tools" if f.tools else ""
+    # parquet / hf: the normalised sample with its provenance columns; JSON as text (Arrow's JSON extension
+    # type is not readable by `datasets`), and plain {role, content} turns where no turn has more
+    tools = ", CAST(s.tools AS VARCHAR) AS tools" if f.tools else ""
     kto = ", s.kto_label AS kto_label" if f.kto else ""
-    return ("s.id AS sample_id, d.name AS source, c.category AS category, s.messages AS messages, "
-            f"s.rejected AS rejected, s.n_tokens AS n_tokens{tools}{kto}{weight}")
+    return (f"s.id AS sample_id, d.name AS source, c.category AS category, {_parquet_turns('s.messages', f)} AS "
+            f"messages, {_parquet_turns('s.rejected', f)} AS rejected, s.n_tokens AS n_tokens{tools}{kto}{weight}")
+
+
+def _parquet_turns(expr: str, f: _Features) -> str:
+    if not f.extras:
+        return f"list_transform({expr}, lambda m: {{'role': m.role, 'content': m.content}})"
+    return (f"CAST({expr} AS STRUCT(role VARCHAR, content VARCHAR, reasoning VARCHAR, tool_calls VARCHAR, "
+            "tool_call_id VARCHAR, name VARCHAR)[])")
 
 
 def _copy(con: duckdb.DuckDBPyConnection, fmt: str, split: str, path: Path, weighted: bool) -> int:
