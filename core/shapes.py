@@ -481,9 +481,11 @@ def _chat(rec: dict, messages: list[dict[str, Any]], used: set[str] | frozenset[
           rejected: list[dict[str, Any]] | None = None, meta: dict[str, Any] | None = None) -> Normalised:
     """A sample with the record's tools and KTO label (when it has them), metadata from the other fields."""
     used = set(used)
-    tools = _tools(rec) if "tools" in rec else None
-    if "tools" in rec:
-        used.add("tools")
+    tools = None
+    for key in ("tools", "functions"):  # `functions`: OpenAI's legacy name for the definitions
+        if key in rec:
+            tools = tools or _tools(rec, key)
+            used.add(key)
     label, label_key = _kto(rec)
     if label_key:
         used.add(label_key)

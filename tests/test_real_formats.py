@@ -260,3 +260,42 @@ def test_sample_view_shows_tool_calls_results_reasoning_and_rejected(monkeypatch
     at.number_input(key="sample_id_input").set_value(int(query_samples(store, "pairs").ids[0])).run()
     texts = [t.value for t in at.text]
     assert "CHOSEN" in texts and "REJECTED" in texts and f"5 {XSS}" in texts and "4" in texts
+
+
+# ---- the field report on the command line and the home page --------------------------------------------
+
+
+def _history_file(tmp_path: Path) -> Path:
+    return _write(tmp_path / "h.jsonl", [{"question": f"q{i}", "answer": "a", "history": [["u", "v"]]}
+                                        for i in range(5)], True)
+
+
+def test_cli_reports_fields_and_strict_refuses(store: Store, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    from core.cli import main
+
+    path = _history_file(tmp_path)
+    assert main(["--db", str(store.path), "ingest", str(path), "--name", "h", "--shape", "qa"]) == 0
+    out = capsys.readouterr().out
+    assert "into turns: question, answer" in out and "not used: history, in 5 of 5 records" in out
+    assert main(["--db", str(store.path), "--json", "ingest", str(path), "--name", "h2", "--shape", "qa"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["not_used"] == ["history, in 5 of 5 records"] and report["warnings"]
+    assert {f["field"]: f["raw_only"] for f in report["fields"]} == {"question": 0, "answer": 0, "history": 5}
+    assert main(["--db", str(store.path), "ingest", str(path), "--name", "h3", "--shape", "qa", "--strict"]) == 2
+    assert "history" in capsys.readouterr().err
+
+
+def test_home_page_shows_where_upload_fields_went(monkeypatch: pytest.MonkeyPatch, store: Store,
+                                                  tmp_path: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    report = ingest(store, _history_file(tmp_path), name="h", shape="qa")
+    monkeypatch.setenv("ASSAY_DB", str(store.path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
+    at.session_state["load_report"] = report  # what the upload form leaves for the page after its rerun
+    at.run()
+    assert not at.exception, at.exception
+    texts = "\n".join(t.value for t in at.text)
+    assert "not used: history, in 5 of 5 records" in texts and "into turns: question, answer" in texts
+    assert any("not used" in w.value for w in at.warning)
