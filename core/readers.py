@@ -237,6 +237,8 @@ def detect_format(source: str | Path) -> str:
             return "arrow"
         return _folder_shards(path, None, None)[0]
     fmt, compression = _split_suffixes(path)
+    if fmt == "txt" and compression is None and _sniff_format(path) == "jsonl":
+        fmt = "jsonl"  # JSON Lines saved as .txt: records, not lines of prose
     if fmt is None and path.suffix.lower() not in _COMPRESSIONS:
         fmt = _sniff_format(path)
     if fmt == "json":
