@@ -173,7 +173,7 @@ def _folder_shards(folder: Path, fmt: str | None, split: str | None) -> tuple[st
     by_format: dict[str, list[Path]] = {}
     for f in files:
         f_fmt, _ = _split_suffixes(f)
-        if f_fmt:
+        if f_fmt and f_fmt != "txt":  # .txt beside shards is a README or licence; plain text loads file by file
             by_format.setdefault(f_fmt, []).append(f)
     if fmt is not None:
         by_format = {fmt: by_format.get(fmt, [])}

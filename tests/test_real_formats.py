@@ -299,3 +299,11 @@ def test_home_page_shows_where_upload_fields_went(monkeypatch: pytest.MonkeyPatc
     texts = "\n".join(t.value for t in at.text)
     assert "not used: history, in 5 of 5 records" in texts and "into turns: question, answer" in texts
     assert any("not used" in w.value for w in at.warning)
+
+
+def test_txt_beside_shards_is_not_a_shard(store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    _write(folder / "part-0.jsonl", [{"text": "a"}], True)
+    (folder / "README.txt").write_text("notes about the data\n")
+    assert ingest(store, folder, name="shards").n_samples == 1
