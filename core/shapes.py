@@ -133,6 +133,7 @@ _ROLE_NAMES = "/".join([*_ROLES, *sorted(_CALL_ROLES)])
 # Optional turn fields beyond role and content, in the order turns keep them (samples.messages, 0010).
 TURN_EXTRAS: tuple[str, ...] = ("reasoning", "tool_calls", "tool_call_id", "name")
 _REASONING_KEYS = ("reasoning", "reasoning_content", "thinking")
+_TEXT_PARTS = frozenset(("text", "input_text", "output_text"))
 _REASONING_PARTS = frozenset(("reasoning", "thinking"))
 _CALL_PARTS = frozenset(("tool_call", "function_call"))
 _KTO_KEYS = ("label", "kto_tag")
@@ -333,7 +334,7 @@ def _calls(value: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _part_text(part: dict, where: str) -> str:
-    text = part.get("text", part.get("value"))
+    text = part.get("text", part.get("value", part.get("content")))
     if text is None:
         text = next((part[k] for k in _REASONING_KEYS if k in part), None)
     if type(text) is not str:
@@ -354,7 +355,7 @@ def _parts(content: Any, where: str, turn: dict[str, Any]) -> str:
             texts.append(part)
         elif type(part) is dict:
             kind = part.get("type", "text")
-            if kind == "text":
+            if kind in _TEXT_PARTS:
                 texts.append(_part_text(part, f"{where}[{i}]"))
             elif kind in _REASONING_PARTS:
                 reasoning.append(_part_text(part, f"{where}[{i}]"))
