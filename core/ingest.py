@@ -95,6 +95,10 @@ class IngestReport:
         return "\n".join(lines)
 
 
+# what shapes._turn (and the Firefly and OASST readers) read from one turn
+_READ_TURN_KEYS = frozenset(("role", "from", "content", "value", "tool_calls", "function_call", "tool_call_id", "name",
+                             "reasoning", "reasoning_content", "thinking", "human", "assistant", "text", "replies",
+                             "message_id", "emojis", "labels", "rank", "synthetic", "lang", "deleted"))
 _TURN_KEYS = frozenset(("role", "from", "content", "value", "human", "assistant", "gpt", "user", "text"))
 
 
@@ -131,12 +135,23 @@ class FieldAccounting:
             counts[0] += 1
             if key in used:
                 counts[1] += 1
+                if type(value) is list and value and type(value[0]) is dict:
+                    self._turn_keys(key, value)
             elif key in meta:
                 counts[2] += 1
             else:
                 counts[3] += 1
                 if _looks_like_turns(value):
                     self.turn_like[key] += 1
+
+    def _turn_keys(self, key: str, turns: list[Any]) -> None:
+        """Keys inside the turns of a used field that the turn reader does not read (LLaMA-Factory's
+        loss_weight, OpenAI's weight, ...): accounted as `field[].key`, kept in the raw record only."""
+        extra = {k for t in turns if type(t) is dict for k in t} - _READ_TURN_KEYS
+        for sub in extra:
+            counts = self.dest.setdefault(f"{key}[].{sub}", [0, 0, 0, 0])
+            counts[0] += 1
+            counts[3] += 1
 
     def add_columns(self, n_rows: int, used: Iterable[str], meta: Iterable[str]) -> None:
         """The columnar path: every row has every field."""
