@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import pyarrow.parquet as pq
 
 from core import ingest_columnar, readers, shapes
 from core.errors import InputError
+from core.field_accounting import FieldAccounting
 from core.readers import RawRecord
 from core.shapes import turn_text
 from core.store import Store, memory_limit, now_utc
@@ -93,84 +93,6 @@ class IngestReport:
             lines.append("not used: " + "; ".join(self.not_used) + " (kept in the raw record only)")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
-
-
-# what shapes._turn (and the Firefly and OASST readers) read from one turn
-_READ_TURN_KEYS = frozenset(("role", "from", "content", "value", "tool_calls", "function_call", "tool_call_id", "name",
-                             "reasoning", "reasoning_content", "thinking", "human", "assistant", "text", "replies",
-                             "message_id", "emojis", "labels", "rank", "synthetic", "lang", "deleted"))
-_TURN_KEYS = frozenset(("role", "from", "content", "value", "human", "assistant", "gpt", "user", "text"))
-
-
-def _looks_like_turns(value: Any) -> bool:
-    """A list of messages ({role, content}, {from, value}, {human, assistant}) or of [user, assistant] pairs."""
-    if type(value) is not list or not value:
-        return False
-    first = value[0]
-    if type(first) is dict:
-        return bool(_TURN_KEYS & first.keys())
-    return type(first) in (list, tuple) and len(first) == 2 and all(type(x) is str for x in first)
-
-
-class FieldAccounting:
-    """Where each top-level field of the source records went: into turns (or the tools / KTO label
-    columns), into metadata, or nowhere but the raw record; counted per record."""
-
-    def __init__(self) -> None:
-        self.n_records = 0
-        self.dest: dict[str, list[int]] = {}  # field -> [records, into turns, into metadata, raw only]
-        self.turn_like: Counter[str] = Counter()  # unused fields that hold conversation turns
-
-    def add(self, record: dict[str, Any], samples: list[shapes.Normalised]) -> None:
-        self.n_records += 1
-        if len(samples) == 1:
-            used, meta = samples[0].used, samples[0].meta
-        else:
-            used = frozenset().union(*(s.used for s in samples))
-            meta = {k: None for s in samples for k in s.meta}
-        for key, value in record.items():
-            counts = self.dest.get(key)
-            if counts is None:
-                counts = self.dest[key] = [0, 0, 0, 0]
-            counts[0] += 1
-            if key in used:
-                counts[1] += 1
-                if type(value) is list and value and type(value[0]) is dict:
-                    self._turn_keys(key, value)
-            elif key in meta:
-                counts[2] += 1
-            else:
-                counts[3] += 1
-                if _looks_like_turns(value):
-                    self.turn_like[key] += 1
-
-    def _turn_keys(self, key: str, turns: list[Any]) -> None:
-        """Keys inside the turns of a used field that the turn reader does not read (LLaMA-Factory's
-        loss_weight, OpenAI's weight, ...): accounted as `field[].key`, kept in the raw record only."""
-        extra = {k for t in turns if type(t) is dict for k in t} - _READ_TURN_KEYS
-        for sub in extra:
-            counts = self.dest.setdefault(f"{key}[].{sub}", [0, 0, 0, 0])
-            counts[0] += 1
-            counts[3] += 1
-
-    def add_columns(self, n_rows: int, used: Iterable[str], meta: Iterable[str]) -> None:
-        """The columnar path: every row has every field."""
-        self.n_records += n_rows
-        for key in used:
-            self.dest[key] = [n_rows, n_rows, 0, 0]
-        for key in meta:
-            self.dest[key] = [n_rows, 0, n_rows, 0]
-
-    def as_list(self) -> list[dict[str, Any]]:
-        return [{"field": k, "records": c[0], "turns": c[1], "metadata": c[2], "raw_only": c[3]}
-                for k, c in self.dest.items()]
-
-    def not_used(self) -> list[str]:
-        return [f"{k}, in {c[3]} of {self.n_records} records" for k, c in self.dest.items() if c[3]]
-
-    def warnings(self) -> list[str]:
-        return [f"field {k!r} holds conversation turns in {n} of {self.n_records} records but was not used "
-                "(pick another --shape or --map it)" for k, n in self.turn_like.items()]
 
 
 @dataclass
