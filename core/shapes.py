@@ -397,7 +397,7 @@ def _turn(t: dict, where: str) -> dict[str, Any]:
         calls_where = f"{where}.function_call"
     else:
         calls_where = f"{where}.tool_calls"
-    if calls is not None:
+    if calls is not None and calls != []:  # an empty list (API exports write one) means no calls
         turn["tool_calls"] = _calls(calls, calls_where)
     if type(content) is str:
         turn["content"] = content

@@ -686,3 +686,9 @@ def test_implicit_prompt_is_the_shared_prefix() -> None:
     (s,) = normalise({"chosen": turn + [{"role": "assistant", "content": "a"}],
                       "rejected": turn + [{"role": "assistant", "content": "b"}]}, "preference")
     assert s.meta["prompt_turns"] == 1 and len(s.rejected or []) == 2
+
+
+def test_empty_tool_calls_are_no_calls() -> None:
+    (s,) = normalise({"messages": [{"role": "user", "content": "q"},
+                                   {"role": "assistant", "content": "a", "tool_calls": []}]}, "openai")
+    assert s.messages[1] == {"role": "assistant", "content": "a"}
