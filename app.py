@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.store import Store, StoreError, default_db_path
 
-UPLOAD_TYPES = ["jsonl", "ndjson", "json", "parquet", "csv", "gz", "zst"]
+UPLOAD_TYPES = ["jsonl", "ndjson", "json", "parquet", "csv", "txt", "gz", "zst"]
 ON_BAD = {"refuse the whole load": "error", "skip bad records and report them": "skip"}
 
 
@@ -145,6 +145,10 @@ def last_load_report() -> None:
         return
     st.success(f"Loaded {report.n_samples:,} samples into dataset {report.dataset!r} "
                f"(shape {report.shape}, {report.n_skipped:,} records skipped).")
+    if report.not_used or report.warnings:
+        st.warning("Some source fields were not used: they are kept in the raw record only (see below).")
+    if report.fields:  # where each source field went; field names are data, so plain text only
+        st.text("Source fields\n" + report.summary())
     if report.skipped:
         st.dataframe(pd.DataFrame(report.skipped), hide_index=True)
 

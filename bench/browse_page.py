@@ -48,7 +48,7 @@ def build(store: Store, rows: int) -> None:
             """
             INSERT INTO samples
             SELECT ? + r.i + 1, ?, CAST(r.i AS VARCHAR), r.i, s.messages, s.rejected, s.text, s.n_turns, s.n_chars,
-                   s.n_tokens, s.meta, s.raw
+                   s.n_tokens, s.meta, s.raw, s.tools, s.kto_label
             FROM range(?) r(i)
             JOIN (SELECT *, row_number() OVER (ORDER BY id) - 1 AS k FROM samples) s ON s.k = r.i % ?
             """,

@@ -489,10 +489,19 @@ def value_range(store: Store, dataset: str | DatasetInfo, column: str) -> tuple[
     return (None if lo is None else float(lo)), (None if hi is None else float(hi))
 
 
-def _turns(value: Any) -> list[dict[str, str]] | None:
+def _turns(value: Any) -> list[dict[str, Any]] | None:
+    """Stored turns as dicts: role and content, plus reasoning, tool_calls (parsed), tool_call_id and name
+    where the turn has them."""
     if value is None:
         return None
-    return [{"role": t["role"], "content": t["content"]} for t in value]
+    out = []
+    for t in value:
+        turn = {"role": t["role"], "content": t["content"]}
+        for key in ("reasoning", "tool_calls", "tool_call_id", "name"):
+            if t.get(key) is not None:
+                turn[key] = _json(t[key]) if key == "tool_calls" else t[key]
+        out.append(turn)
+    return out
 
 
 def _json(value: Any) -> Any:
@@ -504,7 +513,7 @@ def get_sample(store: Store, sample_id: int) -> dict[str, Any]:
     with store.connect() as con:
         cursor = con.execute(
             "SELECT s.id, s.dataset_id, d.name AS dataset, s.source_id, s.row_idx, s.messages, s.rejected, "
-            "s.text, s.n_turns, s.n_chars, s.n_tokens, s.meta, s.raw "
+            "s.text, s.n_turns, s.n_chars, s.n_tokens, s.meta, s.raw, s.tools, s.kto_label "
             "FROM samples s JOIN datasets d USING (dataset_id) WHERE s.id = ?",
             [int(sample_id)],
         )
@@ -517,4 +526,5 @@ def get_sample(store: Store, sample_id: int) -> dict[str, Any]:
     sample["rejected"] = _turns(sample["rejected"])
     sample["meta"] = _json(sample["meta"]) or {}
     sample["raw"] = _json(sample["raw"])
+    sample["tools"] = _json(sample["tools"])
     return sample

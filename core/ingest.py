@@ -27,7 +27,9 @@ import pyarrow.parquet as pq
 
 from core import ingest_columnar, readers, shapes
 from core.errors import ConflictError, InputError, NameRuleError
+from core.field_accounting import FieldAccounting
 from core.readers import RawRecord
+from core.shapes import turn_text
 from core.store import Store, memory_limit, now_utc
 from core.tokens import TOKEN_METHOD, count_tokens
 
@@ -42,7 +44,9 @@ IMPORT_MEMORY_LIMIT = os.environ.get("ASSAY_IMPORT_MEMORY_LIMIT", "1GB")
 _FLUSH_ROWS = 20_000
 _MAX_REPORTED = 100
 
-_TURN = pa.struct([("role", pa.string()), ("content", pa.string())])
+# samples.messages (migration 0010); tool_calls is JSON text, imported into the JSON field
+_TURN = pa.struct([("role", pa.string()), ("content", pa.string()), ("reasoning", pa.string()),
+                   ("tool_calls", pa.string()), ("tool_call_id", pa.string()), ("name", pa.string())])
 STAGING_SCHEMA = pa.schema([
     ("source_id", pa.string()),
     ("row_idx", pa.int64()),
@@ -54,6 +58,8 @@ STAGING_SCHEMA = pa.schema([
     ("meta", pa.string()),
     ("raw", pa.string()),
     ("locator", pa.string()),
+    ("tools", pa.string()),
+    ("kto_label", pa.bool_()),
 ])
 
 
@@ -84,9 +90,25 @@ class IngestReport:
     format: str
     seconds: float
     run_id: int
+    # where each top-level source field went (FieldAccounting.as_list) and what was left unused
+    fields: list[dict[str, Any]] = field(default_factory=list)
+    not_used: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def summary(self) -> str:
+        """One line per destination: the fields that went into turns, into metadata, and those not used."""
+        lines = []
+        for dest, label in (("turns", "into turns"), ("metadata", "into metadata")):
+            names = [f["field"] for f in self.fields if f[dest]]
+            if names:
+                lines.append(f"{label}: {', '.join(names)}")
+        if self.not_used:
+            lines.append("not used: " + "; ".join(self.not_used) + " (kept in the raw record only)")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
 
 
 @dataclass
@@ -100,6 +122,8 @@ class _Batch:
     meta: list[str] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
     locator: list[str] = field(default_factory=list)
+    tools: list[str | None] = field(default_factory=list)
+    kto_label: list[bool | None] = field(default_factory=list)
 
     def to_arrow(self) -> pa.RecordBatch:
         columns = dict(self.__dict__)
@@ -154,6 +178,13 @@ def _kind(value: Any) -> str:
     if isinstance(value, list):
         return "list"
     return "object"
+
+
+def _staged_turns(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Turns as the staging file holds them: tool calls as JSON text."""
+    if not any("tool_calls" in t for t in turns):
+        return turns
+    return [dict(t, tool_calls=_dumps(t["tool_calls"])) if "tool_calls" in t else t for t in turns]
 
 
 def _dumps(value: Any) -> str:
@@ -263,6 +294,7 @@ class _Collector:
         self.skip_bad, self.max_chars = skip_bad, max_chars
         self.batch = _Batch()
         self.fields = _FieldCatalog()
+        self.accounting = FieldAccounting()
         self.n_records = self.n_samples = 0
         self.skipped: list[dict[str, str]] = []
         self.n_skipped = 0
@@ -293,8 +325,9 @@ class _Collector:
         except TypeError as exc:  # orjson: nested deeper than it writes (254 levels), or an unwritable value
             self.bad(item.locator, f"cannot be stored as JSON ({exc}); expected a record nested at most 254 levels")
             return
+        self.accounting.add(item.record, samples)
         for k, sample in enumerate(samples):
-            contents = [t["content"] for t in sample.messages]
+            contents = [turn_text(t) for t in sample.messages]
             size = sum(map(len, contents))
             if size > self.max_chars:
                 self.bad(item.locator, f"sample is {size:,} characters long, over the limit of {self.max_chars:,} "
@@ -306,8 +339,10 @@ class _Collector:
             b = self.batch
             b.source_id.append(str(source_id))
             b.row_idx.append(self.n_samples)
-            b.messages.append(sample.messages)
-            b.rejected.append(sample.rejected)
+            b.messages.append(_staged_turns(sample.messages))
+            b.rejected.append(None if sample.rejected is None else _staged_turns(sample.rejected))
+            b.tools.append(None if sample.tools is None else _dumps(sample.tools))
+            b.kto_label.append(sample.kto_label)
             # The flat text is the turns' contents only, so a search for "user" finds users, not roles.
             b.text.append("\n\n".join(contents))
             b.n_chars.append(size)
@@ -427,7 +462,8 @@ def _import(store: Store, staging: Path, target: _Target, *, collector: _Collect
         con.execute(
             f"""
             INSERT INTO samples
-            SELECT ? + idx, ?, source_id, idx, messages, rejected, text, len(messages), n_chars, n_tokens, meta, raw
+            SELECT ? + idx, ?, source_id, idx, messages, rejected, text, len(messages), n_chars, n_tokens, meta, raw,
+                   tools, kto_label
             FROM (SELECT *, {row_idx} AS idx FROM read_parquet(?) {keep})
             """,
             [first_id, dataset_id, staged],
@@ -472,7 +508,7 @@ class _Target:
 
 def _run(store: Store, batches: Iterator[list[RawRecord]], target: _Target, *, shape: str | None,
          mapping: dict[str, str] | None, on_bad: str, max_chars: int, progress: Progress | None,
-         total: int | None, reader_skips: _ReaderSkips | None = None) -> IngestReport:
+         total: int | None, reader_skips: _ReaderSkips | None = None, strict: bool = False) -> IngestReport:
     started = time.perf_counter()
     staging = _new_staging_file(store)
     skip_bad = on_bad == "skip"
@@ -483,12 +519,17 @@ def _run(store: Store, batches: Iterator[list[RawRecord]], target: _Target, *, s
         if collector.n_samples == 0:
             raise IngestError(f"{target.source}: every record was bad ({collector.n_skipped} skipped); "
                               "nothing to load.")
-        target.options.update(shape=shape, path="records")
+        accounting = collector.accounting
+        if strict and accounting.warnings():
+            raise IngestError(f"{target.source}: " + "; ".join(accounting.warnings()) + " (refused under strict)")
+        target.options.update(shape=shape, path="records", field_accounting=accounting.as_list(),
+                              not_used=accounting.not_used())
         dataset_id, run_id, n_samples = _import(store, staging, target, collector=collector, skip_bad=skip_bad)
     finally:
         staging.unlink(missing_ok=True)
     return IngestReport(target.name, dataset_id, collector.n_records, n_samples, collector.n_skipped,
-                        collector.skipped, shape, target.fmt, round(time.perf_counter() - started, 3), run_id)
+                        collector.skipped, shape, target.fmt, round(time.perf_counter() - started, 3), run_id,
+                        accounting.as_list(), accounting.not_used(), accounting.warnings())
 
 
 def _run_columnar(store: Store, source: str | Path, target: _Target, *, shape: str | None, split: str | None,
@@ -520,7 +561,10 @@ def _run_columnar(store: Store, source: str | Path, target: _Target, *, shape: s
         if isinstance(plan, str):
             target.options["records_path_reason"] = plan
             return None
-        target.options.update(shape=shape, path="columnar")
+        accounting = FieldAccounting()
+        fields = list(getattr(plan.access, "keys", None) or plan.access.kinds)  # JSON Lines keys / Parquet columns
+        accounting.add_columns(plan.n_rows, [k for k in fields if k not in plan.meta], plan.meta)
+        target.options.update(shape=shape, path="columnar", field_accounting=accounting.as_list(), not_used=[])
         return _load_plan(store, target, plan, max_chars=max_chars, progress=progress, started=started)
     finally:
         if staging is not None:
@@ -557,7 +601,7 @@ def _load_plan(store: Store, target: _Target, plan: ingest_columnar.ColumnarPlan
     if progress:
         progress(plan.n_rows, plan.n_rows)
     return IngestReport(target.name, dataset_id, plan.n_rows, plan.n_rows, 0, [], plan.shape, target.fmt,
-                        round(time.perf_counter() - started, 3), run_id)
+                        round(time.perf_counter() - started, 3), run_id, target.options["field_accounting"])
 
 
 class _Fallback(Exception):
@@ -586,19 +630,27 @@ def ingest(
     max_chars: int = DEFAULT_MAX_CHARS,
     progress: Progress | None = None,
     columnar: bool = True,
+    strict: bool = False,
+    txt_mode: str = "line",
 ) -> IngestReport:
     """Load a file, a folder of shards, a save_to_disk folder or a hub id as a new dataset.
 
     on_bad="error" refuses the whole load at the first bad record (nothing written); on_bad="skip" leaves
     bad records out and reports how many and which (IngestReport.skipped). Flat Parquet and JSON Lines
     sources load through the columnar path (core/ingest_columnar.py) unless columnar=False; the result is
-    the same.
+    the same. Plain .txt files are one document per line (txt_mode="line") or per blank-line-separated
+    paragraph (txt_mode="paragraph"). A field that holds conversation turns but was left unused is a
+    warning in the report, and refuses the load when strict.
     """
     _check_request(store, name, on_bad)
+    if txt_mode not in readers.TXT_MODES:
+        raise IngestError(f"txt_mode must be one of {', '.join(readers.TXT_MODES)}, not {txt_mode!r}")
     try:
         fmt = format or readers.detect_format(source)
         options = {"format": fmt, "shape": shape, "mapping": mapping, "on_bad": on_bad, "max_chars": max_chars,
                    "token_method": TOKEN_METHOD, "split": split, "encoding": encoding}
+        if fmt == "txt":
+            options["txt_mode"] = txt_mode
         target = _Target(name, str(source), fmt, license, synthetic, is_eval, description, options)
         flat_jsonl = fmt == "jsonl" and encoding in ("utf-8", "utf-8-sig") and Path(source).is_file()
         if columnar and not mapping and ((fmt == "parquet" and Path(source).exists()) or flat_jsonl):
@@ -607,10 +659,14 @@ def ingest(
             if report is not None:
                 return report
         skipper = _ReaderSkips() if on_bad == "skip" else None
-        batches = readers.iter_batches(source, fmt, on_error=skipper, encoding=encoding, split=split,
-                                       max_line_bytes=readers.line_limit(max_chars))
+        if fmt == "txt":
+            batches = readers.iter_txt_batches(source, txt_mode, on_error=skipper, encoding=encoding)
+        else:
+            batches = readers.iter_batches(source, fmt, on_error=skipper, encoding=encoding, split=split,
+                                           max_line_bytes=readers.line_limit(max_chars))
         return _run(store, batches, target, shape=shape, mapping=mapping, on_bad=on_bad, max_chars=max_chars,
-                    progress=progress, total=readers.count_hint(source, fmt, split=split), reader_skips=skipper)
+                    progress=progress, total=readers.count_hint(source, fmt, split=split), reader_skips=skipper,
+                    strict=strict)
     except readers.FormatError as exc:
         raise IngestError(str(exc)) from exc
 
@@ -651,6 +707,7 @@ def ingest_records(
     on_bad: str = "error",
     max_chars: int = DEFAULT_MAX_CHARS,
     progress: Progress | None = None,
+    strict: bool = False,
 ) -> IngestReport:
     """Load records already in memory (a list of dicts, a generator) as a new dataset."""
     _check_request(store, name, on_bad)
@@ -658,7 +715,7 @@ def ingest_records(
                "token_method": TOKEN_METHOD}
     target = _Target(name, source, "records", license, synthetic, is_eval, description, options)
     return _run(store, _batched(records), target, shape=shape, mapping=mapping, on_bad=on_bad,
-                max_chars=max_chars, progress=progress, total=None)
+                max_chars=max_chars, progress=progress, total=None, strict=strict)
 
 
 def _batched(records: Iterable[dict[str, Any]], size: int = 8192) -> Iterator[list[RawRecord]]:

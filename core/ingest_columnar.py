@@ -220,7 +220,7 @@ class ColumnarPlan:
         return f"""
             INSERT INTO samples
             SELECT $first_id + __row, $dataset_id, source_id, __row, messages, NULL, text, len(messages),
-                   n_chars, assay_tokens(text), meta, raw
+                   n_chars, assay_tokens(text), meta, raw, NULL, NULL
             FROM (
                 SELECT __row, {self.source_id} AS source_id, {self.messages} AS messages, {text} AS text,
                        {n_chars} AS n_chars, {meta} AS meta, {self.access.raw()} AS raw
@@ -251,7 +251,9 @@ def _plan(shape: str, access: Any, fields: list[str], n_rows: int) -> ColumnarPl
 
 
 def _turn(role: str, content: str) -> str:
-    return f"{{'role': '{role}', 'content': {content}}}"
+    # the samples.messages struct (migration 0010): flat shapes have no tool calls, reasoning or names
+    return (f"{{'role': '{role}', 'content': {content}, 'reasoning': NULL::VARCHAR, 'tool_calls': NULL::JSON, "
+            "'tool_call_id': NULL::VARCHAR, 'name': NULL::VARCHAR}")
 
 
 def _join(prompt: str, extra: str | None) -> str:

@@ -37,7 +37,7 @@ import zstandard
 
 from core.errors import InputError
 
-FORMATS: tuple[str, ...] = ("jsonl", "json", "parquet", "csv", "arrow", "hub")
+FORMATS: tuple[str, ...] = ("jsonl", "json", "parquet", "csv", "arrow", "hub", "txt")
 
 OnError = Callable[[str, str], None]
 
@@ -48,7 +48,7 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 _HEAD = 64 * 1024
 _COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
-               ".csv": "csv", ".tsv": "csv"}
+               ".csv": "csv", ".tsv": "csv", ".txt": "txt"}
 _DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)  # gzip raises the first three
 _MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
 _EXPECTED = {
@@ -56,6 +56,7 @@ _EXPECTED = {
     "json": "a JSON list of objects, or an object holding one list of objects",
     "csv": "CSV text with a header line",
     "parquet": "Parquet (magic PAR1)",
+    "txt": "plain text, one document per line (or per paragraph)",
 }
 _NOT_TEXT = ("a Parquet file", "gzip-compressed data", "zstd-compressed data", "a zip archive",
              "an Arrow file", "binary data", "UTF-16 text")
@@ -206,7 +207,7 @@ def _folder_shards(folder: Path, fmt: str | None, split: str | None) -> tuple[st
     by_format: dict[str, list[Path]] = {}
     for f in files:
         f_fmt, _ = _split_suffixes(f)
-        if f_fmt:
+        if f_fmt and f_fmt != "txt":  # .txt beside shards is a README or licence; plain text loads file by file
             by_format.setdefault(f_fmt, []).append(f)
     if fmt is not None:
         by_format = {fmt: by_format.get(fmt, [])}
@@ -270,6 +271,8 @@ def detect_format(source: str | Path) -> str:
             return "arrow"
         return _folder_shards(path, None, None)[0]
     fmt, compression = _split_suffixes(path)
+    if fmt == "txt" and compression is None and _sniff_format(path) == "jsonl":
+        fmt = "jsonl"  # JSON Lines saved as .txt: records, not lines of prose
     if fmt is None and path.suffix.lower() not in _COMPRESSIONS:
         fmt = _sniff_format(path)
     if fmt == "json":
@@ -954,3 +957,98 @@ def count_hint(source: str | Path, format: str | None = None, *, split: str | No
         return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(path, split))
     except Exception:
         return None  # an unreadable file is reported properly by iter_batches
+
+
+# ------------------------------------------------------------------------------------------- plain text
+
+TXT_MODES: tuple[str, ...] = ("line", "paragraph")
+TXT_MAX_BYTES = 64 * 1024 * 1024  # one document (a line, or a paragraph); longer is reported, not read
+
+
+def iter_txt_batches(source: str | Path, mode: str = "line", *, batch_size: int = 8192,
+                     on_error: OnError | None = None, encoding: str = "utf-8",
+                     max_bytes: int = TXT_MAX_BYTES) -> Iterator[list[RawRecord]]:
+    """A plain-text file as {"text": document} records. mode "line": one document per line, as the
+    Hugging Face `text` loader reads it, except that blank lines (empty or whitespace only; the loader
+    yields them as empty rows) are left out since they hold no text; "paragraph": documents separated by
+    one or more blank lines, their lines joined with "\n". A line ending "\r\n" loses the "\r".
+    A document longer than `max_bytes` is a bad record (reported, or skipped through on_error)."""
+    if mode not in TXT_MODES:
+        raise ValueError(f"unknown txt mode {mode!r}; expected one of {', '.join(TXT_MODES)}")
+    path = _existing(source)
+    if path.is_dir():
+        raise FormatError(f"{path.name}: a folder; plain text is read from one .txt file", path=path)
+    if path.stat().st_size == 0:
+        raise FormatError(f"{path.name}: empty file; expected {_EXPECTED['txt']}", path=path)
+    report = _reporter(path, on_error)
+    records = _txt_records(path, mode, _normal_encoding(encoding), max_bytes, report)
+    return _batched(records, batch_size)
+
+
+def _txt_records(path: Path, mode: str, encoding: str, max_bytes: int,
+                 report: Callable[[_RecordError], None]) -> Iterator[RawRecord]:
+    name = path.name
+    para: list[str] = []
+    para_start, para_bytes = 0, 0
+    for number, line in _bounded_lines(path, encoding, max_bytes, report):
+        blank = not line or line.isspace()
+        if mode == "line":
+            if not blank:
+                yield RawRecord({"text": line}, f"{name} line {number}", None)
+            continue
+        if blank:
+            if para:
+                yield RawRecord({"text": "\n".join(para)}, f"{name} line {para_start}", None)
+            para, para_bytes = [], 0
+            continue
+        if not para:
+            para_start = number
+        para.append(line)
+        para_bytes += len(line) + 1
+        if para_bytes > max_bytes:
+            report(_RecordError(f"{name} line {para_start}",
+                                f"paragraph longer than {max_bytes:,} bytes; expected shorter documents"))
+            para, para_bytes = [], 0
+    if para:
+        yield RawRecord({"text": "\n".join(para)}, f"{name} line {para_start}", None)
+
+
+def _bounded_lines(path: Path, encoding: str, max_bytes: int,
+                   report: Callable[[_RecordError], None]) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line without its end) per line; a line over max_bytes is reported and
+    skipped without being held in memory whole."""
+    _, compression = _split_suffixes(path)
+    strip_bom = encoding in ("utf-8", "utf-8-sig")
+    decode_as = "utf-8" if strip_bom else encoding
+    number, rest, too_long = 0, b"", False
+    with _open_binary(path, compression, "txt", encoding) as stream:
+        while True:
+            try:
+                chunk = stream.read(_CHUNK)
+            except _DECOMPRESS_ERRORS as exc:
+                raise _corrupt(path, compression, f"after line {number}", exc) from exc
+            lines = (rest + chunk).split(b"\n") if chunk else ([rest] if rest else [])
+            rest = lines.pop() if chunk else b""
+            for line in lines:
+                number += 1
+                if too_long:  # the tail of a line already reported
+                    too_long = False
+                    continue
+                if number == 1 and strip_bom and line.startswith(codecs.BOM_UTF8):
+                    line = line[3:]
+                if len(line) > max_bytes:
+                    report(_RecordError(f"{path.name} line {number}",
+                                        f"line longer than {max_bytes:,} bytes; expected shorter documents"))
+                    continue
+                try:
+                    yield number, line.decode(decode_as).removesuffix("\r")
+                except UnicodeDecodeError as exc:
+                    report(_RecordError(f"{path.name} line {number}", _decode_problem(exc, line, decode_as)))
+            if len(rest) > max_bytes and not too_long:
+                report(_RecordError(f"{path.name} line {number + 1}",
+                                    f"line longer than {max_bytes:,} bytes; expected shorter documents"))
+                rest, too_long = b"", True
+            elif too_long:
+                rest = b""
+            if not chunk:
+                break

@@ -6,22 +6,23 @@ OpenAssistant tree, ...). `detect_shape` looks at a sample of records and names 
 the rejected conversation for preference pairs, and flat metadata. Readers (file formats) and the ingest
 orchestration live elsewhere; this module only knows about dicts.
 
-Detection rules, tried in this order on each record (the first that matches wins):
+Detection: each record's *candidate* shapes are those whose fields it has, in this order:
 
- 1. `chosen` and `rejected`, `chosen` a string starting with "Human:" (after leading whitespace)
-    and no prompt field                                                          -> hh
- 2. `chosen` and `rejected`, plus a prompt field (prompt/question/instruction) or message-list
-    answers                                                                      -> preference
-    (before `messages`, so that UltraFeedback-style records, which carry both, stay preference pairs)
- 3. `messages`                                                                   -> openai
- 4. `conversations`                                                              -> sharegpt
- 5. `message_tree_id`, or `message_id` and `replies`                             -> oasst
- 6. `instruction` and `instances`                                                -> self_instruct
- 7. `instruction`, `context` and `response`                                      -> dolly
- 8. `instruction` and `output`                                                   -> alpaca
- 9. question/answer, prompt/completion, query/response or prompt/response        -> qa
-10. `turns`                                                                      -> turns
-11. a string field `text`, `content` or `document`                               -> text
+ 1. an answer pair (chosen/rejected, chosen_messages/rejected_messages, preferred_output/
+    non_preferred_output, response_j/response_k): `chosen` a string starting with "Human:" and no
+    prompt field                                                                 -> hh
+    else a prompt field (prompt/question/instruction/conversations/input) or message answers -> preference
+ 2. `messages` -> openai;  `conversations` -> sharegpt;  `conversation` list -> firefly
+ 3. `message_tree_id`, or `message_id` and `replies`                             -> oasst
+ 4. `instruction` with `instances` -> self_instruct; with `context`+`response` -> dolly; with `output` -> alpaca
+ 5. question/answer, prompt/completion, query/response, prompt/response, instruction/response -> qa
+ 6. query/response -> query_response;  prompt/completion -> prompt_completion
+ 7. `turns` -> turns;  a string `text`, `content` or `document` -> text
+ 8. `instruction` alone (nothing above)                                          -> instruction
+A shape is a choice when at least 90% of the sampled records have its fields; of several, the one that
+puts the most fields of each record into turns, tools or label wins (ties: the order above), so that
+LLaMA-Factory's ranking file is a preference pair (not ShareGPT without its answers) and ms-swift's
+query/response/system/history keeps its history (not question/answer without it).
 "mapped" is never detected: the user names the columns.
 
 Normalising is on the ingest hot path (30,000 rows/s end to end on 2 cores), so the simple shapes use
@@ -31,6 +32,7 @@ copying them.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -50,6 +52,10 @@ __all__ = [
     "normalise",
     "describe_shapes",
     "check_mapping",
+    "candidates",
+    "turn_text",
+    "split_point",
+    "TURN_EXTRAS",
 ]
 
 SHAPES: tuple[str, ...] = (
@@ -64,21 +70,29 @@ SHAPES: tuple[str, ...] = (
     "turns",
     "self_instruct",
     "text",
+    "query_response",
+    "firefly",
+    "prompt_completion",
+    "instruction",
     "mapped",
 )
 
 _DESCRIPTIONS: dict[str, str] = {
     "alpaca": "instruction, output (strings); optional input, system, history [[user, assistant], ...]",
     "dolly": "instruction, context, response (strings); category kept as metadata",
-    "sharegpt": "conversations: list of {from, value}, from in human/user/gpt/assistant/chatgpt/bing/system",
-    "openai": "messages: list of {role, content}, content a string or a list of {type: text, text} parts",
-    "preference": "prompt (string or messages), chosen and rejected (strings or message lists)",
+    "sharegpt": "conversations: list of {from, value} (human/gpt/system/function_call/observation); optional tools",
+    "openai": "messages: list of {role, content}, with tool_calls, tool turns, parts; optional tools, label",
+    "preference": "prompt (string or messages), chosen/rejected (strings or messages); also response_j/k, ...",
     "hh": "chosen and rejected: Anthropic transcripts '\\n\\nHuman: ...\\n\\nAssistant: ...'",
     "oasst": "OpenAssistant tree: message_tree_id + prompt, or a root message {message_id, role, text, replies}",
-    "qa": "question/answer (also prompt/completion, query/response, prompt/response): strings",
+    "qa": "question/answer (also prompt/completion, query/response, prompt/response, instruction/response): strings",
     "turns": "turns: list of user turns (strings or {content}); optional reference answers under reference",
     "self_instruct": "instruction (string) and instances: list of {input, output}",
     "text": "text (or content, or document): a plain-text string, pre-training style",
+    "query_response": "query, response (strings); optional system, history [[user, assistant], ...] (ms-swift, Qwen)",
+    "firefly": "conversation: list of {human, assistant}; optional system (Firefly)",
+    "prompt_completion": "prompt and completion, strings or message lists (TRL); optional KTO label",
+    "instruction": "instruction alone, no answer yet (Magpie output); other fields kept as metadata",
     "mapped": "you name the columns: prompt/instruction, input/context, response/output, system, text, id, "
     "chosen, rejected, messages, conversations",
 }
@@ -86,7 +100,9 @@ _DESCRIPTIONS: dict[str, str] = {
 # Fields whose value becomes Normalised.source_id, in order of preference.
 _ID_KEYS = ("id", "question_id", "message_tree_id", "message_id", "conversation_id", "uuid", "_id")
 _PROMPT_KEYS = ("prompt", "question", "instruction")
-_QA_PAIRS = (("question", "answer"), ("prompt", "completion"), ("query", "response"), ("prompt", "response"))
+_QA_PAIRS = (("question", "answer"), ("prompt", "completion"), ("query", "response"), ("prompt", "response"),
+             ("instruction", "response"))
+_QA_USED = {pair: frozenset(pair) for pair in _QA_PAIRS}
 _TEXT_KEYS = ("text", "content", "document")
 _SMALL_LIST = 64  # longer lists stay in the raw record only
 _AGREEMENT = 0.9  # share of sampled records that must agree on one shape
@@ -103,8 +119,24 @@ _ROLES: dict[str, str] = {
     "model": "assistant",
     "system": "system",
     "developer": "system",
+    # tool results (OpenAI `tool`, its legacy `function`, ShareGPT/LLaMA-Factory `observation`, Llama's `ipython`)
+    "tool": "tool",
+    "function": "tool",
+    "observation": "tool",
+    "ipython": "tool",
+    "tool_result": "tool",
+    "text": "text",  # plain text (pre-training) as Assay stores and exports it
 }
-_ROLE_NAMES = "/".join(_ROLES)
+# ShareGPT turns whose value is a tool call (JSON {name, arguments}, or a list of them for parallel calls)
+_CALL_ROLES = frozenset(("function_call", "tool_call", "tool_calls"))
+_ROLE_NAMES = "/".join([*_ROLES, *sorted(_CALL_ROLES)])
+# Optional turn fields beyond role and content, in the order turns keep them (samples.messages, 0010).
+TURN_EXTRAS: tuple[str, ...] = ("reasoning", "tool_calls", "tool_call_id", "name")
+_REASONING_KEYS = ("reasoning", "reasoning_content", "thinking")
+_TEXT_PARTS = frozenset(("text", "input_text", "output_text"))
+_REASONING_PARTS = frozenset(("reasoning", "thinking"))
+_CALL_PARTS = frozenset(("tool_call", "function_call"))
+_KTO_KEYS = ("label", "kto_tag")
 
 MAPPING_KEYS: tuple[str, ...] = (
     "instruction",
@@ -125,12 +157,21 @@ MAPPING_KEYS: tuple[str, ...] = (
 
 @dataclass(slots=True)
 class Normalised:
-    """One sample in the common chat form."""
+    """One sample in the common chat form.
 
-    messages: list[dict[str, str]]
+    Each turn is {role, content} plus, where the source has them, `reasoning` (text of reasoning parts),
+    `tool_calls` (OpenAI form: [{id?, type: function, function: {name, arguments: str}}]), `tool_call_id`
+    and `name` (a tool result's call and function). `used` names the record's top-level fields that went
+    into the turns, tools or label (the rest are in meta, or in the raw record only): the field accounting.
+    """
+
+    messages: list[dict[str, Any]]
     source_id: str | None = None
-    rejected: list[dict[str, str]] | None = None
+    rejected: list[dict[str, Any]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    tools: list[Any] | None = None
+    kto_label: bool | None = None
+    used: frozenset[str] = frozenset()
 
 
 class ShapeError(InputError):
@@ -221,10 +262,10 @@ def _meta(rec: dict, used: frozenset[str] | set[str]) -> dict[str, Any]:
     return meta
 
 
-def _has_text(messages: list[dict[str, str]]) -> bool:
+def _has_text(messages: list[dict[str, Any]]) -> bool:
     for m in messages:
         c = m["content"]
-        if c and not c.isspace():
+        if (c and not c.isspace()) or m.get("tool_calls") or m.get("reasoning"):
             return True
     return False
 
@@ -237,53 +278,160 @@ def _msg(role: str, content: str) -> dict[str, str]:
     return {"role": role, "content": content}
 
 
-def _parts_text(content: Any, where: str) -> str:
-    """OpenAI content given as a list of parts: join the text parts, skip images and the like."""
+def turn_text(turn: dict[str, Any]) -> str:
+    """A turn as flat text for search and embedding: reasoning, content, then each tool call as
+    `name(arguments)`; just the content for a plain turn."""
+    calls, reasoning = turn.get("tool_calls"), turn.get("reasoning")
+    if not calls and not reasoning:
+        return turn["content"]
+    if type(calls) is str:
+        calls = json.loads(calls)
+    parts = [reasoning] if reasoning else []
+    if turn["content"]:
+        parts.append(turn["content"])
+    for call in calls or ():
+        fn = call.get("function") or {}
+        parts.append(f"{fn.get('name', '')}({fn.get('arguments', '')})")
+    return "\n".join(parts)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _call(value: Any, where: str) -> dict[str, Any]:
+    """One tool call in OpenAI form from {name, arguments} (LLaMA-Factory, glaive) or OpenAI's own
+    {id, type, function: {name, arguments}}; arguments stay the string given (an object is serialised)."""
+    if type(value) is not dict:
+        raise RecordError(where, f"expected a tool call {{name, arguments}}, got {_tname(value)}")
+    fn = value.get("function") if type(value.get("function")) is dict else value
+    name = fn.get("name")
+    if type(name) is not str:
+        raise RecordError(f"{where}.name", f"expected the function name (a string), got {_tname(name)}")
+    args = fn.get("arguments", fn.get("parameters"))
+    if type(args) is not str:
+        args = "" if args is None else _dump(args)
+    call: dict[str, Any] = {}
+    if value.get("id") is not None:
+        call["id"] = str(value["id"])
+    call["type"] = "function"
+    call["function"] = {"name": name, "arguments": args}
+    return call
+
+
+def _calls(value: Any, where: str) -> list[dict[str, Any]]:
+    """Tool calls from a list, one call object, or a JSON string holding either."""
+    if type(value) is str:
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise RecordError(where, f"expected a JSON tool call {{name, arguments}}, got {value[:40]!r}") from None
+    if type(value) is dict:
+        return [_call(value, where)]
+    if type(value) is list and value:
+        return [_call(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise RecordError(where, f"expected a tool call or a list of them, got {_tname(value)}")
+
+
+def _part_text(part: dict, where: str) -> str:
+    text = part.get("text", part.get("value", part.get("content")))
+    if text is None:
+        text = next((part[k] for k in _REASONING_KEYS if k in part), None)
+    if type(text) is not str:
+        raise RecordError(f"{where}.text", f"expected a string, got {_tname(text)}")
+    return text
+
+
+def _parts(content: Any, where: str, turn: dict[str, Any]) -> str:
+    """Content as a list of parts: text parts ({type: text, text} or LLaMA-Factory's {type: text, value})
+    are joined; reasoning and tool_call parts go to the turn's reasoning and tool_calls; images and other
+    media are skipped (the raw record keeps them)."""
     if type(content) is not list:
         raise RecordError(where, f"expected a string or a list of text parts, got {_tname(content)}")
     texts: list[str] = []
+    reasoning: list[str] = []
     for i, part in enumerate(content):
         if type(part) is str:
             texts.append(part)
         elif type(part) is dict:
-            if part.get("type", "text") == "text":
-                text = part.get("text")
-                if type(text) is not str:
-                    raise RecordError(f"{where}[{i}].text", f"expected a string, got {_tname(text)}")
-                texts.append(text)
+            kind = part.get("type", "text")
+            if kind in _TEXT_PARTS:
+                texts.append(_part_text(part, f"{where}[{i}]"))
+            elif kind in _REASONING_PARTS:
+                reasoning.append(_part_text(part, f"{where}[{i}]"))
+            elif kind in _CALL_PARTS:
+                value = part.get("value", part.get("tool_call", part.get("function")))
+                turn.setdefault("tool_calls", []).extend(_calls(value, f"{where}[{i}]"))
         else:
             raise RecordError(f"{where}[{i}]", f"expected a text part {{type, text}}, got {_tname(part)}")
+    if reasoning:
+        turn["reasoning"] = "\n".join(reasoning)
     return "\n".join(texts)
 
 
-def _turns(turns: Any, where: str) -> list[dict[str, str]]:
-    """A list of messages, OpenAI style {role, content} or ShareGPT style {from, value}."""
+def _turn(t: dict, where: str) -> dict[str, Any]:
+    """One message: OpenAI {role, content, tool_calls, tool_call_id, name, reasoning_content} or ShareGPT
+    {from, value} (a `function_call` turn holds its call as JSON in `value`)."""
+    role = t.get("role")
+    if role is not None:
+        role_key, content_key = "role", "content"
+    else:
+        role, role_key, content_key = t.get("from"), "from", "value"
+        if role is None:
+            raise RecordError(f"{where}", f"expected keys role/content or from/value, got keys {sorted(t)}")
+    content = t.get(content_key)
+    if type(role) is str and role in _CALL_ROLES:
+        turn: dict[str, Any] = {"role": "assistant", "content": ""}
+        turn["tool_calls"] = _calls(content if content is not None else t.get("tool_calls"), f"{where}.{content_key}")
+        return turn
+    mapped = _ROLES.get(role) if type(role) is str else None
+    if mapped is None:
+        raise RecordError(f"{where}.{role_key}", f"expected one of {_ROLE_NAMES}, got {role!r}")
+    turn = {"role": mapped, "content": ""}
+    reasoning = next((t[k] for k in _REASONING_KEYS if type(t.get(k)) is str), None)
+    if reasoning is not None:
+        turn["reasoning"] = reasoning
+    calls = t.get("tool_calls")
+    if calls is None and t.get("function_call") is not None:  # OpenAI's legacy single function call
+        calls = t["function_call"]
+        calls_where = f"{where}.function_call"
+    else:
+        calls_where = f"{where}.tool_calls"
+    if calls is not None and calls != []:  # an empty list (API exports write one) means no calls
+        turn["tool_calls"] = _calls(calls, calls_where)
+    if type(content) is str:
+        turn["content"] = content
+    elif content is None and "tool_calls" in turn:
+        pass  # OpenAI: an assistant turn that only calls tools has content null
+    else:
+        turn["content"] = _parts(content, f"{where}.{content_key}", turn)
+    for key in ("tool_call_id", "name"):
+        if type(t.get(key)) is str:
+            turn[key] = t[key]
+    return turn
+
+
+def _turns(turns: Any, where: str) -> list[dict[str, Any]]:
+    """A list of messages, OpenAI style {role, content} or ShareGPT style {from, value}. A ShareGPT
+    `function_call` turn right after an assistant turn without calls joins it (text, then its calls), so
+    that the OpenAI and ShareGPT forms of one conversation give the same turns."""
     if type(turns) is not list:
         raise RecordError(where, f"expected a list of messages, got {_tname(turns)}")
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     for i, t in enumerate(turns):
         if type(t) is not dict:
             raise RecordError(f"{where}[{i}]", f"expected an object with role and content, got {_tname(t)}")
-        role = t.get("role")
-        if role is not None:
-            role_key, content_key = "role", "content"
-        else:
-            role, role_key, content_key = t.get("from"), "from", "value"
-            if role is None:
-                raise RecordError(
-                    f"{where}[{i}]", f"expected keys role/content or from/value, got keys {sorted(t)}"
-                )
-        mapped = _ROLES.get(role) if type(role) is str else None
-        if mapped is None:
-            raise RecordError(f"{where}[{i}].{role_key}", f"expected one of {_ROLE_NAMES}, got {role!r}")
-        content = t.get(content_key)
-        if type(content) is not str:
-            content = _parts_text(content, f"{where}[{i}].{content_key}")
-        out.append({"role": mapped, "content": content})
+        turn = _turn(t, f"{where}[{i}]")
+        prev = out[-1] if out else None
+        if (prev is not None and t.get("from") in _CALL_ROLES and prev["role"] == "assistant"
+                and "tool_calls" not in prev):
+            prev["tool_calls"] = turn["tool_calls"]
+            continue
+        out.append(turn)
     return out
 
 
-def _with_system(rec: dict, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def _with_system(rec: dict, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Prepend a top-level `system` string unless the conversation already opens with one."""
     system = _opt_str(rec, "system")
     if system and not (messages and messages[0]["role"] == "system"):
@@ -291,13 +439,61 @@ def _with_system(rec: dict, messages: list[dict[str, str]]) -> list[dict[str, st
     return messages
 
 
-def _shared_prefix(a: list[dict[str, str]], b: list[dict[str, str]]) -> int:
+def _shared_prefix(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
-        if x["role"] != y["role"] or x["content"] != y["content"]:
+        if x != y:
             break
         n += 1
     return n
+
+
+def _tools(rec: dict, key: str = "tools") -> list[Any] | None:
+    """Function definitions: a list, or a JSON string of one (LLaMA-Factory); each kept in OpenAI's form
+    {type: function, function: {...}} (a bare {name, description, parameters} is wrapped)."""
+    value = rec.get(key)
+    if value is None or value == "" or value == []:
+        return None
+    if type(value) is str:
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise RecordError(key, f"expected a list of function definitions (JSON), got {value[:40]!r}") from None
+    if type(value) is dict:
+        value = [value]
+    if value == []:
+        return None
+    if type(value) is not list or not all(type(v) is dict for v in value):
+        raise RecordError(key, f"expected a list of function definitions, got {_tname(value)}")
+    return [v if v.get("type") == "function" or "function" in v else {"type": "function", "function": v}
+            for v in value]
+
+
+def _kto(rec: dict) -> tuple[bool | None, str | None]:
+    """KTO's desirable/undesirable label (TRL `label`, LLaMA-Factory `kto_tag`), when it is a boolean."""
+    for key in _KTO_KEYS:
+        if type(rec.get(key)) is bool:
+            return rec[key], key
+    # an empty label column (an export mixing KTO rows with others writes null): nothing to keep
+    return None, next((k for k in _KTO_KEYS if k in rec and rec[k] is None), None)
+
+
+def _chat(rec: dict, messages: list[dict[str, Any]], used: set[str] | frozenset[str],
+          rejected: list[dict[str, Any]] | None = None, meta: dict[str, Any] | None = None) -> Normalised:
+    """A sample with the record's tools and KTO label (when it has them), metadata from the other fields."""
+    used = set(used)
+    tools = None
+    for key in ("tools", "functions"):  # `functions`: OpenAI's legacy name for the definitions
+        if key in rec:
+            tools = tools or _tools(rec, key)
+            used.add(key)
+    label, label_key = _kto(rec)
+    if label_key:
+        used.add(label_key)
+    out_meta = _meta(rec, used)
+    if meta:
+        out_meta.update(meta)
+    return Normalised(messages, _source_id(rec), rejected, out_meta, tools, label, frozenset(used))
 
 
 # --------------------------------------------------------------------------- simple shapes
@@ -319,7 +515,7 @@ def _alpaca(rec: dict) -> list[Normalised]:
     messages.append(_msg("assistant", output))
     if not _has_text(messages):
         raise _empty("instruction/input/output")
-    return [Normalised(messages, _source_id(rec), None, _meta(rec, _ALPACA_USED))]
+    return [Normalised(messages, _source_id(rec), None, _meta(rec, _ALPACA_USED), used=_ALPACA_USED)]
 
 
 def _history(history: Any) -> list[dict[str, str]]:
@@ -344,7 +540,7 @@ def _dolly(rec: dict) -> list[Normalised]:
     ]
     if not _has_text(messages):
         raise _empty("instruction/context/response")
-    return [Normalised(messages, _source_id(rec), None, _meta(rec, _DOLLY_USED))]
+    return [Normalised(messages, _source_id(rec), None, _meta(rec, _DOLLY_USED), used=_DOLLY_USED)]
 
 
 def _qa(rec: dict) -> list[Normalised]:
@@ -361,7 +557,8 @@ def _qa(rec: dict) -> list[Normalised]:
     messages = [_msg("user", _str(rec, q)), _msg("assistant", _str(rec, a))]
     if not _has_text(messages):
         raise _empty(f"{q}/{a}")
-    return [Normalised(messages, _source_id(rec), None, _meta(rec, {q, a}))]
+    used = _QA_USED[q, a]
+    return [Normalised(messages, _source_id(rec), None, _meta(rec, used), used=used)]
 
 
 _OPENAI_USED = frozenset(("messages", "system"))
@@ -374,7 +571,7 @@ def _openai(rec: dict) -> list[Normalised]:
         _with_system(rec, messages)
     if not _has_text(messages):
         raise _empty("messages")
-    return [Normalised(messages, _source_id(rec), None, _meta(rec, _OPENAI_USED))]
+    return [_chat(rec, messages, _OPENAI_USED)]
 
 
 def _sharegpt(rec: dict) -> list[Normalised]:
@@ -383,7 +580,7 @@ def _sharegpt(rec: dict) -> list[Normalised]:
         _with_system(rec, messages)
     if not _has_text(messages):
         raise _empty("conversations")
-    return [Normalised(messages, _source_id(rec), None, _meta(rec, _SHAREGPT_USED))]
+    return [_chat(rec, messages, _SHAREGPT_USED)]
 
 
 def _text(rec: dict) -> list[Normalised]:
@@ -402,7 +599,7 @@ def _text(rec: dict) -> list[Normalised]:
     messages = [_msg("text", value)]
     if not _has_text(messages):
         raise _empty(key)
-    return [Normalised(messages, _source_id(rec), None, _meta(rec, {key}))]
+    return [Normalised(messages, _source_id(rec), None, _meta(rec, {key}), used=frozenset((key,)))]
 
 
 _TURNS_USED = frozenset(("turns", "reference"))
@@ -438,7 +635,7 @@ def _turns_shape(rec: dict) -> list[Normalised]:
         raise _empty("turns")
     meta = _meta(rec, _TURNS_USED)
     meta["has_reference"] = bool(reference)
-    return [Normalised(messages, _source_id(rec), None, meta)]
+    return [Normalised(messages, _source_id(rec), None, meta, used=_TURNS_USED)]
 
 
 _SELF_INSTRUCT_USED = frozenset(("instruction", "instances"))
@@ -467,8 +664,81 @@ def _self_instruct(rec: dict) -> list[Normalised]:
         if not _has_text(messages):
             raise _empty(f"instances[{i}]")
         sample_meta = dict(meta, instance_index=i, n_instances=len(instances))
-        out.append(Normalised(messages, None if base is None else f"{base}#{i}", None, sample_meta))
+        out.append(Normalised(messages, None if base is None else f"{base}#{i}", None, sample_meta,
+                              used=_SELF_INSTRUCT_USED))
     return out
+
+
+_QUERY_USED = frozenset(("query", "response", "system", "history"))
+
+
+def _query_response(rec: dict) -> list[Normalised]:
+    """ms-swift / Qwen: earlier [user, assistant] pairs in history, then query -> response."""
+    messages: list[dict[str, Any]] = []
+    if "system" in rec:
+        _with_system(rec, messages)
+    if rec.get("history"):
+        messages.extend(_history(rec["history"]))
+    messages.append(_msg("user", _str(rec, "query")))
+    messages.append(_msg("assistant", _str(rec, "response")))
+    if not _has_text(messages):
+        raise _empty("query/response")
+    return [_chat(rec, messages, _QUERY_USED)]
+
+
+_FIREFLY_USED = frozenset(("conversation", "system"))
+
+
+def _firefly(rec: dict) -> list[Normalised]:
+    """Firefly: conversation is a list of {human, assistant} rounds."""
+    rounds = rec.get("conversation")
+    if type(rounds) is not list:
+        raise RecordError("conversation", f"expected a list of {{human, assistant}}, got {_tname(rounds)}")
+    messages: list[dict[str, Any]] = []
+    if "system" in rec:
+        _with_system(rec, messages)
+    for i, r in enumerate(rounds):
+        if type(r) is not dict:
+            raise RecordError(f"conversation[{i}]", f"expected an object {{human, assistant}}, got {_tname(r)}")
+        for key, role in (("human", "user"), ("assistant", "assistant")):
+            value = r.get(key)
+            if value is None and key == "assistant" and i == len(rounds) - 1:
+                continue  # an open last round: the question only
+            if type(value) is not str:
+                raise RecordError(f"conversation[{i}].{key}", f"expected a string, got {_tname(value)}")
+            messages.append(_msg(role, value))
+    if not _has_text(messages):
+        raise _empty("conversation")
+    return [_chat(rec, messages, _FIREFLY_USED)]
+
+
+_PC_USED = frozenset(("prompt", "completion", "system"))
+
+
+def _prompt_completion(rec: dict) -> list[Normalised]:
+    """TRL prompt/completion, each a string or a message list; a boolean label is KTO's."""
+    for key in ("prompt", "completion"):
+        if key not in rec:
+            raise RecordError(key, f"missing; expected a string or a list of messages (keys: {sorted(rec)})")
+    prompt = _pref_prompt(rec["prompt"], "prompt")
+    if "system" in rec:
+        _with_system(rec, prompt)
+    completion = rec["completion"]
+    answer = [_msg("assistant", completion)] if type(completion) is str else _turns(completion, "completion")
+    messages = prompt + answer
+    if not _has_text(messages):
+        raise _empty("prompt/completion")
+    return [_chat(rec, messages, _PC_USED, meta={"prompt_turns": len(prompt)})]
+
+
+def _instruction(rec: dict) -> list[Normalised]:
+    """An instruction with no answer yet (Magpie's first stage): one user turn; tags stay metadata."""
+    messages = [_msg("user", _str(rec, "instruction"))]
+    if "system" in rec:
+        _with_system(rec, messages)
+    if not _has_text(messages):
+        raise _empty("instruction")
+    return [_chat(rec, messages, {"instruction", "system"})]
 
 
 # --------------------------------------------------------------------------- preference pairs
@@ -513,16 +783,28 @@ def _hh(rec: dict) -> list[Normalised]:
         raise _empty("rejected")
     meta = _meta(rec, _HH_USED)
     meta["shared_prefix_turns"] = _shared_prefix(chosen, rejected)
-    return [Normalised(chosen, _source_id(rec), rejected, meta)]
+    meta["prompt_turns"] = split_point(chosen, rejected)
+    return [Normalised(chosen, _source_id(rec), rejected, meta, used=_HH_USED)]
 
 
-def _pref_prompt(value: Any, where: str) -> list[dict[str, str]]:
+def split_point(chosen: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> int:
+    """Where the prompt ends in a pair of whole conversations (TRL's implicit prompt): their shared
+    prefix, shortened so that both answers keep at least one turn and start with an assistant turn."""
+    n = min(_shared_prefix(chosen, rejected), len(chosen) - 1, len(rejected) - 1)
+    while n > 0 and chosen[n]["role"] != "assistant":
+        n -= 1
+    return max(n, 0)
+
+
+def _pref_prompt(value: Any, where: str) -> list[dict[str, Any]]:
     if type(value) is str:
         return [_msg("user", value)]
+    if type(value) is dict and "messages" in value:  # OpenAI preference fine-tuning: input.messages
+        return _turns(value["messages"], f"{where}.messages")
     return _turns(value, where)
 
 
-def _pref_side(value: Any, where: str, prompt: list[dict[str, str]]) -> tuple[list[dict[str, str]], bool]:
+def _pref_side(value: Any, where: str, prompt: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
     """One answer as a whole conversation, and whether it disagreed with the prompt it was given with."""
     if type(value) is str:
         if not prompt:
@@ -533,15 +815,18 @@ def _pref_side(value: Any, where: str, prompt: list[dict[str, str]]) -> tuple[li
     turns = _turns([value] if type(value) is dict else value, where)
     if not prompt or _shared_prefix(turns, prompt) == len(prompt):
         return turns, False  # already the full conversation, starting with the prompt
-    if turns and turns[0]["role"] == "assistant":
+    if turns and turns[0]["role"] in ("assistant", "tool"):
         return prompt + turns, False  # only the answer turns
     return turns, True  # a full conversation whose opening differs from `prompt`: keep it as given
 
 
 def _preference_from(
-    rec: dict, prompt_key: str | None, chosen_key: str, rejected_key: str, system_key: str | None
+    rec: dict, prompt_key: str | None, chosen_key: str, rejected_key: str, system_key: str | None,
+    input_key: str | None = None,
 ) -> Normalised:
     prompt = _pref_prompt(rec[prompt_key], prompt_key) if prompt_key else []
+    if input_key and prompt:  # Alpaca-style ranking: instruction + input
+        prompt[-1]["content"] = _join(prompt[-1]["content"], _opt_str(rec, input_key))
     if system_key:
         system = _opt_str(rec, system_key)
         if system and not (prompt and prompt[0]["role"] == "system"):
@@ -553,23 +838,45 @@ def _preference_from(
     if not _has_text(rejected):
         raise _empty(rejected_key)
     used = {chosen_key, rejected_key}
-    used.update(k for k in (prompt_key, system_key) if k)
-    meta = _meta(rec, used)
-    meta["shared_prefix_turns"] = _shared_prefix(chosen, rejected)
-    meta["prompt_turns"] = len(prompt)
+    used.update(k for k in (prompt_key, system_key, input_key) if k)
+    if "messages" in rec and prompt_key != "messages" and _same_turns(rec["messages"], chosen):
+        used.add("messages")  # UltraFeedback's copy of the chosen conversation
+    extra: dict[str, Any] = {"shared_prefix_turns": _shared_prefix(chosen, rejected),
+                             "prompt_turns": len(prompt) if prompt else split_point(chosen, rejected)}
     if bad_c or bad_r:
-        meta["prompt_mismatch"] = True
-    return Normalised(chosen, _source_id(rec), rejected, meta)
+        extra["prompt_mismatch"] = True
+    sample = _chat(rec, chosen, used, rejected, extra)
+    if sample.tools is None and type(rec.get(prompt_key or "")) is dict:
+        sample.tools = _tools(rec[prompt_key])  # OpenAI preference: input.tools
+    return sample
+
+
+def _same_turns(value: Any, turns: list[dict[str, Any]]) -> bool:
+    try:
+        return _turns(value, "messages") == turns
+    except RecordError:
+        return False
+
+
+# answer pairs (preferred first) and the fields that can hold their prompt, in order of preference
+_PAIR_KEYS = (("chosen", "rejected"), ("chosen_messages", "rejected_messages"),
+              ("preferred_output", "non_preferred_output"), ("response_j", "response_k"))
+_PAIR_PROMPT_KEYS = ("prompt", "question", "instruction", "conversations", "input")
+
+
+def _pair_keys(rec: dict) -> tuple[str, str] | None:
+    return next((p for p in _PAIR_KEYS if p[0] in rec and p[1] in rec), None)
 
 
 def _preference(rec: dict) -> list[Normalised]:
-    for missing in ("chosen", "rejected"):
-        if missing not in rec:
-            raise RecordError(
-                missing, f"missing; expected a string or a list of messages (keys: {sorted(rec)})"
-            )
-    prompt_key = next((k for k in _PROMPT_KEYS if k in rec), None)
-    return [_preference_from(rec, prompt_key, "chosen", "rejected", "system")]
+    pair = _pair_keys(rec)
+    if pair is None:
+        missing = "rejected" if "chosen" in rec else "chosen"
+        raise RecordError(missing, f"missing; expected a string or a list of messages (keys: {sorted(rec)})")
+    prompt_key = next((k for k in _PAIR_PROMPT_KEYS if k in rec and rec[k] is not None
+                       and not (k == "input" and "instruction" in rec)), None)
+    input_key = "input" if prompt_key == "instruction" and "input" in rec else None
+    return [_preference_from(rec, prompt_key, pair[0], pair[1], "system", input_key)]
 
 
 # --------------------------------------------------------------------------- OpenAssistant trees
@@ -675,7 +982,10 @@ def _oasst(rec: dict) -> list[Normalised]:
             "message_id", "missing; expected the tree's id (message_tree_id or root message_id)"
         )
     base_meta = _meta(rec, used)
-    return [_oasst_sample(p, str(tree_id), base_meta) for p in _oasst_paths(root, where)]
+    out = [_oasst_sample(p, str(tree_id), base_meta) for p in _oasst_paths(root, where)]
+    for sample in out:
+        sample.used = used
+    return out
 
 
 # --------------------------------------------------------------------------- mapped columns
@@ -792,7 +1102,7 @@ def _mapped(rec: dict, mapping: dict[str, str] | None) -> list[Normalised]:
             messages.insert(0, _msg("system", system))
     if not _has_text(messages):
         raise _empty("/".join(c for k, c in cols.items() if k != "id"))
-    return [Normalised(messages, source_id, None, _meta(rec, used))]
+    return [Normalised(messages, source_id, None, _meta(rec, used), used=frozenset(used))]
 
 
 # --------------------------------------------------------------------------- public API
@@ -809,6 +1119,10 @@ _NORMALISERS: dict[str, Callable[[dict], list[Normalised]]] = {
     "turns": _turns_shape,
     "self_instruct": _self_instruct,
     "text": _text,
+    "query_response": _query_response,
+    "firefly": _firefly,
+    "prompt_completion": _prompt_completion,
+    "instruction": _instruction,
 }
 
 
@@ -837,51 +1151,128 @@ def _has_prompt(rec: dict) -> bool:
     return any(k in rec for k in _PROMPT_KEYS)
 
 
-def shape_of(record: Any) -> str | None:
-    """The shape one record matches by the detection rules (module docstring), or None."""
+_RULE_ORDER = ("hh", "preference", "openai", "sharegpt", "firefly", "oasst", "self_instruct", "dolly", "alpaca",
+               "qa", "query_response", "prompt_completion", "turns", "text", "instruction")
+
+
+def candidates(record: Any) -> list[str]:
+    """Every shape whose fields one record has (module docstring), in rule order."""
     if not isinstance(record, dict):
-        return None
-    if "chosen" in record and "rejected" in record:
-        chosen = record["chosen"]
-        if type(chosen) is str and chosen.lstrip().startswith("Human:") and not _has_prompt(record):
-            return "hh"
-        if _has_prompt(record) or type(chosen) is list:
-            return "preference"
+        return []
+    out: list[str] = []
+    pair = _pair_keys(record)
+    if pair is not None:
+        chosen = record[pair[0]]
+        if (pair[0] == "chosen" and type(chosen) is str and chosen.lstrip().startswith("Human:")
+                and not _has_prompt(record)):
+            out.append("hh")
+        elif any(k in record for k in _PAIR_PROMPT_KEYS) or type(chosen) in (list, dict):
+            out.append("preference")
     if "messages" in record:
-        return "openai"
+        out.append("openai")
     if "conversations" in record:
-        return "sharegpt"
+        out.append("sharegpt")
+    if type(record.get("conversation")) is list:
+        out.append("firefly")
     if "message_tree_id" in record or ("message_id" in record and "replies" in record):
-        return "oasst"
+        out.append("oasst")
     if "instruction" in record:
         if "instances" in record:
-            return "self_instruct"
+            out.append("self_instruct")
         if "context" in record and "response" in record:
-            return "dolly"
+            out.append("dolly")
         if "output" in record:
-            return "alpaca"
-    for q, a in _QA_PAIRS:
-        if q in record and a in record:
-            return "qa"
+            out.append("alpaca")
+    if any(q in record and a in record for q, a in _QA_PAIRS):
+        out.append("qa")
+    if "query" in record and "response" in record:
+        out.append("query_response")
+    if "prompt" in record and "completion" in record:
+        out.append("prompt_completion")
     if "turns" in record:
-        return "turns"
+        out.append("turns")
     if any(type(record.get(k)) is str for k in _TEXT_KEYS):
-        return "text"
-    return None
+        out.append("text")
+    if type(record.get("instruction")) is str and not out:
+        out.append("instruction")
+    return out
+
+
+def shape_of(record: Any) -> str | None:
+    """The first shape one record matches by the detection rules (module docstring), or None."""
+    found = candidates(record)
+    return found[0] if found else None
+
+
+def fields_used(record: dict, shape: str) -> int:
+    """How many of a record's fields a shape puts into turns, tools or label (-1: the shape refuses it)."""
+    try:
+        samples = normalise(record, shape)
+    except (RecordError, ValueError):
+        return -1
+    return max((len(s.used & record.keys()) for s in samples), default=0)
+
+
+# what a --map line needs for each kind of content, and the columns that often hold it
+_MAP_HINTS = (("prompt", ("prompt", "question", "instruction", "query", "input", "problem", "title")),
+              ("response", ("response", "answer", "output", "completion", "solution", "target", "body")),
+              ("text", ("text", "content", "document", "body", "passage", "sentence", "tweet")),
+              ("messages", ("messages", "conversations", "dialog", "dialogue", "chat", "turns")))
+
+
+def _map_line(keys: list[str]) -> str:
+    """A --map line that would load records with these keys: known-looking columns first, else the
+    first string-looking ones."""
+    lower = {k.lower(): k for k in keys}
+    picks: dict[str, str] = {}
+    for role, names in _MAP_HINTS:
+        col = next((lower[n] for n in names if n in lower and lower[n] not in picks.values()), None)
+        if col is not None:
+            picks[role] = col
+    if "messages" in picks:
+        picks = {"messages": picks["messages"]}
+    elif "prompt" in picks and "response" in picks:
+        picks = {"prompt": picks["prompt"], "response": picks["response"]}
+    elif "text" in picks:
+        picks = {"text": picks["text"]}
+    elif len(keys) >= 2:
+        picks = {"prompt": keys[0], "response": keys[1]}
+    else:
+        picks = {"text": keys[0] if keys else "COLUMN"}
+    return " ".join(f"--map {k}={v}" for k, v in picks.items())
+
+
+_SHAPE_FIELDS: dict[str, tuple[str, ...]] = {  # the fields that name each shape, for "closest shapes"
+    "qa": ("question", "answer"), "alpaca": ("instruction", "input", "output"), "openai": ("messages",),
+    "sharegpt": ("conversations",), "preference": ("prompt", "chosen", "rejected"),
+    "query_response": ("query", "response", "history"), "prompt_completion": ("prompt", "completion"),
+    "dolly": ("instruction", "context", "response"), "text": ("text",), "turns": ("turns",),
+    "firefly": ("conversation",), "instruction": ("instruction",),
+}
+
+
+def _closest(keys: set[str]) -> list[str]:
+    """The three shapes whose fields overlap most with the keys seen (ties: the commonest shapes first)."""
+    lower = {k.lower() for k in keys}
+    order = list(_SHAPE_FIELDS)
+    return sorted(order, key=lambda s: (-len(set(_SHAPE_FIELDS[s]) & lower), order.index(s)))[:3]
 
 
 def _no_shape_message(records: list, detail: str) -> str:
+    """Short: the keys seen, the closest shapes and a --map line that would load the records."""
     keys = Counter(k for r in records if isinstance(r, dict) for k in r)
-    seen = ", ".join(f"{k} ({n})" for k, n in keys.most_common(30)) or "none"
-    expected = "; ".join(f"{name}: {desc}" for name, desc in _DESCRIPTIONS.items())
-    return (
-        f"cannot tell the record shape: {detail}. Keys seen (records having each): {seen}. "
-        f"Expected one of: {expected}. Pick a shape by hand or map the columns (shape 'mapped')."
-    )
+    seen = ", ".join(f"{k} ({n})" for k, n in keys.most_common(8)) or "none"
+    if len(keys) > 8:
+        seen += f", +{len(keys) - 8} more"
+    closest = ", ".join(f"{name} ({'/'.join(_SHAPE_FIELDS[name])})" for name in _closest(set(keys)))
+    return (f"cannot tell the record shape: {detail}. Keys seen (records having each): {seen}. "
+            f"Closest shapes: {closest}; see `assay shapes`. "
+            f"To load it, map the columns: {_map_line([k for k, _ in keys.most_common()])}")
 
 
 def detect_shape(records: list[dict]) -> str:
-    """The shape that at least 90% of the sampled records match; ShapeError otherwise."""
+    """The shape that at least 90% of the sampled records have the fields of; where several do, the one
+    that puts the most of each record into turns (ties: rule order). ShapeError otherwise."""
     sample = records[:1000]
     if not sample:
         raise ShapeError("cannot tell the record shape: no records to look at")
@@ -890,17 +1281,22 @@ def detect_shape(records: list[dict]) -> str:
             f"cannot tell the record shape: records are not JSON objects (record 0 is a {_tname(sample[0])}); "
             'wrap plain strings as {"text": ...}'
         )
-    shapes = [shape_of(r) for r in sample]
-    counts = Counter(s for s in shapes if s is not None)
+    found = [candidates(r) for r in sample]
+    counts = Counter(s for c in found for s in c)
     if not counts:
         raise ShapeError(_no_shape_message(sample, f"none of {len(sample)} records matches a known shape"))
-    best, n = counts.most_common(1)[0]
-    if n >= _AGREEMENT * len(sample):
-        return best
+    agreed = [s for s in _RULE_ORDER if counts[s] >= _AGREEMENT * len(sample)]
+    if len(agreed) == 1:
+        return agreed[0]
+    if agreed:
+        scored = sample[:100]
+        return max(agreed, key=lambda s: (sum(fields_used(r, s) for r in scored), -_RULE_ORDER.index(s)))
+    shapes = [c[0] if c else None for c in found]
+    best, n = Counter(s for s in shapes if s is not None).most_common(1)[0]
     odd = next(i for i, s in enumerate(shapes) if s != best)
     odd_shape = shapes[odd] or "no known shape"
     odd_keys = sorted(sample[odd]) if isinstance(sample[odd], dict) else _tname(sample[odd])
-    shares = ", ".join(f"{s} {c / len(sample):.0%}" for s, c in counts.most_common())
+    shares = ", ".join(f"{s} {c / len(sample):.0%}" for s, c in Counter(x for x in shapes if x).most_common())
     raise ShapeError(
         f"records disagree on their shape ({shares} of {len(sample)} sampled; at least "
         f"{_AGREEMENT:.0%} must agree): most look like {best!r}, but record {odd} looks like "

@@ -201,18 +201,39 @@ def save_selection_form(store: Store, info: DatasetInfo, query: dict[str, Any], 
 # ---- one sample --------------------------------------------------------------------------------
 
 
-def conversation(turns: list[dict[str, str]], key: str) -> None:
+def conversation(turns: list[dict[str, Any]], key: str) -> None:
     full = st.checkbox("show very long turns in full", key=f"full_{key}") if any(
         len(t["content"] or "") > MAX_TURN_CHARS for t in turns) else False
     for turn in turns:
         role = turn["role"] or "?"
         avatar = None if role in ("user", "assistant") else ":material/settings:"
         with st.chat_message("user" if role == "user" else "assistant", avatar=avatar):
-            st.text(role.upper())
-            content = turn["content"] or ""
-            if not full and len(content) > MAX_TURN_CHARS:
-                content = content[:MAX_TURN_CHARS] + f"\n… ({len(content) - MAX_TURN_CHARS:,} more characters)"
-            st.text(content)  # plain text, never markdown or HTML: dataset text can hold anything
+            _turn_blocks(turn, role, full)
+
+
+def _clip(text: str, full: bool) -> str:
+    if not full and len(text) > MAX_TURN_CHARS:
+        return text[:MAX_TURN_CHARS] + f"\n… ({len(text) - MAX_TURN_CHARS:,} more characters)"
+    return text
+
+
+def _turn_blocks(turn: dict[str, Any], role: str, full: bool) -> None:
+    """One turn as separate plain blocks: reasoning, content, each tool call; a tool result names its call.
+    Plain text and code only, never markdown or HTML: dataset text can hold anything."""
+    label = role.upper()
+    if role == "tool" and (turn.get("name") or turn.get("tool_call_id")):
+        label += " RESULT · " + " · ".join(str(turn[k]) for k in ("name", "tool_call_id") if turn.get(k))
+    st.text(label)
+    if turn.get("reasoning"):
+        st.text("REASONING")
+        st.code(_clip(turn["reasoning"], full), language=None, wrap_lines=True)
+    content = turn["content"] or ""
+    if content or not turn.get("tool_calls"):
+        st.text(_clip(content, full))
+    for call in turn.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        st.text("TOOL CALL · " + str(fn.get("name", "?")) + (f" · {call['id']}" if call.get("id") else ""))
+        st.code(_clip(str(fn.get("arguments", "")), full), language="json", wrap_lines=True)
 
 
 def sample_view(store: Store, info: DatasetInfo) -> None:
@@ -241,8 +262,14 @@ def sample_view(store: Store, info: DatasetInfo) -> None:
             conversation(sample["rejected"], f"{sample_id}_rejected")
     else:
         conversation(sample["messages"], str(sample_id))
-    meta, raw = st.tabs(["meta", "raw record"])
+    if sample.get("kto_label") is not None:
+        st.text(f"KTO label: {'desirable' if sample['kto_label'] else 'undesirable'}")
+    meta, tools, raw = st.tabs(["meta", "tools", "raw record"])
     meta.json(sample["meta"] or {})
+    if sample.get("tools"):
+        tools.json(sample["tools"])
+    else:
+        tools.text("no function definitions")
     raw.json(sample["raw"] if sample["raw"] is not None else {})
 
 

@@ -180,7 +180,8 @@ def test_mapping_and_records_in_memory(store: Store) -> None:
                             name="tweets", mapping={"text": "tweet"})
     assert report.shape == "mapped"
     rows = _samples(store, "tweets")
-    assert rows[0]["messages"] == [{"role": "text", "content": "hello there"}]
+    assert rows[0]["messages"] == [{"role": "text", "content": "hello there", "reasoning": None, "tool_calls": None,
+                                    "tool_call_id": None, "name": None}]  # the turn struct of migration 0010
     assert rows[0]["text"] == "hello there" and json.loads(rows[1]["meta"])["class"] == 1
     assert drop_dataset(store, "tweets") == 2 and store.dataset_names() == []
 

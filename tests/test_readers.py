@@ -56,8 +56,9 @@ def test_detect_format_from_extension(tmp_path: Path, name: str, expected: str) 
 def test_detect_format_sniffs_unknown_extension(tmp_path: Path) -> None:
     assert detect_format(write(tmp_path / "data.txt", jsonl_bytes(ROWS))) == "jsonl"
     assert detect_format(write(tmp_path / "list.dat", b'[{"a": 1}]')) == "json"
-    with pytest.raises(FormatError, match=r"notes\.txt: cannot tell the format"):
-        detect_format(write(tmp_path / "notes.txt", "just some words\n"))
+    assert detect_format(write(tmp_path / "notes.txt", "just some words\n")) == "txt"  # plain text (issue 12)
+    with pytest.raises(FormatError, match=r"notes\.dat: cannot tell the format"):
+        detect_format(write(tmp_path / "notes.dat", "just some words\n"))
 
 
 def test_detect_format_hub_ids_and_missing_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

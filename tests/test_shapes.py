@@ -93,7 +93,8 @@ def test_unknown_real_shape_raises_shape_error_listing_keys(shared: Path) -> Non
         detect_shape(records)
     msg = str(e.value)
     assert "ground_truth" in msg and "6b_finetuning" in msg  # the keys seen
-    assert "alpaca: instruction, output" in msg and "qa: question/answer" in msg  # what shapes expect
+    assert "qa (question/answer)" in msg and "alpaca (instruction/input/output)" in msg  # the closest shapes
+    assert "--map prompt=question --map response=ground_truth" in msg and len(msg) < 420  # short, and a way out
 
 
 # --------------------------------------------------------------------------- real shapes, in detail
@@ -332,11 +333,11 @@ def test_sharegpt_with_system_and_roles() -> None:
 
 
 def test_sharegpt_unknown_from_names_the_index() -> None:
-    rec = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "tool", "value": "{}"}]}
+    rec = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "robot", "value": "{}"}]}
     with pytest.raises(RecordError) as e:
         normalise(rec, "sharegpt")
     assert e.value.field == "conversations[1].from"
-    assert "expected one of" in str(e.value) and "'tool'" in str(e.value)
+    assert "expected one of" in str(e.value) and "'robot'" in str(e.value)
 
 
 def test_openai_system_and_list_of_parts() -> None:
@@ -577,7 +578,7 @@ def test_detect_shape_edge_cases() -> None:
         detect_shape(["a bare string"])  # type: ignore[list-item]
     with pytest.raises(ShapeError) as e:
         detect_shape([{"foo": 1, "bar": 2}])
-    assert "foo (1)" in str(e.value) and "Expected one of" in str(e.value)
+    assert "foo (1)" in str(e.value) and "Closest shapes" in str(e.value) and "--map" in str(e.value)
     hh_rec = {"chosen": "Human: hi\n\nAssistant: yo", "rejected": "Human: hi\n\nAssistant: no"}
     assert detect_shape([hh_rec]) == "hh"
     (s,) = normalise(hh_rec, "hh")
@@ -613,3 +614,81 @@ def test_simple_shapes_are_fast(shared: Path) -> None:
         normalise(r, "qa")
     rate = len(records) / (time.perf_counter() - start)
     assert rate > 50_000, f"qa normalise ran at {rate:,.0f} records/s"
+
+
+# --------------------------------------------------------------------------- issue 12: tools, reasoning, layouts
+
+
+def test_tool_calls_in_every_form_become_openai_calls() -> None:
+    openai = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}},
+        {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}
+    legacy = {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": '{"a":1}'}}
+    parts = {"role": "assistant", "content": [{"type": "reasoning", "value": "hm"},
+                                              {"type": "tool_call", "value": '{"name": "f", "arguments": {"a": 1}}'}]}
+    sharegpt = {"from": "function_call", "value": '[{"name": "f", "arguments": {"a": 1}}, {"name": "g", "arguments": {}}]'}
+    (a,) = normalise({"messages": [{"role": "user", "content": "q"}, openai]}, "openai")
+    assert a.messages[1] == {"role": "assistant", "content": "", "tool_calls": openai["tool_calls"]}
+    (b,) = normalise({"messages": [{"role": "user", "content": "q"}, legacy]}, "openai")
+    assert b.messages[1]["tool_calls"] == [{"type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]
+    (c,) = normalise({"messages": [{"role": "user", "content": "q"}, parts]}, "openai")
+    assert c.messages[1]["reasoning"] == "hm"
+    assert c.messages[1]["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"a": 1}'}
+    (d,) = normalise({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "Let me look."},
+                                        sharegpt, {"from": "observation", "value": "r"}]}, "sharegpt")
+    assert [m["role"] for m in d.messages] == ["user", "assistant", "tool"]  # text and its calls: one turn
+    assert d.messages[1]["content"] == "Let me look." and len(d.messages[1]["tool_calls"]) == 2
+    with pytest.raises(RecordError) as e:
+        normalise({"conversations": [{"from": "function_call", "value": "not json"}]}, "sharegpt")
+    assert e.value.field == "conversations[0].value"
+
+
+def test_turn_text_makes_calls_and_reasoning_searchable() -> None:
+    from core.shapes import turn_text
+
+    turn = {"role": "assistant", "content": "ok", "reasoning": "why",
+            "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}
+    assert turn_text(turn) == 'why\nok\nf({"a": 1})'
+    assert turn_text({"role": "user", "content": "plain"}) == "plain"
+
+
+@pytest.mark.parametrize("rec, shape, used", [
+    ({"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", "value": "a"},
+      "rejected": {"from": "gpt", "value": "b"}}, "preference", {"conversations", "chosen", "rejected"}),
+    ({"query": "q", "response": "r", "system": "s", "history": [["u", "v"]]}, "query_response",
+     {"query", "response", "system", "history"}),
+    ({"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}],
+      "label": False}, "prompt_completion", {"prompt", "completion", "label"}),
+    ({"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "a"}],
+      "non_preferred_output": [{"role": "assistant", "content": "b"}]}, "preference",
+     {"input", "preferred_output", "non_preferred_output"}),
+    ({"instruction": "i", "response": "r"}, "qa", {"instruction", "response"}),
+    ({"instruction": "i", "difficulty": "easy"}, "instruction", {"instruction"}),
+])
+def test_detection_prefers_the_shape_that_uses_most_fields(rec: dict, shape: str, used: set[str]) -> None:
+    assert detect_shape([rec]) == shape
+    (s,) = normalise(rec, shape)
+    assert used <= s.used
+
+
+def test_kto_label_and_tools_are_first_class() -> None:
+    rec = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "label": False,
+           "tools": '[{"name": "f", "parameters": {}}]'}
+    (s,) = normalise(rec, "openai")
+    assert s.kto_label is False and "label" not in s.meta
+    assert s.tools == [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    (t,) = normalise({"messages": rec["messages"], "label": "spam"}, "openai")
+    assert t.kto_label is None and t.meta["label"] == "spam"  # not a boolean: an ordinary field
+
+
+def test_implicit_prompt_is_the_shared_prefix() -> None:
+    turn = [{"role": "user", "content": "q"}]
+    (s,) = normalise({"chosen": turn + [{"role": "assistant", "content": "a"}],
+                      "rejected": turn + [{"role": "assistant", "content": "b"}]}, "preference")
+    assert s.meta["prompt_turns"] == 1 and len(s.rejected or []) == 2
+
+
+def test_empty_tool_calls_are_no_calls() -> None:
+    (s,) = normalise({"messages": [{"role": "user", "content": "q"},
+                                   {"role": "assistant", "content": "a", "tool_calls": []}]}, "openai")
+    assert s.messages[1] == {"role": "assistant", "content": "a"}

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "ingest", _ingest, "Load a file, folder of shards, save_to_disk folder or hub id.")
     p.add_argument("path", help="file, folder, or Hugging Face hub id")
     p.add_argument("--name", required=True, help="name of the new dataset")
-    p.add_argument("--format", help="jsonl, json, parquet, csv, arrow, hub (default: detected)")
+    p.add_argument("--format", help="jsonl, json, parquet, csv, arrow, hub, txt (default: detected)")
     p.add_argument("--shape", help="record shape (default: detected); see `assay shapes`")
     p.add_argument("--map", action="append", default=[], metavar="KEY=COLUMN",
                    help="map a column to a role, e.g. --map text=tweet --map prompt=question (repeatable)")
@@ -30,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="split of a DatasetDict or hub dataset")
     p.add_argument("--encoding", default="utf-8")
     p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="longest sample accepted")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse the load when a field holding conversation turns would be left unused")
+    p.add_argument("--txt-mode", choices=("line", "paragraph"), default="line",
+                   help=".txt files: one document per line (default), or per blank-line-separated paragraph")
 
     p = add_command(subparsers, "drop", _drop, "Remove a dataset and its samples (runs stay in the log).")
     p.add_argument("name")
@@ -64,11 +68,15 @@ def _ingest(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
             mapping=_parse_mapping(args.map), license=args.license, synthetic=args.synthetic,
             is_eval=args.is_eval, description=args.description, on_bad="skip" if args.skip_bad else "error",
             split=args.split, encoding=args.encoding, max_chars=args.max_chars, progress=progress,
+            strict=args.strict, txt_mode=args.txt_mode,
         )
     finally:
         bar.close()
     text = (f"Loaded {report.n_samples:,} samples from {report.n_records:,} records into {report.dataset!r} "
             f"(shape {report.shape}, format {report.format}) in {report.seconds:.1f}s")
+    summary = report.summary()
+    if summary:
+        text += "\n  " + summary.replace("\n", "\n  ")
     if report.n_skipped:
         text += f"\nSkipped {report.n_skipped:,} bad records:" + "".join(
             f"\n  {s['locator']}: {s['message']}" for s in report.skipped[:20])

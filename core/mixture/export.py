@@ -40,6 +40,7 @@ _SPLITS = ("train", "validation")
 EXPORT_MEMORY_LIMIT = os.environ.get("ASSAY_EXPORT_MEMORY_LIMIT", "1GB")
 _SYSTEM = "coalesce(list_filter(s.messages, lambda m: m.role = 'system')[1].content, '')"
 _WEIGHT = "coalesce(c.weight, 1.0)"
+_JSONL_FORMATS = ("openai", "sharegpt", "alpaca", "trl")
 
 
 class ExportExistsError(ConflictError):
@@ -60,14 +61,91 @@ class ExportResult:
                 "warnings": [w.to_dict() for w in self.composition.warnings]}
 
 
-def _row_sql(fmt: str, weighted: bool) -> str:
+@dataclass(frozen=True)
+class _Features:
+    """What the selected samples hold beyond plain turns; columns and turn fields are written only where
+    some sample has them, so plain mixtures export exactly as before."""
+
+    extras: bool = False   # some turn has reasoning, tool calls, a tool call id or a name
+    tools: bool = False
+    kto: bool = False
+    pairs: bool = False
+    singles: bool = True
+
+
+_FEATURES_SQL = (
+    "SELECT coalesce(bool_or(list_bool_or(list_transform(s.messages || coalesce(s.rejected, []), lambda t: "
+    "t.reasoning IS NOT NULL OR t.tool_calls IS NOT NULL OR t.tool_call_id IS NOT NULL OR t.name IS NOT NULL))), "
+    "false), coalesce(bool_or(s.tools IS NOT NULL), false), coalesce(bool_or(s.kto_label IS NOT NULL), false), "
+    "coalesce(bool_or(s.rejected IS NOT NULL), false), coalesce(bool_or(s.rejected IS NULL), false) "
+    "FROM mix_sel m JOIN samples s ON s.id = m.sample_id")
+
+
+def _features(con: duckdb.DuckDBPyConnection) -> _Features:
+    return _Features(*con.execute(_FEATURES_SQL).fetchone())
+
+
+def _openai_turns(expr: str, f: _Features) -> str:
+    """Turns in OpenAI form: {role, content} or, where turns carry more, also tool_calls (content null when
+    a turn only calls tools), tool_call_id, name and reasoning; absent fields are left out."""
+    if not f.extras:
+        return f"list_transform({expr}, lambda m: {{'role': m.role, 'content': m.content}})"
+    content = "CASE WHEN m.tool_calls IS NOT NULL AND m.content = '' THEN NULL ELSE m.content END"
+    return (f"list_transform({expr}, lambda m: json_merge_patch('{{}}', to_json({{'role': m.role, 'content': "
+            f"{content}, 'tool_calls': m.tool_calls, 'tool_call_id': m.tool_call_id, 'name': m.name, "
+            "'reasoning': m.reasoning})))")
+
+
+_SHAREGPT_ROLE = "CASE m.role WHEN 'user' THEN 'human' WHEN 'assistant' THEN 'gpt' WHEN 'tool' THEN 'observation' ELSE m.role END"
+# A tool call in LLaMA-Factory's ShareGPT form: a function_call turn whose value is JSON {name, arguments}
+# (a list of them for parallel calls), arguments as an object where the stored string is JSON.
+_LF_CALLS = ("list_transform(CAST(m.tool_calls AS JSON[]), lambda c: json_object('name', c->>'$.function.name', "
+             "'arguments', CASE WHEN json_valid(c->>'$.function.arguments') THEN json(c->>'$.function.arguments') "
+             "ELSE to_json(c->>'$.function.arguments') END))")
+
+
+def _sharegpt_turns(f: _Features) -> str:
+    if not f.extras:
+        return f"list_transform(s.messages, lambda m: {{'from': {_SHAREGPT_ROLE}, 'value': m.content}})"
+    plain = (f"json_merge_patch('{{}}', to_json({{'from': {_SHAREGPT_ROLE}, 'value': m.content, "
+             "'reasoning': m.reasoning, 'tool_call_id': m.tool_call_id, 'name': m.name}))")
+    calls = (f"CAST(CASE WHEN len({_LF_CALLS}) = 1 THEN CAST({_LF_CALLS}[1] AS VARCHAR) "
+             f"ELSE CAST(to_json({_LF_CALLS}) AS VARCHAR) END AS VARCHAR)")
+    call_turn = f"to_json({{'from': 'function_call', 'value': {calls}}})"
+    both = f"CASE WHEN m.content <> '' OR m.reasoning IS NOT NULL THEN [{plain}, {call_turn}] ELSE [{call_turn}] END"
+    return f"flatten(list_transform(s.messages, lambda m: CASE WHEN m.tool_calls IS NULL THEN [{plain}] ELSE {both} END))"
+
+
+def _trl_columns(f: _Features) -> str:
+    """TRL's forms: prompt/chosen/rejected message lists for pairs (the prompt ends where the source's did:
+    meta prompt_turns), prompt/completion for single answers, and KTO's boolean as label."""
+    n = "len(s.messages)"
+    p = (f"coalesce(TRY_CAST(json_extract_string(s.meta, '$.prompt_turns') AS INTEGER), "
+         f"CASE WHEN s.messages[-1].role = 'assistant' THEN {n} - 1 ELSE {n} END)")
+    cols = [f"{_openai_turns(f's.messages[1:{p}]', f)} AS prompt"]
+    if f.pairs:
+        cols += [f"CASE WHEN s.rejected IS NOT NULL THEN {_openai_turns(f's.messages[{p} + 1:]', f)} END AS chosen",
+                 f"CASE WHEN s.rejected IS NOT NULL THEN {_openai_turns(f's.rejected[{p} + 1:]', f)} END AS rejected"]
+    if f.singles:
+        cols.append(f"CASE WHEN s.rejected IS NULL THEN {_openai_turns(f's.messages[{p} + 1:]', f)} END AS completion")
+    return ", ".join(cols)
+
+
+def _row_sql(fmt: str, weighted: bool, f: _Features | None = None) -> str:
     """The SELECT list for one format; fixed SQL text only."""
+    f = f or _Features()
     weight = f", {_WEIGHT} AS weight" if weighted else ""
+    extra = (", s.tools AS tools" if f.tools and fmt == "openai" else
+             ", CAST(s.tools AS VARCHAR) AS tools" if f.tools and fmt == "sharegpt" else "")
+    if f.kto and fmt in ("openai", "sharegpt", "trl"):
+        extra += ", s.kto_label AS label"
     if fmt == "openai":
-        return f"s.messages AS messages{weight}"
+        return f"{_openai_turns('s.messages', f)} AS messages{extra}{weight}"
     if fmt == "sharegpt":
-        role = ("CASE m.role WHEN 'user' THEN 'human' WHEN 'assistant' THEN 'gpt' ELSE m.role END")
-        return f"list_transform(s.messages, lambda m: {{'from': {role}, 'value': m.content}}) AS conversations{weight}"
+        return f"{_sharegpt_turns(f)} AS conversations{extra}{weight}"
+    if fmt == "trl":
+        tools = ", s.tools AS tools" if f.tools else ""
+        return f"{_trl_columns(f)}{tools}{extra}{weight}"
     if fmt == "alpaca":
         c = "list_filter(s.messages, lambda m: m.role <> 'system')"
         last_is_answer = f"{c}[-1].role = 'assistant'"
@@ -76,16 +154,26 @@ def _row_sql(fmt: str, weighted: bool) -> str:
                 f"CASE WHEN {last_is_answer} THEN {c}[-1].content ELSE '' END AS output, {_SYSTEM} AS system, "
                 f"list_transform(range(1, {q} - 1, 2), lambda i: [{c}[i].content, {c}[i + 1].content]) AS history"
                 f"{weight}")
-    # parquet / hf: the normalised sample with its provenance columns
-    return ("s.id AS sample_id, d.name AS source, c.category AS category, s.messages AS messages, "
-            f"s.rejected AS rejected, s.n_tokens AS n_tokens{weight}")
+    # parquet / hf: the normalised sample with its provenance columns; JSON as text (Arrow's JSON extension
+    # type is not readable by `datasets`), and plain {role, content} turns where no turn has more
+    tools = ", CAST(s.tools AS VARCHAR) AS tools" if f.tools else ""
+    kto = ", s.kto_label AS kto_label" if f.kto else ""
+    return (f"s.id AS sample_id, d.name AS source, c.category AS category, {_parquet_turns('s.messages', f)} AS "
+            f"messages, {_parquet_turns('s.rejected', f)} AS rejected, s.n_tokens AS n_tokens{tools}{kto}{weight}")
+
+
+def _parquet_turns(expr: str, f: _Features) -> str:
+    if not f.extras:
+        return f"list_transform({expr}, lambda m: {{'role': m.role, 'content': m.content}})"
+    return (f"CAST({expr} AS STRUCT(role VARCHAR, content VARCHAR, reasoning VARCHAR, tool_calls VARCHAR, "
+            "tool_call_id VARCHAR, name VARCHAR)[])")
 
 
 def _copy(con: duckdb.DuckDBPyConnection, fmt: str, split: str, path: Path, weighted: bool) -> int:
-    select = (f"SELECT {_row_sql(fmt, weighted)} FROM mix_sel m JOIN samples s ON s.id = m.sample_id "
+    select = (f"SELECT {_row_sql(fmt, weighted, _features(con))} FROM mix_sel m JOIN samples s ON s.id = m.sample_id "
               "JOIN mix_cand c ON c.id = m.sample_id JOIN datasets d ON d.dataset_id = s.dataset_id "
               "WHERE m.split = ? ORDER BY m.pos")
-    options = "FORMAT JSON" if fmt in ("openai", "sharegpt", "alpaca") else "FORMAT PARQUET, COMPRESSION ZSTD"
+    options = "FORMAT JSON" if fmt in _JSONL_FORMATS else "FORMAT PARQUET, COMPRESSION ZSTD"
     path.parent.mkdir(parents=True, exist_ok=True)
     # COPY takes no parameters, so the split goes in through a one-row temp table.
     con.execute("CREATE OR REPLACE TEMP TABLE _mx_split AS SELECT CAST(? AS VARCHAR) AS split", [split])

@@ -51,7 +51,7 @@ OPS = ("eq", "ne", "in", "not_in", "gt", "ge", "lt", "le", "between", "contains"
 FLAGS = ("not_contaminated", "not_excluded", "not_unsafe")
 SELECTION_METHODS = ("random", "top", "diverse", "kmq")
 DEDUP_METHODS = ("exact", "near", "semantic")
-FORMATS = ("openai", "sharegpt", "alpaca", "parquet", "hf")
+FORMATS = ("openai", "sharegpt", "alpaca", "trl", "parquet", "hf")  # trl: prompt/chosen/rejected message lists
 NO_VALUE_OPS = ("is_null", "not_null")
 
 
