@@ -290,6 +290,7 @@ def test_min_k_scores_match_the_papers_definitions(tiny) -> None:
 def test_min_k_score_does_not_depend_on_its_batch_and_long_texts_are_windowed(tiny, gsm) -> None:
     questions = [r["question"] for r in gsm["train"][:40]]
     model, tok, device = contamination.load_causal_lm(str(tiny), device="cpu")
+    tok.padding_side = "left"  # as many chat models' tokenizers ship: must not shift positions or scores
     short = "Natalia sold clips to 48 of her friends"
     longer = questions[:5]
     alone = contamination.token_scores([short], model, tok, device=device)
