@@ -23,7 +23,8 @@ Methods, each a column group in the per-sample result:
   (log p(x_t|x<t) - mu_t) / sigma_t, mu_t and sigma_t the mean and standard deviation of log p(z|x<t) over
   the vocabulary z drawn from the model's next-token distribution; the same lowest-k% mean. Texts are
   scored with right padding and explicit position ids (a score never depends on its batch), and texts
-  longer than the model's window are scored in overlapping windows (stride half a window; each token once,
+  longer than the window (2048 tokens by default, never more than the model's context) are scored in
+  overlapping windows (stride half a window; each token once,
   with at least half a window of context), stated in the run record; nothing is truncated.
 
 N-grams of every eval set are hashed once; training samples stream past in batches and only hits are kept.
@@ -266,12 +267,16 @@ def lowest_k_mean(values: np.ndarray, k: float) -> float:
     return float(np.sort(values)[:m].mean())
 
 
+DEFAULT_WINDOW = 2048  # tokens per window when not asked: (window x vocabulary) logits must fit in memory
+BATCH_TOKENS = 16_384  # tokens per forward pass at most (several windows of short texts share one)
+
+
 def model_window(model: Any, max_length: int | None = None) -> int:
-    """Tokens per forward pass: the model's context (max positions), or less when asked."""
+    """Tokens per forward pass: `max_length` (default 2048), never more than the model's context."""
     config = getattr(model, "config", None)
     limit = next((getattr(config, a) for a in ("max_position_embeddings", "n_positions", "n_ctx")
                   if isinstance(getattr(config, a, None), int)), None)
-    window = min(x for x in (limit, max_length) if x) if (limit or max_length) else 2048
+    window = min(x for x in (limit, max_length or DEFAULT_WINDOW) if x)
     if window < 2:
         raise ValueError(f"a scoring window needs at least 2 tokens, got {window}")
     return int(window)
@@ -319,8 +324,15 @@ def token_scores(texts: Sequence[str], model: Any, tokenizer: Any, *, device: st
     jobs.sort(key=lambda j: j[2] - j[1])  # similar lengths together: less padding
     lp_parts: list[list[tuple[int, np.ndarray]]] = [[] for _ in texts]
     z_parts: list[list[tuple[int, np.ndarray]]] = [[] for _ in texts]
-    for lo in range(0, len(jobs), batch_size):
-        chunk = jobs[lo:lo + batch_size]
+    lo = 0
+    while lo < len(jobs):
+        # Jobs are sorted by length: the batch's width is its last job's; bound rows x width.
+        n_rows = 1
+        while n_rows < batch_size and lo + n_rows < len(jobs) and \
+                (n_rows + 1) * (jobs[lo + n_rows][2] - jobs[lo + n_rows][1]) <= BATCH_TOKENS:
+            n_rows += 1
+        chunk = jobs[lo:lo + n_rows]
+        lo += n_rows
         width = max(e - b for _, b, e, _ in chunk)
         input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -346,7 +358,7 @@ def token_scores(texts: Sequence[str], model: Any, tokenizer: Any, *, device: st
             lp_parts[i].append((s, token_lp[row, sl]))
             z_parts[i].append((s, z[row, sl]))
         if progress:
-            progress(min(lo + batch_size, len(jobs)), len(jobs))
+            progress(lo, len(jobs))
 
     def joined(parts: list[tuple[int, np.ndarray]]) -> np.ndarray:
         return np.concatenate([a for _, a in sorted(parts, key=lambda x: x[0])]) if parts else np.empty(0)
