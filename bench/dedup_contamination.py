@@ -1,4 +1,5 @@
-"""Benchmark: near duplicates in 100,000 documents; n-gram contamination of 100,000 samples vs 2,000 eval items.
+"""Benchmark: near duplicates in 100,000 documents; n-gram contamination of 100,000 samples vs 2,000 eval items
+(GPT-3 overlap with N per benchmark and its normalisation, PaLM 8-grams); SemDeDup on 50,000 vectors.
 
 Documents are real texts from ../shared/datasets (GSM8K, Alpaca-GPT4, HH-RLHF, OASST, tweets, ...) paired at
 random into 100,000 distinct documents, of which 5,000 get a planted near copy (3 words replaced) in place of
@@ -56,16 +57,24 @@ def real_texts() -> list[str]:
     return [t for t in dict.fromkeys(texts) if t.strip()]
 
 
-def eval_items() -> list[str]:
+def eval_benchmarks() -> list[tuple[str, str]]:
+    """(benchmark, item text), N_EVAL distinct items in all."""
     d = shared_dir()
-    items = [r["question"] + "\n" + r["answer"] for r in _jsonl(d / "gsm8k/test.jsonl")]
-    items += ["\n".join(r["turns"]) for r in _jsonl(d / "mt-bench/mt_bench_question.jsonl")]
+    items = [("gsm8k-test", r["question"] + "\n" + r["answer"]) for r in _jsonl(d / "gsm8k/test.jsonl")]
+    items += [("mt-bench", "\n".join(r["turns"])) for r in _jsonl(d / "mt-bench/mt_bench_question.jsonl")]
     for r in _jsonl(d / "arena-hard/arena_hard_v0.1_question.jsonl"):
         turns = r["turns"]
-        items.append("\n".join(t["content"] if isinstance(t, dict) else str(t) for t in turns))
+        items.append(("arena-hard", "\n".join(t["content"] if isinstance(t, dict) else str(t) for t in turns)))
     with open(d / "alpaca-eval/gpt4_model_outputs.json") as fh:
-        items += [r["instruction"] for r in json.load(fh)]
-    return list(dict.fromkeys(items))[:N_EVAL]
+        items += [("alpaca-eval", r["instruction"]) for r in json.load(fh)]
+    first: dict[str, str] = {}
+    for name, text in items:
+        first.setdefault(text, name)
+    return [(name, text) for text, name in first.items()][:N_EVAL]
+
+
+def eval_items() -> list[str]:
+    return [text for _, text in eval_benchmarks()]
 
 
 def corpus(seed: int = 0) -> tuple[list[str], list[tuple[int, int]]]:
@@ -168,16 +177,26 @@ def phase_near_baseline() -> None:
 
 
 def phase_ngram() -> None:
+    """GPT-3 overlap with N per benchmark (and GPT-3's normalisation), PaLM 8-grams, in one pass."""
+    import pandas as pd
+
     docs, evals, planted = training_with_evals()
     t0 = time.perf_counter()
     hasher = textnorm.WordHasher()
     items = _eval_frame(evals)
-    ev13 = C.build_eval_ngrams(items, 13, hasher)
+    lengths = items["text"].map(lambda t: len(textnorm.gpt3_words(t)))
+    n_of = {int(ds): C.gpt3_n(c.to_numpy()) for ds, c in lengths.groupby(items["dataset_id"])}
+    evs = [C.build_eval_ngrams(items[items["dataset_id"].map(n_of) == n], n, hasher) for n in sorted(set(n_of.values()))]
     ev8 = C.build_eval_ngrams(items, 8, hasher)
-    (hits13, hits8), (_, counts8) = C.scan_training(_batches(docs), [ev13, ev8], hasher)
-    r13 = C.ngram13_results(hits13, ev13, max_train_df=10)
-    r8, _coverage = C.ngram8_results(hits8, ev8, counts8)
+    hits, counts = C.scan_training(_batches(docs), [*evs, ev8], hasher)
+    gpt3 = [C.ngram13_results(h, ev, max_train_df=10) for h, ev in zip(hits[:-1], evs, strict=True)]
+    r13 = pd.concat([r for r, _ in gpt3], ignore_index=True)
+    capped = pd.concat([c for _, c in gpt3], ignore_index=True)
+    r8, _coverage = C.ngram8_results(hits[-1], ev8, counts[-1])
     seconds = time.perf_counter() - t0
+    names = {i + 1: name for i, name in enumerate(dict.fromkeys(n for n, _ in eval_benchmarks()))}
+    gpt3_n = {names[ds]: n for ds, n in n_of.items()}
+    under13 = {names[int(ds)]: int((c < 13).sum()) for ds, c in lengths.groupby(items["dataset_id"])}
     flagged13 = set(int(x) for x in r13.train_id)
     flagged8 = set(int(x) for x in r8[(r8.ngram8_train_frac >= 0.7) | (r8.ngram8_eval_frac >= 0.7)].train_id)
     clean = N_DOCS - len(planted)
@@ -186,34 +205,65 @@ def phase_ngram() -> None:
                  "false_positive_rate_13gram": len(flagged13 - planted) / clean,
                  "recall_8gram_palm": len(flagged8 & planted) / len(planted),
                  "false_positive_rate_8gram_palm": len(flagged8 - planted) / clean,
-                 "unplanted_flagged_13gram": len(flagged13 - planted)})
+                 "unplanted_flagged_13gram": len(flagged13 - planted), "gpt3_n_per_benchmark": gpt3_n,
+                 "items_under_13_words": under13, "capped_ngrams": len(capped),
+                 "capped_eval_items": int(capped.eval_id.nunique()) if len(capped) else 0})
 
 
 def _eval_frame(evals: list[str]):  # noqa: ANN202
     import pandas as pd
 
-    return pd.DataFrame({"id": np.arange(len(evals)) + 10_000_000, "dataset_id": 1, "text": evals})
+    bench = {text: name for name, text in eval_benchmarks()}
+    ids = {name: i + 1 for i, name in enumerate(dict.fromkeys(bench.values()))}
+    return pd.DataFrame({"id": np.arange(len(evals)) + 10_000_000,
+                         "dataset_id": [ids[bench[e]] for e in evals], "text": evals})
 
 
 def phase_ngram_baseline() -> None:
     docs, evals, planted = training_with_evals()
     t0 = time.perf_counter()
-    grams: set[tuple[str, ...]] = set()
-    for e in evals:
-        toks = textnorm.tokens(e)
-        grams.update(tuple(toks[i:i + 13]) for i in range(len(toks) - 12))
+    frame = _eval_frame(evals)
+    lengths = frame["text"].map(lambda t: len(textnorm.gpt3_words(t)))
+    n_of = {int(ds): C.gpt3_n(c.to_numpy()) for ds, c in lengths.groupby(frame["dataset_id"])}
+    grams: dict[int, set[tuple[str, ...]]] = {n: set() for n in n_of.values()}
+    for e, ds in zip(frame["text"], frame["dataset_id"], strict=True):
+        toks, n = textnorm.gpt3_words(e), n_of[int(ds)]
+        grams[n].update(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
     flagged = set()
     for i, d in enumerate(docs):
-        toks = textnorm.tokens(d)
-        if {tuple(toks[k:k + 13]) for k in range(len(toks) - 12)} & grams:
+        toks = textnorm.gpt3_words(d)
+        if any({tuple(toks[k:k + n]) for k in range(len(toks) - n + 1)} & g for n, g in grams.items()):
             flagged.add(i)
     seconds = time.perf_counter() - t0
     _finish(t0, {"baseline_seconds": round(seconds, 2), "recall_13gram": len(flagged & planted) / len(planted),
                  "unplanted_flagged_13gram": len(flagged - planted)})
 
 
+def phase_semdedup() -> None:
+    """SemDeDup on 50,000 unit vectors (64-d, 50 Gaussian clusters) with 2,000 planted near copies (cosine
+    about 0.99 to their source); eps 0.05. Speed, recall of planted copies, and removals that are not."""
+    rng = np.random.default_rng(0)
+    n, dim, planted_n = 50_000, 64, 2_000
+    centres = rng.normal(size=(50, dim))
+    x = centres[rng.integers(0, 50, n - planted_n)] + 0.6 * rng.normal(size=(n - planted_n, dim))
+    src = rng.choice(n - planted_n, planted_n, replace=False)
+    copies = x[src] + 0.015 * np.linalg.norm(x[src], axis=1, keepdims=True) * rng.normal(size=(planted_n, dim)) / 8
+    x = np.vstack([x, copies]).astype(np.float32)
+    ids = np.arange(n)
+    t0 = time.perf_counter()
+    members = dedup.semdedup(ids, x, eps=0.05, n_clusters=50)
+    seconds = time.perf_counter() - t0
+    removed = set(members.sample_id[~members.is_representative].tolist())
+    pairs = set(zip(src.tolist(), range(n - planted_n, n), strict=True))
+    caught = sum(a in removed or b in removed for a, b in pairs)
+    planted_ids = set(range(n - planted_n, n)) | set(src.tolist())
+    _finish(t0, {"semdedup_seconds": round(seconds, 2), "vectors": n, "planted_pairs": planted_n,
+                 "recall_planted_pairs": caught / planted_n, "removed": len(removed),
+                 "removed_not_planted": len(removed - planted_ids)})
+
+
 PHASES = {"near": phase_near, "near_baseline": phase_near_baseline, "ngram": phase_ngram,
-          "ngram_baseline": phase_ngram_baseline}
+          "ngram_baseline": phase_ngram_baseline, "semdedup": phase_semdedup}
 
 
 def main() -> None:

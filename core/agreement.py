@@ -41,12 +41,14 @@ def reliability_matrix(labels: pd.DataFrame, order: list[Any] | None = None) -> 
     With `order` (ratings), codes are the values themselves so that ordinal distances are right."""
     annotators = sorted(labels["annotator"].unique())
     samples = sorted(labels["sample_id"].unique())
-    table = labels.assign(k=labels["value"].map(_key)).pivot(index="annotator", columns="sample_id", values="k")
-    table = table.reindex(index=annotators, columns=samples)
+    keyed = labels.assign(k=labels["value"].map(_key))
+    table = keyed.pivot(index="annotator", columns="sample_id", values="k").reindex(index=annotators, columns=samples)
     if order is not None:
         codes = {_key(v): float(i) for i, v in enumerate(order)}
     else:
-        codes = {k: float(i) for i, k in enumerate(sorted(set(table.stack())))}
+        # Codes from the labels themselves: the pivoted table holds NaN for missing labels (kept by
+        # pandas 3's stack), which cannot be sorted with the string keys.
+        codes = {k: float(i) for i, k in enumerate(sorted(set(keyed["k"])))}
     matrix = table.apply(lambda col: col.map(lambda k: codes.get(k, np.nan) if isinstance(k, str) else np.nan))
     return matrix.to_numpy(dtype=float), annotators, [int(s) for s in samples]
 

@@ -1,8 +1,13 @@
-"""Duplicate detection: exact (normalised hash), near (MinHash + LSH) and semantic (SemDeDup).
+"""Duplicate detection: exact (normalised hash), near (MinHash + LSH), SemDeDup, and cosine groups.
 
-Every method ends the same way: pairs of duplicate samples -> connected groups -> one representative per
-group chosen by a rule (first, longest response, highest quality tag) -> rows in `dup_groups` under a
-recorded run. The mixture designer drops `duplicate_ids_to_drop(store, run_id)`.
+- exact, near and semantic ("cosine groups": k-means, then pairs with cosine >= threshold in a cluster) end
+  the same way: pairs of duplicate samples -> connected groups -> one representative per group chosen by a
+  rule (first, longest response, highest quality tag).
+- semdedup is Abbas et al. 2023's own procedure (`semdedup`): no pairs chained into groups; within each
+  k-means cluster, a point more similar than 1 - eps to an earlier point (ordered farthest from the
+  centroid first) is removed, so the kept one is the paper's (farthest from the centroid).
+All write rows in `dup_groups` under a recorded run. The mixture designer drops
+`duplicate_ids_to_drop(store, run_id)`.
 
 Texts are the samples' turns joined by newlines (`CONTENT_SQL`), streamed from the store in id order in
 batches, so memory holds one batch of texts plus the MinHash signatures (num_perm x 4 bytes a sample).
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +30,22 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 from core import textnorm
 from core.store import Store
 
-METHODS = ("exact", "near", "semantic")
+METHODS = ("exact", "near", "semdedup", "semantic")
 KEEP_RULES = ("first", "longest", "quality")
-DEFAULTS: dict[str, Any] = {"near_threshold": 0.7, "num_perm": 128, "shingle": 3, "semantic_threshold": 0.95}
+DEFAULTS: dict[str, Any] = {"near_threshold": 0.7, "num_perm": 128, "shingle": 3, "semantic_threshold": 0.95,
+                            "semdedup_eps": 0.05}
+SEMDEDUP_KEEP = "farthest from centroid (SemDeDup)"
+# One line per method: what made the groups, the paper, and any deviation (the page and run records show it).
+METHOD_NOTES = {
+    "exact": "Exact duplicates: identical text after NFKC, lower case and punctuation/whitespace folding.",
+    "near": "MinHash + LSH (Broder 1997; datasketch's MinHashLSH) on word shingles; pairs at estimated Jaccard >= "
+            "threshold chained into connected groups.",
+    "semdedup": "SemDeDup (Abbas et al. 2023): k-means on embeddings; in each cluster, ordered farthest from the "
+                "centroid first, a point with cosine > 1 - eps to an earlier point is removed (no chaining); the "
+                "point farthest from the centroid is kept. MiniBatchKMeans instead of spherical k-means.",
+    "semantic": "Cosine groups (not SemDeDup): k-means on embeddings, pairs with cosine >= threshold inside a "
+                "cluster chained into connected groups; representative by the keep rule.",
+}
 CONTENT_SQL = "array_to_string(list_transform(s.messages, lambda m: coalesce(m.content, '')), chr(10))"
 RESPONSE_CHARS_SQL = (
     "coalesce(list_sum(list_transform(list_filter(s.messages, lambda m: m.role = 'assistant'), "
@@ -247,32 +266,131 @@ def signature_pairs(batches: Iterator[tuple[np.ndarray, np.ndarray]], *, thresho
                          "b": all_ids[np.asarray(found_b, dtype=np.int64)], "similarity": found_s})
 
 
-# ---- semantic (SemDeDup) -----------------------------------------------------------------------------
+# ---- semantic: SemDeDup (Abbas et al. 2023) and cosine groups ----------------------------------------
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    x = np.asarray(vectors, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def kmeans_labels(x: np.ndarray, n_clusters: int | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster label per row, unit-length centroids) of unit vectors; k defaults to about sqrt(n)."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    n = len(x)
+    k = min(n_clusters or max(1, min(n // 50, int(np.sqrt(n)))), max(n, 1))
+    if k == 1:
+        return np.zeros(n, dtype=np.int64), _unit(x.mean(axis=0, keepdims=True))
+    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=4096).fit(x)
+    return km.labels_.astype(np.int64), _unit(km.cluster_centers_)
+
+
+def max_earlier_similarity(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """For each row j of unit vectors: the highest cosine to any row i < j, and that i (-1 for row 0).
+
+    Computed block by block against every earlier block, so a cluster bigger than `chunk` is compared across
+    block boundaries (memory chunk x chunk)."""
+    n = len(x)
+    best = np.full(n, -np.inf, dtype=np.float32)
+    arg = np.full(n, -1, dtype=np.int64)
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        for plo in range(0, hi, chunk):
+            phi = min(plo + chunk, hi)
+            sims = x[lo:hi] @ x[plo:phi].T
+            if plo == lo:  # same block: only earlier rows (strictly below the diagonal)
+                sims = np.where(np.tri(hi - lo, phi - plo, k=-1, dtype=bool), sims, -np.inf)
+            j = sims.argmax(axis=1)
+            m = sims[np.arange(hi - lo), j]
+            better = m > best[lo:hi]
+            best[lo:hi] = np.where(better, m, best[lo:hi])
+            arg[lo:hi] = np.where(better, plo + j, arg[lo:hi])
+    return best, arg
+
+
+def semdedup(ids: np.ndarray, vectors: np.ndarray, *, eps: float = DEFAULTS["semdedup_eps"],
+             n_clusters: int | None = None, seed: int = 0, chunk: int = 4096) -> pd.DataFrame:
+    """SemDeDup (Abbas et al. 2023, "SemDeDup: Data-efficient learning at web-scale through semantic
+    deduplication", section 3 and Algorithm 1), re-derived from the paper:
+
+    1. k-means on the unit-length embeddings (the paper: spherical k-means);
+    2. within each cluster, order the points by cosine similarity to their centroid, lowest first (the
+       farthest from the centroid first);
+    3. a point is removed when its cosine similarity to any point before it in that order exceeds 1 - eps
+       (the maximum over the upper triangle of the cluster's similarity matrix); pairs are never chained
+       into groups, and the point kept from a set of duplicates is the one farthest from the centroid
+       (the paper's rule: "keep the example with the lowest cosine similarity to the cluster centroid").
+
+    As in the paper's algorithm, "before it" counts removed points too: of A ~ B ~ C with A and C not
+    similar, both B and C go. Clusters bigger than `chunk` are compared block by block, across blocks.
+    Returns members for `dup_groups`: every removed point and the kept point it was matched to (following
+    removed matches back to the kept one), `similarity` = its highest cosine to an earlier point (for the
+    kept point, the highest of its group)."""
+    if not 0 <= eps < 1:
+        raise ValueError(f"eps must be in [0, 1), got {eps}")
+    ids = np.asarray(ids, dtype=np.int64)
+    empty = pd.DataFrame({"sample_id": pd.Series(dtype="int64"), "group_id": pd.Series(dtype="int64"),
+                          "similarity": pd.Series(dtype="float64"), "is_representative": pd.Series(dtype=bool)})
+    if len(ids) < 2:
+        return empty
+    x = _unit(vectors)
+    labels, centroids = kmeans_labels(x, n_clusters, seed)
+    removed_ids, parent_ids, sims = [], [], []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        to_centroid = x[members] @ centroids[c]
+        order = members[np.lexsort((ids[members], to_centroid))]  # farthest first; ties by sample id
+        best, arg = max_earlier_similarity(x[order], chunk)
+        gone = np.flatnonzero(best > 1 - eps)
+        removed_ids.append(ids[order[gone]])
+        parent_ids.append(ids[order[arg[gone]]])
+        sims.append(best[gone])
+    removed = np.concatenate(removed_ids)
+    if len(removed) == 0:
+        return empty
+    parent = dict(zip(removed.tolist(), np.concatenate(parent_ids).tolist(), strict=True))
+
+    def root(i: int) -> int:
+        while i in parent:  # a removed point's match may itself be removed: follow to the kept one
+            i = parent[i]
+        return i
+
+    out = pd.DataFrame({"sample_id": removed, "similarity": np.concatenate(sims).astype(float),
+                        "is_representative": False})
+    out["root"] = [root(int(i)) for i in out["sample_id"]]
+    reps = out.groupby("root")["similarity"].max().rename("similarity").reset_index()
+    reps = reps.assign(sample_id=reps["root"], is_representative=True)
+    out = pd.concat([out, reps[out.columns]], ignore_index=True)
+    out["group_id"] = out["root"].rank(method="dense").astype("int64")
+    return out[["sample_id", "group_id", "similarity", "is_representative"]].sort_values(
+        ["group_id", "sample_id"], ignore_index=True)
+
 
 def semantic_pairs(ids: np.ndarray, vectors: np.ndarray, *, threshold: float = 0.95, n_clusters: int | None = None,
                    seed: int = 0, max_cluster: int = 20_000) -> pd.DataFrame:
-    """SemDeDup (Abbas et al. 2023): k-means, then pairs inside each cluster with cosine >= threshold."""
-    from sklearn.cluster import MiniBatchKMeans
-
+    """Cosine groups (the method named "semantic"; not SemDeDup's procedure): k-means, then every pair
+    inside a cluster with cosine >= threshold, later chained into connected groups by `groups_from_pairs`.
+    Clusters bigger than `max_cluster` are compared block by block, across blocks."""
     ids = np.asarray(ids, dtype=np.int64)
-    x = np.asarray(vectors, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    n = len(ids)
-    if n < 2:
+    x = _unit(vectors)
+    if len(ids) < 2:
         return pd.DataFrame({"a": [], "b": [], "similarity": []})
-    k = n_clusters or max(1, min(n // 50, int(np.sqrt(n))))
-    labels = np.zeros(n, dtype=np.int64) if k == 1 else MiniBatchKMeans(
-        n_clusters=k, random_state=seed, n_init=3, batch_size=4096).fit_predict(x)
+    labels, _ = kmeans_labels(x, n_clusters, seed)
     out_a, out_b, out_s = [], [], []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        for lo in range(0, len(members), max_cluster):  # guard against one giant cluster
+        for lo in range(0, len(members), max_cluster):
             part = members[lo:lo + max_cluster]
-            sims = x[part] @ x[part].T
-            ii, jj = np.nonzero(np.triu(sims >= threshold, k=1))
-            out_a.append(ids[part[ii]])
-            out_b.append(ids[part[jj]])
-            out_s.append(sims[ii, jj])
+            for plo in range(0, lo + 1, max_cluster):  # this block against itself and every earlier block
+                prev = members[plo:plo + max_cluster]
+                sims = x[prev] @ x[part].T
+                hit = sims >= threshold
+                if plo == lo:
+                    hit = np.triu(hit, k=1)
+                ii, jj = np.nonzero(hit)
+                out_a.append(ids[prev[ii]])
+                out_b.append(ids[part[jj]])
+                out_s.append(sims[ii, jj])
     return pd.DataFrame({"a": np.concatenate(out_a), "b": np.concatenate(out_b),
                          "similarity": np.concatenate(out_s).astype(float)})
 
@@ -353,18 +471,26 @@ def find_duplicates(
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     dataset_ids = _dataset_ids(store, datasets)
     if threshold is None:
-        threshold = DEFAULTS["semantic_threshold"] if method == "semantic" else DEFAULTS["near_threshold"]
+        threshold = DEFAULTS["semantic_threshold"] if method in ("semantic", "semdedup") else DEFAULTS["near_threshold"]
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    params = {"method": method, "datasets": datasets or "all", "dataset_ids": dataset_ids, "keep": keep}
+    if method == "semdedup":
+        if keep != "first":
+            raise ValueError(f"SemDeDup keeps the point farthest from its cluster's centroid (the paper's rule); "
+                             f"keep={keep!r} applies to the exact, near and semantic methods")
+        keep = SEMDEDUP_KEEP
+    params = {"method": method, "datasets": datasets or "all", "dataset_ids": dataset_ids, "keep": keep,
+              "method_note": METHOD_NOTES[method]}
     if method == "near":
         params |= {"threshold": threshold, "num_perm": num_perm, "shingle": shingle}
-    elif method == "semantic":
+    elif method in ("semantic", "semdedup"):
         # The embed run (cached, recorded) comes first so that this run's parameters name it.
         ids, vectors, embed_run_id = load_embeddings(store, datasets or store.dataset_names(),
                                                      embed_run_id=embed_run_id, model=embed_model, progress=progress)
         params |= {"threshold": threshold, "n_clusters": n_clusters, "embed_run_id": embed_run_id,
                    "embed_model": embed_model or "all-MiniLM-L6-v2"}
+        if method == "semdedup":
+            params["eps"] = round(1 - threshold, 12)  # the paper's parameter: removed above cosine 1 - eps
     run_id = store.start_run("dedup", dataset_id=dataset_ids[0] if len(dataset_ids) == 1 else None, params=params,
                              sample_filter="all datasets" if not datasets else f"datasets: {', '.join(datasets)}")
     try:
@@ -376,9 +502,12 @@ def find_duplicates(
         elif method == "near":
             pairs = near_pairs(iter_texts(store, dataset_ids, batch_size), threshold=threshold, num_perm=num_perm,
                                shingle=shingle, progress=progress, total=total)
-        else:
+        elif method == "semantic":
             pairs = semantic_pairs(ids, vectors, threshold=threshold, n_clusters=n_clusters)
-        members, used = choose_representatives(store, groups_from_pairs(pairs), keep)
+        if method == "semdedup":
+            members, used = semdedup(ids, vectors, eps=1 - threshold, n_clusters=n_clusters), keep
+        else:
+            members, used = choose_representatives(store, groups_from_pairs(pairs), keep)
         write_groups(store, run_id, members)
     except BaseException as exc:
         store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -470,3 +599,15 @@ def diff_html(a: str, b: str) -> tuple[str, str]:
                              inserted='<ins style="background:#dfd">{}</ins>')
     wrap = '<div style="white-space:pre-wrap;font-family:monospace;font-size:0.85em">{}</div>'
     return wrap.format(left), wrap.format(right)
+
+
+def method_note(store: Store, run_id: int) -> str:
+    """One line: what method made this run's groups, the paper, and any deviation (from the run record)."""
+    df = store.query_df("SELECT params FROM runs WHERE run_id = ?", [run_id])
+    if df.empty:
+        raise KeyError(f"No run {run_id}")
+    params = json.loads(df["params"].iloc[0] or "{}")
+    note = params.get("method_note") or METHOD_NOTES.get(params.get("method", ""), "")
+    detail = {"near": f"threshold {params.get('threshold')}", "semantic": f"cosine >= {params.get('threshold')}",
+              "semdedup": f"eps {params.get('eps')}"}.get(params.get("method", ""), "")
+    return f"{note} ({detail})" if detail else note

@@ -6,12 +6,17 @@ one separator. `normalize()` gives the exact-duplicate key; `tokens()` the words
 The SQL form (`NORMALIZE_SQL`) does the same inside DuckDB, with NFKC + lower case from a Python UDF
 because DuckDB has only NFC.
 
+Contamination checks use GPT-3's own normalisation instead (`gpt3_words`, Brown et al. 2020, appendix C):
+lower case, words delimited by whitespace, punctuation removed, so "she's" is one word ("shes") and
+"$2.50" one number ("250").
+
 N-grams are hashed to 64 bits (xxh64 per word, then a fixed random linear combination per position and
 a 64-bit finaliser), computed for whole batches of documents at once with numpy.
 """
 
 from __future__ import annotations
 
+import string
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +31,10 @@ _ASCII_WORD = regex.compile(r"[a-z0-9]+")
 # RE2 (DuckDB) spelling of the same separator class.
 _SEPARATORS_RE2 = r"[^\p{L}\p{M}\p{N}]+"
 UDF_NAME = "assay_nfkc_lower"
+# GPT-3's "punctuation removed": Unicode punctuation and symbols ($, %, +, ...) deleted inside words.
+_PUNCT = regex.compile(r"[\p{P}\p{S}]+")
+_ASCII_PUNCT = str.maketrans("", "", string.punctuation)  # the ASCII P and S characters exactly
+_NON_SPACE = regex.compile(r"\S+")
 
 
 def nfkc_lower(text: str) -> str:
@@ -52,6 +61,26 @@ def token_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     spans: list[tuple[int, int]] = []
     for match in _WORD.finditer(text):
         for word in _WORD.findall(nfkc_lower(match.group())):
+            words.append(word)
+            spans.append(match.span())
+    return words, spans
+
+
+def gpt3_words(text: str) -> list[str]:
+    """GPT-3's words (Brown et al. 2020, appendix C): lower case, split on whitespace, punctuation removed
+    (a word made only of punctuation disappears)."""
+    if text.isascii():
+        return text.lower().translate(_ASCII_PUNCT).split()
+    return [w for w in (_PUNCT.sub("", t) for t in text.lower().split()) if w]
+
+
+def gpt3_word_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """`gpt3_words(text)` with each word's character range in the original text (for highlighting)."""
+    words: list[str] = []
+    spans: list[tuple[int, int]] = []
+    for match in _NON_SPACE.finditer(text):
+        word = _PUNCT.sub("", match.group().lower())
+        if word:
             words.append(word)
             spans.append(match.span())
     return words, spans

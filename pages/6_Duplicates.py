@@ -1,4 +1,4 @@
-"""Duplicates page: find exact / near / semantic duplicate groups, browse them side by side, exclude copies."""
+"""Duplicates page: find exact / near / SemDeDup / cosine-group duplicates, browse them side by side, exclude copies."""
 
 from __future__ import annotations
 
@@ -16,14 +16,17 @@ def run_form(store: Store, names: list[str]) -> None:
         scope = st.multiselect("Datasets (none = across all datasets)", names)
         method = st.radio("Method", dedup.METHODS, horizontal=True,
                           help="exact: same words after normalisation; near: MinHash + LSH on word shingles; "
-                               "semantic: SemDeDup on stored embeddings")
+                               "semdedup: SemDeDup (Abbas et al. 2023) on stored embeddings, cosine > threshold "
+                               "(= 1 - eps) removed, the point farthest from its centroid kept; semantic: cosine "
+                               "groups (pairs >= threshold chained), not SemDeDup")
         c1, c2, c3, c4 = st.columns(4)
         threshold = c1.slider("Threshold (Jaccard or cosine)", 0.3, 1.0, 0.7, 0.01,
-                              help="near: estimated Jaccard (default 0.7); semantic: cosine (try 0.95)")
+                              help="near: estimated Jaccard (default 0.7); semdedup and semantic: cosine (try 0.95)")
         num_perm = c2.number_input("Permutations", 16, 512, dedup.DEFAULTS["num_perm"], 16)
         shingle = c3.number_input("Words per shingle", 1, 13, dedup.DEFAULTS["shingle"])
         keep = c4.selectbox("Representative", dedup.KEEP_RULES,
-                            help="first loaded, longest response, or highest response_quality tag")
+                            help="first loaded, longest response, or highest response_quality tag "
+                                 "(SemDeDup always keeps by the paper's rule)")
         go = st.form_submit_button("Find duplicates", type="primary")
     if not go:
         return
@@ -95,6 +98,7 @@ def main() -> None:
     run_id = pick_run(store)
     if run_id is None:
         return
+    st.caption(f"Method: {dedup.method_note(store, run_id)}")
     show_group(store, run_id)
     exclude_action(store, run_id)
 

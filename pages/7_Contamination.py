@@ -11,8 +11,8 @@ from core import selection
 from core.store import Store, StoreError
 from ui import open_store
 
-METHOD_LABELS = {"ngram13": "13-gram (GPT-3)", "ngram8": "8-gram (PaLM)", "embedding": "embedding",
-                 "mink": "Min-K% Prob"}
+METHOD_LABELS = {"ngram13": "n-gram (GPT-3, N per benchmark)", "ngram8": "8-gram (PaLM)", "embedding": "embedding",
+                 "mink": "Min-K% Prob (eval items)", "minkpp": "Min-K%++ (eval items)"}
 
 
 def run_form(store: Store) -> None:
@@ -36,7 +36,7 @@ def run_form(store: Store) -> None:
         c1, c2, c3 = st.columns(3)
         mink_model = c1.text_input("Causal LM for Min-K% (name or local path)")
         mink_k = c2.slider("Min-K% k", 0.05, 0.6, contam.DEFAULTS["mink_k"], 0.05)
-        mink_thr = c3.text_input("Flag Min-K% scores at least (optional)")
+        mink_thr = c3.text_input("Count eval items with Min-K% at least (optional)")
         go = st.form_submit_button("Check contamination", type="primary")
     if not go or not dataset:
         return
@@ -70,8 +70,15 @@ def pick_run(store: Store) -> int | None:
 
 def report_view(store: Store, run_id: int) -> None:
     summary = contam.eval_summary(store, run_id)
+    for line in contam.method_lines(store, run_id):
+        st.caption(f"Method: {line}")
     st.subheader("Per evaluation set")
     st.dataframe(summary, hide_index=True)
+    capped = contam.capped_ngrams(store, run_id)
+    if not capped.empty:
+        st.caption(f"GPT-3's frequency cap ignored these n-grams (in too many training samples); "
+                   f"{len(capped)} listed with their eval items")
+        st.dataframe(capped, hide_index=True, height=180)
     st.plotly_chart(contam.summary_figure(summary), key="summary_chart")
     res = contam.results(store, run_id)
     for tab, name in zip(st.tabs(summary.eval_set.tolist()), summary.eval_set, strict=True):
@@ -79,6 +86,10 @@ def report_view(store: Store, run_id: int) -> None:
             part = res[res.eval_set == name]
             if part.embed_cosine.notna().any():
                 st.plotly_chart(contam.cosine_figure(part, name), key=f"cos_{name}")
+            scores = contam.eval_item_scores(store, run_id, name)
+            if scores[["mink_score", "minkpp_score"]].notna().any().any():
+                st.caption("Eval items under the LM (higher: more likely in its pre-training data)")
+                st.dataframe(scores, hide_index=True, height=180)
             hit = contam.eval_items_hit(store, run_id, name)
             st.caption(f"{len(hit)} evaluation items hit")
             st.dataframe(hit, hide_index=True, height=180)

@@ -19,7 +19,7 @@ from core.store import Store, StoreError
 from ui import open_store
 
 MODES = ("weight", "count", "tokens")
-DEDUP = ("none", "exact", "near", "semantic")
+DEDUP = ("none", "exact", "near", "semdedup", "semantic")
 FILTER_HELP = ("One filter per line: `field op value` (value in YAML: 512, [a, b], [0, 300]); "
                "percentiles: `tag.response_quality percentile_ge 30 by tag.category`. "
                "Fields: n_tokens, n_turns, n_chars, text, meta.<key>, tag.<name>, label.<schema>.<field>.")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core import cli, contamination, selection
+from core import cli, contamination, selection, textnorm
 from core.ingest import ingest_records
 from core.store import Store
 
@@ -142,6 +141,56 @@ def test_frequent_13grams_are_ignored(tmp_path, gsm) -> None:
     assert strict.summary["n_ngram13"].iloc[0] == 0
     assert strict.summary["n_ngram8"].iloc[0] == 12  # PaLM's rule has no such exception
     assert loose.summary["n_ngram13"].iloc[0] == 12
+    # The cap is GPT-3's, but what it hid is reported: the one eval item, its n-grams, in 12 samples.
+    row = strict.summary.iloc[0]
+    assert row.n_eval_items_capped == 1 and row.n_capped_ngrams > 0
+    capped = contamination.capped_ngrams(store, strict.run_id)
+    eval_ids = store.query_df("SELECT id FROM samples s JOIN datasets d USING (dataset_id) WHERE d.name = 'ev' "
+                              "ORDER BY row_idx")["id"].tolist()
+    assert set(capped.eval_sample_id) == {eval_ids[3]} and set(capped.n_train_samples) == {12}
+    assert set(capped.eval_set) == {"ev"}
+    assert all(" ".join(c.split()) in " ".join(textnorm.gpt3_words(q)) for c in capped.ngram)
+    assert loose.summary["n_capped_ngrams"].iloc[0] == 0
+
+
+def test_gpt3_normalisation_and_n_per_benchmark() -> None:
+    # Brown et al. 2020, appendix C: lower case, whitespace-delimited words, punctuation removed.
+    assert textnorm.gpt3_words("She's paid $2.50 -- really?") == ["shes", "paid", "250", "really"]
+    assert textnorm.gpt3_words("“Ünïcode” — ok…") == ["ünïcode", "ok"]
+    words, spans = textnorm.gpt3_word_spans("Hi, she's  here.")
+    assert words == ["hi", "shes", "here"] and spans == [(0, 3), (4, 9), (11, 16)]
+    # N = 5th percentile of item lengths in words, clamped to 8..13. Lengths 1..20: numpy's linear
+    # interpolation gives 1 + 0.05 x 19 = 1.95 -> 8 (clamped). Lengths 10 (x19) and 30: position
+    # 0.05 x 19 = 0.95 between the sorted values 10 and 10 -> 10. Lengths 20..39 -> 20.95 -> 13.
+    assert contamination.gpt3_n(list(range(1, 21))) == 8
+    assert contamination.gpt3_n([10] * 19 + [30]) == 10
+    assert contamination.gpt3_n(list(range(20, 40))) == 13
+    # 9, 11 x 9 words and 40 x 10: sorted position 0.05 x 19 = 0.95 -> 9 + 0.95 x (11 - 9) = 10.9 -> 10.
+    assert contamination.gpt3_n([9] + [11] * 9 + [40] * 10) == 10
+
+
+def test_short_items_are_matched_with_their_benchmarks_n(tmp_path) -> None:
+    """A benchmark of 11-word prompts gets N = 11: a copy of one is flagged (13-grams never could be),
+    and GPT-3's normalisation matches it through case and punctuation changes."""
+    store = Store(tmp_path / "s.duckdb", busy_timeout=5)
+    prompts = [f"Write a short poem about the colour {c} and the sea." for c in
+               ("red", "blue", "green", "grey", "gold", "white", "black", "pink", "teal", "cyan")]
+    assert {len(textnorm.gpt3_words(p)) for p in prompts} == {11}
+    ingest_records(store, [{"text": p} for p in prompts], name="short-bench", shape="text", is_eval=True)
+    train = [{"text": "Please: WRITE a short poem about the colour Teal, and the sea!! Thanks."},
+             {"text": "Write a short poem about the colour of the sea."}]
+    ingest_records(store, train, name="tr", shape="text")
+    rep = contamination.check_contamination(store, "tr", methods=["ngram13"])
+    row = rep.summary.iloc[0]
+    assert row.gpt3_n == 11 and row.n_ngram13 == 1
+    res = contamination.results(store, rep.run_id, flagged_only=True)
+    eval_ids = store.query_df("SELECT id FROM samples s JOIN datasets d USING (dataset_id) WHERE d.name = "
+                              "'short-bench' ORDER BY row_idx")["id"].tolist()
+    assert res.ngram13_eval_id.tolist() == [eval_ids[8]]
+    text = contamination.sample_text(store, int(res.sample_id.iloc[0]))
+    (start, end), = json.loads(res.ngram13_spans.iloc[0])
+    assert text[start:end] == "WRITE a short poem about the colour Teal, and the sea!!"
+    assert "GPT-3" in contamination.run_params(store, rep.run_id)["method_notes"]["ngram13"]
 
 
 def test_cli_contamination_json(planted, capsys) -> None:
@@ -192,35 +241,107 @@ def _train(folder: Path, texts: list[str], steps: int = 60) -> None:
     model.save_pretrained(folder)
 
 
-def test_min_k_prob_matches_definition_and_separates_seen_texts(tmp_path, gsm) -> None:
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, gsm) -> Path:
+    """The untrained tiny LM, built once; torch on one thread (two threads on a loaded 2-core box spin)."""
     import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield _tiny_lm(tmp_path_factory.mktemp("tiny"), [r["question"] for r in gsm["train"][:40]])
+    torch.set_num_threads(threads)
+
+
+def _by_hand(model, tok, text: str | list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per predicted token, from the logits of the text alone (numpy): log p(x_t|x<t), and Min-K%++'s
+    (log p - mu) / sigma with mu = sum_z p(z) log p(z), sigma^2 = sum_z p(z) (log p(z) - mu)^2
+    (Zhang et al. 2024, eq. for the per-token score)."""
+    import torch
+
+    ids = tok(text)["input_ids"] if isinstance(text, str) else text
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0].double().numpy()
+    logits = logits[:-1]
+    logp = logits - logits.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    target = logp[np.arange(len(ids) - 1), ids[1:]]
+    p = np.exp(logp)
+    mu = (p * logp).sum(-1)
+    sigma = np.sqrt((p * (logp - mu[:, None]) ** 2).sum(-1))
+    return target, (target - mu) / sigma
+
+
+def test_min_k_scores_match_the_papers_definitions(tiny) -> None:
+    model, tok, device = contamination.load_causal_lm(str(tiny), device="cpu")
+    text = "Natalia sold clips to 48 of her friends"  # 8 words: 8 tokens, 7 predicted
+    lp, z = _by_hand(model, tok, text)
+    assert len(lp) == 7
+    # Shi et al.: k% of the n predicted tokens by floor (the reference's int(n * k)), at least one:
+    # k = 0.2 -> floor(1.4) = 1 token (a ceiling would take 2); k = 0.5 -> floor(3.5) = 3 tokens.
+    for k, m in ((0.2, 1), (0.5, 3), (1.0, 7)):
+        got = contamination.min_k_prob([text], model, tok, k=k, device=device)[0]
+        assert got == pytest.approx(np.sort(lp)[:m].mean(), abs=1e-5)
+        got_pp = contamination.min_k_plus_plus([text], model, tok, k=k, device=device)[0]
+        assert got_pp == pytest.approx(np.sort(z)[:m].mean(), abs=1e-4)
+    assert contamination.min_k_prob(["one"], model, tok, device=device)[0] != contamination.min_k_prob(
+        ["one"], model, tok, device=device)[0]  # one token predicts nothing: NaN
+
+
+def test_min_k_score_does_not_depend_on_its_batch_and_long_texts_are_windowed(tiny, gsm) -> None:
+    questions = [r["question"] for r in gsm["train"][:40]]
+    model, tok, device = contamination.load_causal_lm(str(tiny), device="cpu")
+    tok.padding_side = "left"  # as many chat models' tokenizers ship: must not shift positions or scores
+    short = "Natalia sold clips to 48 of her friends"
+    longer = questions[:5]
+    alone = contamination.token_scores([short], model, tok, device=device)
+    batched = contamination.token_scores([*longer, short], model, tok, device=device, batch_size=6)
+    np.testing.assert_allclose(batched.logprob[-1], alone.logprob[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(batched.zscore[-1], alone.zscore[0], rtol=0, atol=1e-5)
+    # A text longer than the window: every token scored once (no truncation), the first window's tokens as
+    # in a single pass, later ones with at least half a window of context.
+    long_text = " ".join(questions[:3])
+    full, _ = _by_hand(model, tok, long_text)
+    windowed = contamination.token_scores([long_text], model, tok, device=device, max_length=16)
+    assert windowed.window == 16 and windowed.n_windowed == 1
+    assert len(windowed.logprob[0]) == len(full) > 16
+    np.testing.assert_allclose(windowed.logprob[0][:15], full[:15], atol=1e-5)
+    ids = tok(long_text)["input_ids"]
+    lp16, _ = _by_hand(model, tok, ids[8:24])  # tokens 16..23 scored in the window 8..23
+    np.testing.assert_allclose(windowed.logprob[0][15:23], lp16[7:15], atol=1e-5)
+
+
+def test_min_k_prob_scores_eval_items_and_separates_seen_texts(tiny, tmp_path, gsm) -> None:
+    import shutil
 
     questions = [r["question"] for r in gsm["train"][:40]]
     seen, unseen = questions[:20], questions[20:]
-    folder = _tiny_lm(tmp_path / "tiny", questions)
-    model, tok, device = contamination.load_causal_lm(str(folder), device="cpu")
-    # k = 100% is the mean token log-probability, computed here by hand.
-    enc = tok(seen[0], return_tensors="pt")
-    with torch.no_grad():
-        logp = torch.log_softmax(model(**enc).logits[0, :-1], -1)
-    manual = logp.gather(-1, enc["input_ids"][0, 1:, None]).mean().item()
-    scores = contamination.min_k_prob(seen[:3], model, tok, k=1.0, device=device, batch_size=2)
-    assert scores[0] == pytest.approx(manual, abs=1e-4)
-    low = contamination.min_k_prob(seen[:3], model, tok, k=0.2, device=device)
-    assert np.all(low <= scores + 1e-6)
+    folder = Path(shutil.copytree(tiny, tmp_path / "trained"))
     _train(folder, seen)
     model, tok, device = contamination.load_causal_lm(str(folder), device="cpu")
     s_seen = contamination.min_k_prob(seen, model, tok, k=0.2, device=device)
     s_unseen = contamination.min_k_prob(unseen, model, tok, k=0.2, device=device)
     assert s_seen.mean() > s_unseen.mean() + 1.0, (s_seen.mean(), s_unseen.mean())
-    # Through a recorded run: eval items the model memorised score higher than the training samples.
+    pp_seen = contamination.min_k_plus_plus(seen, model, tok, k=0.2, device=device)
+    pp_unseen = contamination.min_k_plus_plus(unseen, model, tok, k=0.2, device=device)
+    assert pp_seen.mean() > pp_unseen.mean()
+    # Through a recorded run: each eval set's items are scored (was it in the LM's training data?);
+    # training samples are never flagged from their own score.
     store = Store(tmp_path / "s.duckdb", busy_timeout=5)
-    ingest_records(store, [{"text": q} for q in seen], name="ev", shape="text", is_eval=True)
+    ingest_records(store, [{"text": q} for q in seen], name="ev-seen", shape="text", is_eval=True)
+    ingest_records(store, [{"text": q} for q in unseen], name="ev-unseen", shape="text", is_eval=True)
     ingest_records(store, [{"text": q} for q in unseen], name="tr", shape="text")
-    rep = contamination.check_contamination(store, "tr", methods=["mink"], mink_model=str(folder), mink_k=0.2,
-                                            mink_threshold=0.0)
-    row = rep.summary.iloc[0]
-    assert row.eval_mink_mean > row.train_mink_mean
-    assert not math.isnan(row.train_mink_mean) and row.n_mink == 0
+    rep = contamination.check_contamination(store, "tr", methods=["mink", "minkpp"], mink_model=str(folder),
+                                            mink_k=0.2, mink_threshold=-1e9)
+    summary = rep.summary.set_index("eval_set")
+    assert summary.loc["ev-seen", "eval_mink_mean"] > summary.loc["ev-unseen", "eval_mink_mean"]
+    assert summary.loc["ev-seen", "eval_minkpp_mean"] > summary.loc["ev-unseen", "eval_minkpp_mean"]
+    assert summary.loc["ev-seen", "n_eval_items_mink"] == 20 and summary["n_contaminated"].sum() == 0
+    items = contamination.eval_item_scores(store, rep.run_id, "ev-seen")
+    np.testing.assert_allclose(items["mink_score"], s_seen, atol=1e-5)
+    np.testing.assert_allclose(items["minkpp_score"], pp_seen, atol=1e-4)
+    assert contamination.results(store, rep.run_id).empty
+    params = contamination.run_params(store, rep.run_id)
+    assert params["mink_scored"] == "eval items" and params["mink_window"] == 256
+    assert "Shi et al. 2024" in params["method_notes"]["mink"] and "Zhang et al. 2024" in params["method_notes"]["minkpp"]
     with pytest.raises(ValueError, match="between 5% and 60%"):
         contamination.check_contamination(store, "tr", methods=["mink"], mink_model=str(folder), mink_k=0.9)

@@ -148,6 +148,47 @@ def test_semantic_pairs_on_vectors() -> None:
     assert len(found) == 5
 
 
+def _angles(degrees: list[float]) -> np.ndarray:
+    r = np.deg2rad(degrees)
+    return np.stack([np.cos(r), np.sin(r)], axis=1)
+
+
+def test_semdedup_follows_the_paper_on_vectors_by_hand() -> None:
+    """Abbas et al. 2023, Algorithm 1, by hand on 2-D unit vectors in one cluster (k = 1).
+
+    Angles a 0, b 1, c 2, d 40, e -45 degrees. Centroid: mean of the unit vectors = (4.47239, -0.01197),
+    at -0.153 degrees, so the distances to it are a 0.15, b 1.15, c 2.15, d 40.2, e 44.8 degrees and the
+    order (farthest first) is e, d, c, b, a. eps = 0.0002: removed above cosine 0.9998; cos 1 deg = 0.99985
+    (a duplicate), cos 2 deg = 0.99939 (not). e, d, c have no similar earlier point: kept. b ~ c: removed.
+    a ~ b (b earlier, though removed; a !~ c): removed. Kept of {a, b, c}: c, the farthest from the centroid,
+    though a has the lowest sample id."""
+    ids = np.array([12, 13, 14, 11, 10])  # a, b, c, d, e
+    vectors = _angles([0, 1, 2, 40, -45])
+    x = vectors.sum(axis=0)
+    assert np.degrees(np.arctan2(x[1], x[0])) == pytest.approx(-0.153, abs=1e-3)
+    got = dedup.semdedup(ids, vectors, eps=0.0002, n_clusters=1)
+    assert got.sample_id.tolist() == [12, 13, 14] and got.group_id.nunique() == 1
+    assert got.set_index("sample_id").is_representative.to_dict() == {12: False, 13: False, 14: True}
+    assert got.set_index("sample_id").similarity[12] == pytest.approx(np.cos(np.deg2rad(1)), abs=1e-6)
+    # Compared across block boundaries: blocks of 2 give the same answer as one block.
+    pd.testing.assert_frame_equal(dedup.semdedup(ids, vectors, eps=0.0002, n_clusters=1, chunk=2), got)
+    # No chaining into groups: p -1, q 0, r 1, s 0.4 degrees; centroid near 0.1, so the order is p (1.1 from
+    # it), r (0.9), s (0.3), q (0.1). Duplicates below 1.2 degrees: p !~ r (2) so both are kept; s ~ r: gone;
+    # q ~ p: gone. Cosine groups chain p ~ q ~ r ~ s into one group and keep one of the four.
+    vec = _angles([-1.0, 0.0, 1.0, 0.4])
+    out = dedup.semdedup(np.array([1, 2, 3, 4]), vec, eps=1 - np.cos(np.deg2rad(1.2)), n_clusters=1)
+    assert set(out.sample_id[~out.is_representative]) == {2, 4}
+    groups = dedup.groups_from_pairs(dedup.semantic_pairs(np.array([1, 2, 3, 4]), vec,
+                                                          threshold=np.cos(np.deg2rad(1.2)), n_clusters=1))
+    assert groups.group_id.nunique() == 1 and len(groups) == 4
+
+
+def test_cosine_groups_compare_across_blocks() -> None:
+    vectors = _angles([0, 50, 100, 0.5])  # rows 0 and 3 are near, in different blocks of 2
+    pairs = dedup.semantic_pairs(np.array([1, 2, 3, 4]), vectors, threshold=0.99, n_clusters=1, max_cluster=2)
+    assert [(int(a), int(b)) for a, b in zip(pairs.a, pairs.b, strict=True)] == [(1, 4)]
+
+
 def test_semantic_on_stored_embeddings(tmp_path, shared: Path) -> None:
     """SemDeDup end to end with the bundled model: a reworded question groups with its original."""
     with (shared / "gsm8k" / "test.jsonl").open() as fh:
@@ -161,6 +202,16 @@ def test_semantic_on_stored_embeddings(tmp_path, shared: Path) -> None:
     groups = dict(zip(g.sample_id, g.group_id, strict=True))
     assert ids[1] in groups and groups[ids[1]] == groups.get(ids[-1])
     assert json.loads(store.runs().set_index("run_id").loc[res.run_id].params)["embed_run_id"] is not None
+    # SemDeDup on the same (cached) vectors: the reworded copy or its original goes, the other stays.
+    sem = dedup.find_duplicates(store, ["q"], method="semdedup", threshold=0.9, n_clusters=3)
+    g = dedup.duplicate_groups(store, sem.run_id).set_index("sample_id")
+    assert {ids[1], ids[-1]} <= set(g.index) and g.group_id[ids[1]] == g.group_id[ids[-1]]
+    assert g.is_representative[ids[1]] != g.is_representative[ids[-1]]
+    params = json.loads(store.runs().set_index("run_id").loc[sem.run_id].params)
+    assert params["eps"] == pytest.approx(0.1) and sem.keep_used == dedup.SEMDEDUP_KEEP
+    assert "Abbas et al. 2023" in params["method_note"]
+    with pytest.raises(ValueError, match="farthest from"):
+        dedup.find_duplicates(store, ["q"], method="semdedup", keep="longest")
 
 
 def test_diff_rendering_escapes_text() -> None:

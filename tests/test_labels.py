@@ -225,3 +225,36 @@ def test_export_and_cli(loaded, tmp_path: Path, capsys) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report[0]["field"] == "category" and report[0]["n_disagreements"] == 1
     assert cli([*db, "labels", "export", "--schema", "nope", "--out", str(jsonl)]) == 2
+
+
+def test_alpha_with_three_annotators_and_missing_labels(loaded) -> None:
+    """Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C: 4 observers, 12 units,
+    values 1-5, gaps; nominal alpha = 0.743. Worked by hand from the coincidence matrix:
+    pairable values n = 40 (unit 12 has one value), n_c = 9, 13, 10, 5, 3 for values 1..5;
+    disagreeing coincidences: unit 2 (2,2,3,2) gives 2 x 3 x 1/3 = 2, unit 6 (1,2,3,4) gives 12 x 1/3 = 4,
+    unit 8 (1,1,2,1) gives 2, so D_o = 8/40; D_e = (40^2 - sum n_c^2) / (40 x 39) = 1216/1560;
+    alpha = 1 - (8/40) / (1216/1560) = 1 - 312/1216 = 0.743421.
+    Stored as category labels with partial overlap (what crashed: TypeError sorting NaN with strings)."""
+    import krippendorff
+    import numpy as np
+
+    store, schema, ids = loaded
+    nan = float("nan")
+    data = {
+        "A": [1, 2, 3, 3, 2, 1, 4, 1, 2, nan, nan, nan],
+        "B": [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, nan, 3],
+        "C": [nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, nan],
+        "D": [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, nan],
+    }
+    names = {1: "Math", 2: "Reasoning", 3: "Coding & Debugging", 4: "Planning", 5: "Editing"}
+    for annotator, row in data.items():
+        for sid, v in zip(ids, row, strict=False):
+            if not math.isnan(v):
+                L.record_label(store, schema, sid, {"category": names[int(v)]}, annotator=annotator)
+    result = A.field_agreement(store, schema, "category")
+    assert math.isclose(result.alpha, 1 - 312 / 1216, rel_tol=1e-9)
+    assert round(result.alpha, 3) == 0.743  # the paper's figure
+    reference = krippendorff.alpha(reliability_data=np.array(list(data.values()), dtype=float),
+                                   level_of_measurement="nominal")
+    assert math.isclose(result.alpha, reference, rel_tol=1e-9)
+    assert result.n_samples == 11

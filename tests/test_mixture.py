@@ -165,6 +165,7 @@ def test_licence_synthetic_and_dominance_warnings(demo: Store) -> None:
     assert {"non_commercial", "dominant_category", "synthetic_share"} <= codes(comp)
     synth = next(w for w in comp.warnings if w.code == "synthetic_share")
     assert "30.0%" in synth.message and "Characterizing Model Behavior Under Synthetic Data Training" in synth.message
+    assert synth.severity == "warning" and "Pythia" in synth.message and "arXiv:2510.05133" in synth.message
     small = preview(demo, recipe("sources: [{dataset: alpaca-gpt4-demo-1k, count: 100}, {dataset: gsm8k-train, count: 900}]"))
     assert "synthetic_share" not in codes(small) and "non_commercial" in codes(small)
 
@@ -276,3 +277,13 @@ def test_cli_preview_and_mix(demo: Store, tmp_path: Path, capsys: pytest.Capture
     assert (tmp_path / "o/parquet/train.parquet").exists() and (tmp_path / "o/openai/train.jsonl").exists()
     assert main(["--db", str(demo.path), "mix", str(path), "--out", str(tmp_path / "o")]) == 2  # exists
     assert "already exists" in capsys.readouterr().err
+
+
+def test_synthetic_share_past_30_percent_stays_a_warning() -> None:
+    """Du et al. 2025 measured Pythia 410M-12B: a warning citing it, never a refusal (no 'error')."""
+    from core.mixture.warnings import synthetic_warning
+
+    sources = pd.DataFrame({"synthetic": [True, False], "n_selected": [45, 55]})
+    (warning,) = synthetic_warning(sources, 100)
+    assert warning.severity == "warning" and "45.0%" in warning.message and "past that" in warning.message
+    assert "410M-12B" in warning.message and "more robust" in warning.message

@@ -46,6 +46,7 @@ def test_duplicates_page_runs_and_excludes(seeded: Store) -> None:
     at.button[0].click().run()  # the form's submit button
     _no_exceptions(at)
     assert any("groups" in s.value for s in at.success)
+    assert any(c.value.startswith("Method: MinHash + LSH") for c in at.caption)  # what made the groups
     run_id = int(dedup.dedup_runs(seeded).run_id.iloc[0])
     drop = dedup.duplicate_ids_to_drop(seeded, run_id)
     assert len(drop) >= 1
@@ -62,6 +63,8 @@ def test_contamination_page_report_and_exclude(seeded: Store) -> None:
     at = AppTest.from_file(str(ROOT / "pages/7_Contamination.py"), default_timeout=120).run()
     _no_exceptions(at)
     assert len(at.dataframe) >= 2
+    lines = [c.value for c in at.caption if c.value.startswith("Method: ")]
+    assert any("Brown et al. 2020" in x for x in lines) and any("Chowdhery et al. 2022" in x for x in lines)
     assert any("<mark" in m.value for m in at.markdown)  # the overlapping span is highlighted
     exclude = next(b for b in at.button if b.key == "exclude_contaminated")
     exclude.click().run()

@@ -50,7 +50,7 @@ OPS = ("eq", "ne", "in", "not_in", "gt", "ge", "lt", "le", "between", "contains"
        "is_null", "not_null", "percentile_ge", "percentile_le")
 FLAGS = ("not_contaminated", "not_excluded", "not_unsafe")
 SELECTION_METHODS = ("random", "top", "diverse", "kmq")
-DEDUP_METHODS = ("exact", "near", "semantic")
+DEDUP_METHODS = ("exact", "near", "semdedup", "semantic")
 FORMATS = ("openai", "sharegpt", "alpaca", "trl", "parquet", "hf")  # trl: prompt/chosen/rejected message lists
 NO_VALUE_OPS = ("is_null", "not_null")
 
@@ -352,7 +352,7 @@ def _parse_dedup(raw: Any) -> DedupSpec | None:
         return None
     spec = _mapping(raw, "dedup", ("method", "run"))
     if spec.get("run") is None and spec.get("method") is None:
-        raise RecipeError("dedup", "name a dedup run (run: N) or a method (exact, near, semantic)")
+        raise RecipeError("dedup", "name a dedup run (run: N) or a method (exact, near, semdedup, semantic)")
     method = _choice(spec["method"], "dedup.method", DEDUP_METHODS) if spec.get("method") else None
     run = _number(spec["run"], "dedup.run", integer=True) if spec.get("run") is not None else None
     return DedupSpec(method=method, run=run)
