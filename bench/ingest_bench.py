@@ -1,6 +1,10 @@
 """Ingest benchmark: 1,000,000 records built from real shared data, JSONL and Parquet, vs pandas.
 
     python -m bench.ingest_bench [--rows 1000000]
+    python -m bench.ingest_bench --chat [--rows 1000000]   # multi-turn conversations (OpenAI messages)
+
+The chat case also measures the floor under ingest on the same file: `datasets.load_dataset("json")`
+(conversion to Arrow only) and DuckDB's `CREATE TABLE AS SELECT * FROM read_json(...)`.
 
 Each measurement runs in its own process so that its peak memory is its own. Writes
 bench/results/ingest.json.
@@ -43,6 +47,67 @@ def build_inputs(folder: Path, rows: int) -> tuple[Path, Path]:
                 "answer": [base[i % len(base)]["answer"] for i in idx],
             }))
     return jsonl, parquet
+
+
+def build_chat_input(folder: Path, rows: int) -> Path:
+    """Multi-turn OpenAI-style conversations from real shared data: GSM8K question/answer pairs and
+    Alpaca-GPT4 instruction/output pairs, 2-6 turns each, a system prompt on every fifth, new ids."""
+    shared = shared_dir()
+    qa = [json.loads(line) for line in (shared / "gsm8k" / "train.jsonl").read_text().splitlines() if line.strip()]
+    alpaca = json.loads((shared / "alpaca-gpt4-demo-1k" / "alpaca_en_demo.json").read_text())
+    pairs = [(r["question"], r["answer"]) for r in qa] + [(r["instruction"], r["output"]) for r in alpaca]
+    path = folder / "chat.jsonl"
+    with path.open("w") as out:
+        for i in range(rows):
+            turns = [{"role": "system", "content": "You are a helpful assistant."}] if i % 5 == 0 else []
+            for k in range(1 + i % 3):
+                q, a = pairs[(i * 7 + k * 131) % len(pairs)]
+                turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            out.write(json.dumps({"id": f"c{i}", "messages": turns, "source": "gsm8k+alpaca"}) + "\n")
+    return path
+
+
+def measure_hf_datasets(path: str, db: str) -> dict:
+    """`datasets.load_dataset("json")`: conversion to Arrow only, no normalisation (the floor)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    started = time.perf_counter()
+    ds = datasets.load_dataset("json", data_files=path, split="train", cache_dir=db + ".hf-cache")
+    seconds = time.perf_counter() - started
+    return {"rows": len(ds), "seconds": round(seconds, 2), "rows_per_s": round(len(ds) / seconds),
+            "peak_rss_mb": round(peak_rss_mb())}
+
+
+def measure_duckdb_ctas(path: str, db: str) -> dict:
+    """DuckDB's own reader into a table, no normalisation (the other floor)."""
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect(db)
+    con.execute(f"CREATE TABLE t AS SELECT * FROM read_json('{path}', format = 'newline_delimited')")
+    n = con.execute("SELECT count(*) FROM t").fetchall()[0][0]
+    con.close()
+    seconds = time.perf_counter() - started
+    return {"rows": n, "seconds": round(seconds, 2), "rows_per_s": round(n / seconds),
+            "peak_rss_mb": round(peak_rss_mb())}
+
+
+def chat_main(rows: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        print(f"building {rows:,} conversations ...", file=sys.stderr)
+        path = build_chat_input(folder, rows)
+        results: dict = {"rows": rows, "source": "gsm8k train + alpaca-gpt4 1k as 2-6 turn conversations",
+                         "file_mb": round(path.stat().st_size / 1e6)}
+        for what in ("assay", "assay_records", "hf_datasets", "duckdb_ctas"):
+            res = run_isolated("bench.ingest_bench", "--measure", what, str(path), str(folder / f"{what}.db"))
+            results[what] = res
+            print(f"chat {what:14s} {res['rows_per_s']:>9,} rows/s  {res['seconds']:7.1f}s  "
+                  f"peak {res['peak_rss_mb']:,} MB  {res.get('path', '')}", file=sys.stderr)
+        for floor in ("hf_datasets", "duckdb_ctas", "assay_records"):
+            results[f"assay_vs_{floor}"] = round(results["assay"]["rows_per_s"] / results[floor]["rows_per_s"], 2)
+    print(write_results("ingest_chat", results))
 
 
 def measure_assay(path: str, db: str, columnar: bool = True) -> dict:
@@ -106,13 +171,18 @@ def measure_page(db: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--chat", action="store_true", help="the multi-turn conversation case")
     parser.add_argument("--measure", nargs=3, metavar=("WHAT", "PATH", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         what, path, db = args.measure
-        measures = {"assay": measure_assay, "assay_records": measure_assay_records, "pandas": measure_pandas}
+        measures = {"assay": measure_assay, "assay_records": measure_assay_records, "pandas": measure_pandas,
+                    "hf_datasets": measure_hf_datasets, "duckdb_ctas": measure_duckdb_ctas}
         result = measure_page(db) if what == "page" else measures[what](path, db)
         print(json.dumps(result))
+        return
+    if args.chat:
+        chat_main(args.rows)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

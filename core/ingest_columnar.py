@@ -20,6 +20,7 @@ a malformed line) is handed to the record path, which names the file, row and pr
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -31,7 +32,19 @@ import pyarrow.parquet as pq
 
 from core import shapes
 
-SHAPES = ("qa", "alpaca", "dolly", "text")
+SHAPES = ("qa", "alpaca", "dolly", "text", "openai", "sharegpt")
+TURN_SHAPES = {"openai": "messages", "sharegpt": "conversations"}
+# Turn styles the SQL reads: a turn is exactly {role, content} or exactly {from, value}, both strings.
+_TURN_STYLES = (("role", "content"), ("from", "value"))
+# Only plain chat roles are mapped in SQL; any other role (tool, function_call, observation, ...) is the
+# record path's to read, with its structured parts.
+_PLAIN_ROLES = {k: v for k, v in shapes._ROLES.items() if v in ("user", "assistant", "system")}
+# Top-level fields that some shape reads as turns or as a first-class value: a turns record carrying one
+# of them is left to the record path, so that the two paths can never disagree on what it means.
+_SPECIAL_KEYS = (frozenset(shapes.MAPPING_KEYS) - set(shapes._ID_KEYS) - {"text"}) | {
+    "tools", "functions", "label", "kto_tag", "history", "completion", "chosen", "rejected", "images",
+    "videos", "audios", "prompt", "question", "answer", "query", "response", "conversation",
+    "chosen_messages", "rejected_messages", "input", "preferred_output", "non_preferred_output"}
 _RESERVED = {"file_row_number", "filename", "__row", "__line", "__f"}
 # Every character str.isspace() accepts, so "blank" means the same here as in shapes.py.
 _WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
@@ -63,6 +76,16 @@ def _has_lone_surrogate(data: bytes) -> bool:
 _STAGE_CHUNK = 16 * 1024 * 1024
 
 
+def json_dumps_compact(value: Any) -> str:
+    """JSON as DuckDB's json_structure writes it (no spaces)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_key(name: str) -> str:
+    """A key in a DuckDB JSON path, quoted."""
+    return '"' + name.replace('"', '\\"') + '"'
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -89,14 +112,17 @@ def _json_object(pairs: list[tuple[str, str]]) -> str:
 class _ParquetColumns:
     """Values are the columns themselves; `kinds` is each column's JSON kind from the Parquet schema."""
 
-    def __init__(self, files: list[str], n_rows: list[int], kinds: dict[str, str]) -> None:
+    def __init__(self, files: list[str], n_rows: list[int], kinds: dict[str, str],
+                 turn_style: dict[str, tuple[str, str]] | None = None) -> None:
         self.files, self.n_rows, self.kinds = files, n_rows, kinds
+        self.turn_style = turn_style or {}
 
     def text(self, name: str) -> str:
         return _q(name)
 
     def is_null(self, name: str) -> str:
         return f"{_q(name)} IS NULL"
+
 
     def id_value(self, name: str) -> str | None:
         return f"CAST({_q(name)} AS VARCHAR)" if self.kinds.get(name) in ("string", "integer") else None
@@ -126,6 +152,16 @@ class _ParquetColumns:
                 f"FROM read_parquet([{files}], file_row_number = true, filename = true) p "
                 f"JOIN (VALUES {', '.join(offsets)}) o(fname, off) ON p.filename = o.fname")
 
+    def turns(self, name: str, role_sql: Any) -> str:
+        rk, ck = self.turn_style[name]
+        return f"list_transform({_q(name)}, lambda e: {_turn_expr(role_sql('e.' + _q(rk)), 'e.' + _q(ck))})"
+
+    def turn_checks(self, name: str) -> list[str]:
+        """A null turn, a role the SQL does not map, or a null content leave a NULL in the mapped turns
+        __m: the record path reports them."""
+        return ["list_count(list_transform(__m, lambda t: t.role)) + "
+                "list_count(list_transform(__m, lambda t: t.content)) <> 2 * len(__m)"]
+
     def kinds_sql(self, meta: list[str]) -> list[str]:
         return [f"count({self.json_value(name)})" for name in meta]
 
@@ -136,8 +172,24 @@ class _ParquetColumns:
 class _JsonlFragments:
     """Values are fragments of each line, parsed once per row into the struct `__f`."""
 
-    def __init__(self, staging: str, keys: list[str]) -> None:
+    def __init__(self, staging: str, keys: list[str], turn_style: dict[str, tuple[str, str]] | None = None) -> None:
         self.staging, self.keys = staging, keys
+        self.turn_style = turn_style or {}
+
+    def turns(self, name: str, role_sql: Any) -> str:
+        """The turns, parsed once with their type (source() reads this key as a list of string structs)."""
+        rk, ck = self.turn_style[name]
+        return f"list_transform({self._f(name)}, lambda e: {_turn_expr(role_sql('e.' + _q(rk)), 'e.' + _q(ck))})"
+
+    def turn_checks(self, name: str) -> list[str]:
+        """A turn that is not exactly {role, content} (or {from, value}) with string values, or not a list:
+        the line's JSON structure (one parse, __s) says so. A null value, or a role the SQL does not map,
+        leaves a NULL in the mapped turns __m. The record path reads or reports those rows."""
+        rk, ck = self.turn_style[name]
+        allowed = ", ".join(_lit(json_dumps_compact([{a: "VARCHAR", b: "VARCHAR"}])) for a, b in ((rk, ck), (ck, rk)))
+        return [f"CAST(__s -> {_lit('$.' + json_key(name))} AS VARCHAR) NOT IN ({allowed})",
+                "list_count(list_transform(__m, lambda t: t.role)) + "
+                "list_count(list_transform(__m, lambda t: t.content)) <> 2 * len(__m)"]
 
     def _f(self, name: str) -> str:
         return f"__f.{_q(name)}"
@@ -172,8 +224,12 @@ class _JsonlFragments:
         return out
 
     def source(self) -> str:
-        structure = "{" + ", ".join(f'"{k}": "JSON"' for k in self.keys) + "}"
-        return (f"SELECT __row, __line, from_json(__line, {_lit(structure)}) AS __f "
+        types = {k: "JSON" for k in self.keys}
+        for key, (rk, ck) in self.turn_style.items():
+            types[key] = [{rk: "VARCHAR", ck: "VARCHAR"}]  # parsed once, typed; turn_checks vouch for it
+        structure = json_dumps_compact(types)
+        shape = ", json_structure(__line) AS __s" if self.turn_style else ""
+        return (f"SELECT __row, __line, from_json(__line, {_lit(structure)}) AS __f{shape} "
                 f"FROM read_parquet({_lit(self.staging)})")
 
     def kinds_sql(self, meta: list[str]) -> list[str]:
@@ -200,31 +256,56 @@ class ColumnarPlan:
     strings: list[str]               # every field read as a string (required and optional)
     source_id: str
     n_rows: int
+    turns_list: bool = False         # messages is a list built in SQL (openai / sharegpt), kept as __m
+
+    def _source(self) -> str:
+        """The rows, with the turns list computed once as __m where the shape builds it from a list."""
+        if not self.turns_list:
+            return self.access.source()
+        return f"SELECT *, {self.messages} AS __m FROM ({self.access.source()}) src0"
+
+    def _messages(self) -> str:
+        return "__m" if self.turns_list else self.messages
+
+    def _n_chars(self) -> str:
+        if self.turns_list:
+            return "coalesce(list_sum(list_transform(__m, lambda t: length(t.content))), 0)"
+        return " + ".join(f"coalesce(length({c}), 0)" for c in self.contents)
+
+    def _text(self) -> str:
+        if self.turns_list:  # "\n\n".join(contents), as the record path builds the flat text
+            return f"array_to_string(list_transform(__m, lambda t: t.content), {_BLANK_LINE})"
+        return f"concat_ws({_BLANK_LINE}, {', '.join(self.contents)})"  # a turn that is absent is NULL
+
+    def _all_blank(self) -> str:
+        if self.turns_list:  # the turns are joined by blank lines: all blank iff the flat text is
+            return _blank(self._text())
+        return " AND ".join(_blank(c) for c in self.contents)
 
     def check_sql(self, max_chars: int) -> str:
         """The first row the record path would refuse, report or read differently, or NULL. A pass of its
         own, with the test in WHERE where DuckDB short-circuits it: inside the INSERT it doubled the
         insert's time, as an aggregate FILTER (sharing a pass with kinds_sql) it took 7x longer."""
-        n_chars = " + ".join(f"coalesce(length({c}), 0)" for c in self.contents)
         problems = [self.access.is_null(c) for c in self.required]
         problems += self.access.checks(self.strings, self.meta)
-        problems += [" AND ".join(_blank(c) for c in self.contents), f"{n_chars} > {int(max_chars)}"]
+        if self.turns_list:
+            problems += self.access.turn_checks(self.required[0])
+        problems += [self._all_blank(), f"{self._n_chars()} > {int(max_chars)}"]
         bad = " OR ".join(f"({p})" for p in problems)
-        return f"SELECT min(__row) FROM ({self.access.source()}) src WHERE {bad}"
+        return f"SELECT min(__row) FROM ({self._source()}) src WHERE {bad}"
 
     def insert_sql(self) -> str:
         """INSERT of every sample; parameters $first_id and $dataset_id."""
-        n_chars = " + ".join(f"coalesce(length({c}), 0)" for c in self.contents)
-        text = f"concat_ws({_BLANK_LINE}, {', '.join(self.contents)})"  # a turn that is absent is NULL
+        n_chars, text = self._n_chars(), self._text()
         meta = _json_object([(name, self.access.json_value(name)) for name in self.meta])
         return f"""
             INSERT INTO samples
             SELECT $first_id + __row, $dataset_id, source_id, __row, messages, NULL, text, len(messages),
                    n_chars, assay_tokens(text), meta, raw, NULL, NULL
             FROM (
-                SELECT __row, {self.source_id} AS source_id, {self.messages} AS messages, {text} AS text,
+                SELECT __row, {self.source_id} AS source_id, {self._messages()} AS messages, {text} AS text,
                        {n_chars} AS n_chars, {meta} AS meta, {self.access.raw()} AS raw
-                FROM ({self.access.source()}) src
+                FROM ({self._source()}) src
             )
         """
 
@@ -247,12 +328,18 @@ def _plan(shape: str, access: Any, fields: list[str], n_rows: int) -> ColumnarPl
     picks = [v for k in shapes._ID_KEYS if k in fields and (v := access.id_value(k)) is not None]
     source_id = f"coalesce({', '.join([*picks, 'CAST(__row AS VARCHAR)'])})"
     meta = [n for n in fields if n not in used]
-    return ColumnarPlan(shape, access, meta, contents, messages, required, strings, source_id, n_rows)
+    return ColumnarPlan(shape, access, meta, contents, messages, required, strings, source_id, n_rows,
+                        turns_list=shape in TURN_SHAPES)
 
 
 def _turn(role: str, content: str) -> str:
-    # the samples.messages struct (migration 0010): flat shapes have no tool calls, reasoning or names
-    return (f"{{'role': '{role}', 'content': {content}, 'reasoning': NULL::VARCHAR, 'tool_calls': NULL::JSON, "
+    return _turn_expr(_lit(role), content)
+
+
+def _turn_expr(role: str, content: str) -> str:
+    """One turn struct from SQL expressions for its role and content, in the samples.messages struct
+    (migration 0010); turns read in SQL have no tool calls, reasoning or names."""
+    return (f"{{'role': {role}, 'content': {content}, 'reasoning': NULL::VARCHAR, 'tool_calls': NULL::JSON, "
             "'tool_call_id': NULL::VARCHAR, 'name': NULL::VARCHAR}")
 
 
@@ -298,7 +385,60 @@ def _shape_sql(shape: str, access: Any, fields: set[str]) -> tuple[str, list[str
         strings = required + (["context"] if "context" in fields else [])
         return (f"[{_turn('user', user)}, {_turn('assistant', t('response'))}]", [user, t("response")],
                 required, strings, set(shapes._DOLLY_USED))
+    if shape in TURN_SHAPES:
+        return _turns_sql(shape, access, fields)
     return f"shape {shape!r} is not flat"
+
+
+def _role_sql(role: str) -> str:
+    """The mapped role of a raw role string (NULL for a role the SQL does not map: checked beforehand)."""
+    cases = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in _PLAIN_ROLES.items())
+    return f"(CASE {role} {cases} END)"
+
+
+def _turns_sql(shape: str, access: Any, fields: set[str]) -> tuple[str, list[str], list[str], list[str], set[str]] | str:
+    """An OpenAI `messages` or ShareGPT `conversations` list of plain {role, content} / {from, value}
+    turns, with an optional top-level system prompt put first unless the list opens with one
+    (shapes._with_system)."""
+    key = TURN_SHAPES[shape]
+    special = sorted((fields - {key, "system"}) & _SPECIAL_KEYS)
+    if special:
+        return f"field {special[0]!r} is read by the record path"
+    style = getattr(access, "turn_style", {}).get(key)
+    if style is None:
+        return f"{key} is not a list of plain turns"
+    turns = access.turns(key, _role_sql)
+    messages = turns
+    strings: list[str] = []  # the turns field is checked by turn_checks
+    if "system" in fields:
+        system = f"coalesce({access.text('system')}, '')"
+        first_is_system = f"(len({turns}) > 0 AND {turns}[1].role = 'system')"
+        messages = (f"(CASE WHEN {system} <> '' AND NOT {first_is_system} "
+                    f"THEN list_prepend({_turn('system', system)}, {turns}) ELSE {turns} END)")
+        strings.append("system")
+    return messages, [], [key], strings, {key, "system"}
+
+
+def _parquet_turn_style(dtype: pa.DataType) -> tuple[str, str] | None:
+    """(role key, content key) when a Parquet column is a list of plain {role, content} or {from, value}
+    string structs, else None."""
+    if not (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)) or not pa.types.is_struct(dtype.value_type):
+        return None
+    item = dtype.value_type
+    names = {item.field(i).name for i in range(item.num_fields)}
+    for style in _TURN_STYLES:
+        if names == set(style) and all(_kind(item.field(k).type) == "string" for k in style):
+            return style
+    return None
+
+
+def _jsonl_turn_style(first: list[dict[str, Any]], key: str) -> tuple[str, str] | None:
+    """The turn style of the first records' turns (all alike), else None: the record path reads them."""
+    found = {tuple(sorted(t)) for rec in first for t in (rec.get(key) or []) if isinstance(t, dict)}
+    for style in _TURN_STYLES:
+        if found == {tuple(sorted(style))}:
+            return style
+    return None
 
 
 # ---- Parquet --------------------------------------------------------------------------------------------
@@ -339,14 +479,18 @@ def plan(files: list[Path], shape: str, mapping: dict[str, str] | None) -> Colum
     if schema is None or sum(n_rows) == 0:
         return "no rows"
     kinds: dict[str, str] = {}
+    turn_style: dict[str, tuple[str, str]] = {}
     for fld in schema:
         kind = _kind(fld.type)
+        if shape in TURN_SHAPES and fld.name == TURN_SHAPES[shape] and (style := _parquet_turn_style(fld.type)):
+            turn_style[fld.name], kind = style, "turns"
         if kind is None:
             return f"column {fld.name!r} has type {fld.type}, not a flat scalar"
         if fld.name in _RESERVED or fld.name == "":
             return f"column name {fld.name!r} is reserved"
         kinds[fld.name] = kind
-    built = _plan(shape, _ParquetColumns([str(f) for f in files], n_rows, kinds), list(kinds), sum(n_rows))
+    access = _ParquetColumns([str(f) for f in files], n_rows, kinds, turn_style)
+    built = _plan(shape, access, list(kinds), sum(n_rows))
     wrong = [n for n in built.strings if kinds[n] != "string"] if isinstance(built, ColumnarPlan) else []
     return f"column {wrong[0]!r} is {kinds[wrong[0]]}, not string" if wrong else built
 
@@ -399,7 +543,10 @@ def plan_jsonl(staging: Path, first: list[dict[str, Any]], shape: str, n_rows: i
         return "records differ in their keys"
     if any(k in _RESERVED or not k or '"' in k or "\\" in k for k in keys):
         return "a key is reserved or holds a quote"
-    return _plan(shape, _JsonlFragments(str(staging), keys), keys, n_rows)
+    turn_style = {}
+    if shape in TURN_SHAPES and (style := _jsonl_turn_style(first, TURN_SHAPES[shape])):
+        turn_style[TURN_SHAPES[shape]] = style
+    return _plan(shape, _JsonlFragments(str(staging), keys, turn_style), keys, n_rows)
 
 
 def register_udfs(con: Any) -> None:
