@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.store import Store, StoreError, default_db_path
+from ui import error, guard, success
 
 UPLOAD_TYPES = ["jsonl", "ndjson", "json", "parquet", "csv", "gz", "zst"]
 ON_BAD = {"refuse the whole load": "error", "skip bad records and report them": "skip"}
@@ -99,7 +100,7 @@ def upload_form(store: Store) -> None:
     try:
         mapping = parse_mapping(mapping_text)
     except ValueError as exc:
-        st.error(str(exc))
+        error(exc)
         return
     path = save_upload(upload)
     bar = st.progress(0.0, text=f"Loading {upload.name} …")
@@ -127,13 +128,13 @@ def upload_form(store: Store) -> None:
 
 
 def last_load_report() -> None:
-    error = st.session_state.pop("load_error", None)
-    if error:
-        st.error(error)
+    error_text = st.session_state.pop("load_error", None)
+    if error_text:
+        error(error_text)
     report = st.session_state.pop("load_report", None)
     if report is None:
         return
-    st.success(f"Loaded {report.n_samples:,} samples into dataset {report.dataset!r} "
+    success(f"Loaded {report.n_samples:,} samples into dataset {report.dataset!r} "
                f"(shape {report.shape}, {report.n_skipped:,} records skipped).")
     if report.skipped:
         st.dataframe(pd.DataFrame(report.skipped), hide_index=True)
@@ -156,7 +157,7 @@ def home() -> None:
         names = store.dataset_names()
         version = store.schema_version()
     except StoreError as exc:
-        st.error(str(exc))
+        error(exc)
         return
     st.text(f"Store: {store.path}  (schema version {version})")
     last_load_report()
@@ -189,4 +190,5 @@ PAGES = [
 ]
 
 st.set_page_config(page_title="Assay", layout="wide")
-st.navigation(PAGES).run()
+with guard():  # every page: a sentence for what the user can fix, a log reference for a bug
+    st.navigation(PAGES).run()
