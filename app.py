@@ -44,12 +44,26 @@ def datasets_table(store: Store) -> None:
     )
 
 
+# Kinds whose interrupted run picks up where it stopped when the same command runs again.
+RESUMABLE = ("embed", "tag", "scale-")
+
+
+def _run_note(kind: str, interrupted: bool) -> str:
+    if not interrupted:
+        return ""
+    if kind.startswith(RESUMABLE):
+        return "its process is gone; can resume: rerun the same command"
+    return "its process is gone; run it again to redo it"
+
+
 def recent_runs(store: Store) -> None:
     runs = store.runs()
     if runs.empty:
         st.caption("No runs yet.")
         return
-    cols = ["run_id", "kind", "dataset", "status", "model", "started_at", "finished_at", "n_samples", "error"]
+    runs = runs.assign(status=runs["state"],  # 'interrupted' where the process of a 'running' run is gone
+                       note=[_run_note(k, i) for k, i in zip(runs["kind"], runs["interrupted"], strict=True)])
+    cols = ["run_id", "kind", "dataset", "status", "note", "model", "started_at", "finished_at", "n_samples", "error"]
     st.dataframe(runs.sort_values("run_id", ascending=False).head(20)[cols], hide_index=True, width="stretch")
 
 
