@@ -45,9 +45,15 @@ if not _LOG.handlers:  # Streamlit configures its own loggers only; ours goes to
     _LOG.propagate = False
 
 
+# GitHub's autolink literals (http://, www., user@host) are found in the text after escapes are resolved,
+# so escaping cannot stop them: an invisible word joiner (U+2060) before the ':', '.' or '@' breaks the
+# pattern and changes nothing a reader sees.
+_AUTOLINK = re.compile(r"(?i)(?<=https)(?=:)|(?<=http)(?=:)|(?<=www)(?=\.)|(?=@)")
+
+
 def md_text(value: Any) -> str:
     """`value` as a markdown string that renders exactly its characters (for alerts, captions, labels)."""
-    text = _MD_SPECIAL.sub(r"\\\1", str(value))
+    text = _MD_SPECIAL.sub(r"\\\1", _AUTOLINK.sub("\u2060", str(value)))
     # A line break inside an alert or caption is kept as a line break, never as a paragraph or block.
     return "  \n".join(line.strip() for line in text.splitlines()) if "\n" in text else text
 
