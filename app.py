@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.store import Store, StoreError, default_db_path
-from ui import error, guard, success
+from ui import error, guard, md_text, success
 
 UPLOAD_TYPES = ["jsonl", "ndjson", "json", "parquet", "csv", "gz", "zst"]
 ON_BAD = {"refuse the whole load": "error", "skip bad records and report them": "skip"}
@@ -117,11 +117,11 @@ def upload_form(store: Store) -> None:
         error(exc)
         return
     path = save_upload(upload)
-    bar = st.progress(0.0, text=f"Loading {upload.name} …")
+    bar = st.progress(0.0, text=f"Loading {md_text(upload.name)} …")
 
     def progress(done: int, total: int | None) -> None:
         fraction = min(done / total, 1.0) if total else 0.0
-        bar.progress(fraction, text=f"Loading {upload.name}: {done:,} records read")
+        bar.progress(fraction, text=f"Loading {md_text(upload.name)}: {done:,} records read")
 
     try:
         report = ingest(

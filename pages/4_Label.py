@@ -285,7 +285,7 @@ def field_widget(schema: L.LabelSchema, f: L.LabelField, sid: int, sugg: dict | 
 def focus_view(schema: L.LabelSchema, who: str) -> None:
     q = ss["lq"]
     done, total = L.progress(store, schema.name, q["candidates"], annotator=who)
-    st.progress(done / total if total else 0.0, text=f"Progress ({who}): {done} / {total} labelled")
+    st.progress(done / total if total else 0.0, text=f"Progress ({md_text(who)}): {done} / {total} labelled")
     flash = ss.pop("flash", None)
     if flash:
         getattr(st, flash[0])(md_text(flash[1]))
