@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.store import Store, StoreError, default_db_path
+from ui import error, guard, md_text, success
 
 UPLOAD_TYPES = ["jsonl", "ndjson", "json", "parquet", "csv", "txt", "gz", "zst"]
 ON_BAD = {"refuse the whole load": "error", "skip bad records and report them": "skip"}
@@ -43,12 +44,26 @@ def datasets_table(store: Store) -> None:
     )
 
 
+# Kinds whose interrupted run picks up where it stopped when the same command runs again.
+RESUMABLE = ("embed", "tag", "scale-")
+
+
+def _run_note(kind: str, interrupted: bool) -> str:
+    if not interrupted:
+        return ""
+    if kind.startswith(RESUMABLE):
+        return "its process is gone; can resume: rerun the same command"
+    return "its process is gone; run it again to redo it"
+
+
 def recent_runs(store: Store) -> None:
     runs = store.runs()
     if runs.empty:
         st.caption("No runs yet.")
         return
-    cols = ["run_id", "kind", "dataset", "status", "model", "started_at", "finished_at", "n_samples", "error"]
+    runs = runs.assign(status=runs["state"],  # 'interrupted' where the process of a 'running' run is gone
+                       note=[_run_note(k, i) for k, i in zip(runs["kind"], runs["interrupted"], strict=True)])
+    cols = ["run_id", "kind", "dataset", "status", "note", "model", "started_at", "finished_at", "n_samples", "error"]
     st.dataframe(runs.sort_values("run_id", ascending=False).head(20)[cols], hide_index=True, width="stretch")
 
 
@@ -107,14 +122,14 @@ def upload_form(store: Store) -> None:
     try:
         mapping = parse_mapping(mapping_text)
     except ValueError as exc:
-        st.error(str(exc))
+        error(exc)
         return
     path = save_upload(upload)
-    bar = st.progress(0.0, text=f"Loading {upload.name} …")
+    bar = st.progress(0.0, text=f"Loading {md_text(upload.name)} …")
 
     def progress(done: int, total: int | None) -> None:
         fraction = min(done / total, 1.0) if total else 0.0
-        bar.progress(fraction, text=f"Loading {upload.name}: {done:,} records read")
+        bar.progress(fraction, text=f"Loading {md_text(upload.name)}: {done:,} records read")
 
     try:
         report = ingest(
@@ -137,13 +152,13 @@ def upload_form(store: Store) -> None:
 
 
 def last_load_report() -> None:
-    error = st.session_state.pop("load_error", None)
-    if error:
-        st.error(error)
+    error_text = st.session_state.pop("load_error", None)
+    if error_text:
+        error(error_text)
     report = st.session_state.pop("load_report", None)
     if report is None:
         return
-    st.success(f"Loaded {report.n_samples:,} samples into dataset {report.dataset!r} "
+    success(f"Loaded {report.n_samples:,} samples into dataset {report.dataset!r} "
                f"(shape {report.shape}, {report.n_skipped:,} records skipped).")
     if report.not_used or report.warnings:
         st.warning("Some source fields were not used: they are kept in the raw record only (see below).")
@@ -170,7 +185,7 @@ def home() -> None:
         names = store.dataset_names()
         version = store.schema_version()
     except StoreError as exc:
-        st.error(str(exc))
+        error(exc)
         return
     st.text(f"Store: {store.path}  (schema version {version})")
     last_load_report()
@@ -203,4 +218,5 @@ PAGES = [
 ]
 
 st.set_page_config(page_title="Assay", layout="wide")
-st.navigation(PAGES).run()
+with guard():  # every page: a sentence for what the user can fix, a log reference for a bug
+    st.navigation(PAGES).run()

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -289,12 +289,25 @@ class Store:
             return [r[0] for r in con.execute("SELECT name FROM datasets ORDER BY name").fetchall()]
 
     def runs(self, dataset: str | None = None) -> pd.DataFrame:
+        """Every run, with `interrupted` (its process is gone: see run_interrupted) and `state`: the status a
+        person should read ('interrupted' where the stored status still says 'running')."""
         sql = (
             "SELECT r.*, d.name AS dataset FROM runs r LEFT JOIN datasets d USING (dataset_id) "
             + ("WHERE d.name = ? " if dataset else "")
             + "ORDER BY r.run_id"
         )
-        return self.query_df(sql, [dataset] if dataset else [])
+        frame = self.query_df(sql, [dataset] if dataset else [])
+        frame["interrupted"] = pd.Series([run_interrupted(r.status, r.pid, r.host, r.started_at)
+                                          for r in frame.itertuples()], index=frame.index, dtype=bool)
+        frame["state"] = frame["status"].where(~frame["interrupted"], "interrupted")
+        return frame
+
+    def interrupted_runs(self, kind: str | None = None) -> pd.DataFrame:
+        """Runs whose status says 'running' but whose process is gone (killed, crashed, machine restarted)."""
+        runs = self.query_df("SELECT * FROM runs WHERE status = 'running'" + (" AND kind = ?" if kind else "")
+                             + " ORDER BY run_id", [kind] if kind else [])
+        keep = [run_interrupted(r.status, r.pid, r.host, r.started_at) for r in runs.itertuples()]
+        return runs[keep] if len(runs) else runs
 
     # ---- runs --------------------------------------------------------------------------------
 
@@ -340,6 +353,47 @@ class Store:
             return
         with self.connect() as own:
             own.execute(sql, values)
+
+
+# A run started on another machine cannot be checked; it counts as interrupted once it has been
+# 'running' this long (longer than any job Assay runs on one store; a live one finishing later still
+# records 'finished').
+FOREIGN_RUN_STALE = timedelta(days=2)
+
+
+def pid_alive(pid: Any, started_at: datetime | None = None) -> bool:
+    """Whether process `pid` on this machine is alive and (where psutil can tell) the same process that
+    started at `started_at` (naive UTC): a recycled pid started later is not it."""
+    try:
+        pid = int(pid)
+        os.kill(pid, 0)
+    except (ProcessLookupError, ValueError, TypeError, OverflowError):
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if started_at is None:
+        return True
+    try:
+        import psutil
+
+        created = psutil.Process(pid).create_time()
+    except Exception:  # noqa: BLE001 - psutil missing or the process just ended: trust os.kill
+        return True
+    started = started_at.replace(tzinfo=timezone.utc).timestamp()
+    return created <= started + 5.0  # the run row is written after its process starts
+
+
+def run_interrupted(status: str, pid: Any, host: Any, started_at: Any, *, now: datetime | None = None) -> bool:
+    """A 'running' run whose process is gone: on this host, its pid is dead (or recycled); on another host
+    (unknowable from here), it has been running for more than FOREIGN_RUN_STALE."""
+    if status != "running":
+        return False
+    started = None if started_at is None or pd.isna(started_at) else pd.Timestamp(started_at).to_pydatetime()
+    if host is None or (isinstance(host, float) and pd.isna(host)) or pid is None or pd.isna(pid):
+        return started is not None and (now or now_utc()) - started > FOREIGN_RUN_STALE
+    if host == socket.gethostname():
+        return not pid_alive(pid, started)
+    return started is not None and (now or now_utc()) - started > FOREIGN_RUN_STALE
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from core.browse import (
     value_range,
 )
 from core.store import DatasetInfo, Store, StoreError, default_db_path
+from ui import error, md_text, run_page, success, warning
 
 PAGE_SIZES = [25, 50, 100, 200]
 MAX_TURN_CHARS = 20_000  # longer turns are cut in the view unless the user asks for all of it
@@ -58,13 +59,13 @@ def pick_dataset(store: Store) -> DatasetInfo | None:
 
 
 def facts(info: DatasetInfo) -> None:
-    st.header(info.name)
+    st.header(md_text(info.name))
     cols = st.columns(5)
     cols[0].metric("Samples", f"{info.n_samples:,}")
     cols[1].metric("Records read", f"{info.n_records:,}")
     cols[2].metric("Skipped records", f"{info.n_skipped:,}")
-    cols[3].metric("Licence", info.license or "unknown")
-    cols[4].metric("Shape", info.shape or "?")
+    cols[3].metric("Licence", md_text(info.license or "unknown"))
+    cols[4].metric("Shape", md_text(info.shape or "?"))
     kind = ("synthetic" if info.synthetic else "not synthetic") + (", evaluation benchmark" if info.is_eval else "")
     st.text(f"Source: {info.source}  ({info.format})\n{kind}; loaded {info.loaded_at:%Y-%m-%d %H:%M:%S} UTC")
     if info.description:
@@ -94,17 +95,17 @@ def _filter_widgets(store: Store, info: DatasetInfo, column: Column, uid: int) -
     if column.kind == "numeric":
         lo, hi = _range(str(store.path), info.name, info.loaded_at, column.name)
         left, right = st.columns(2)
-        low = left.number_input(f"{column.name} from", value=None, key=f"{key}_lo", placeholder=f"min {lo}")
-        high = right.number_input(f"{column.name} to", value=None, key=f"{key}_hi", placeholder=f"max {hi}")
+        low = left.number_input(md_text(f"{column.name} from"), value=None, key=f"{key}_lo", placeholder=f"min {lo}")
+        high = right.number_input(md_text(f"{column.name} to"), value=None, key=f"{key}_hi", placeholder=f"max {hi}")
         return Filter(column.name, "between", (low, high)) if low is not None or high is not None else None
     if column.kind == "category":
-        chosen = st.multiselect(f"{column.name} is one of", _top(str(store.path), info.name, info.loaded_at,
+        chosen = st.multiselect(md_text(f"{column.name} is one of"), _top(str(store.path), info.name, info.loaded_at,
                                                                   column.name), key=f"{key}_in")
         return Filter(column.name, "in", chosen) if chosen else None
     if column.kind == "bool":
-        choice = st.selectbox(column.name, ["any", "true", "false"], key=f"{key}_eq")
+        choice = st.selectbox(md_text(column.name), ["any", "true", "false"], key=f"{key}_eq")
         return Filter(column.name, "eq", choice == "true") if choice != "any" else None
-    term = st.text_input(f"{column.name} contains", key=f"{key}_contains")
+    term = st.text_input(md_text(f"{column.name} contains"), key=f"{key}_contains")
     return Filter(column.name, "contains", term) if term else None
 
 
@@ -195,7 +196,7 @@ def save_selection_form(store: Store, info: DatasetInfo, query: dict[str, Any], 
                          "filters": [vars(f) for f in query["filters"]]}
             selection_id = save_selection(store, name.strip(), ids, origin="browse",
                                           description=f"from dataset {info.name}", predicate=predicate)
-            st.success(f"Saved {len(ids):,} samples as selection {name.strip()!r} (id {selection_id}).")
+            success(f"Saved {len(ids):,} samples as selection {name.strip()!r} (id {selection_id}).")
 
 
 # ---- one sample --------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def sample_view(store: Store, info: DatasetInfo) -> None:
     try:
         sample = get_sample(store, sample_id)
     except KeyError as exc:
-        st.warning(exc.args[0])
+        warning(exc.args[0])
         return
     st.subheader(f"Sample {sample['id']}")
     st.text(f"dataset {sample['dataset']} · source id {sample['source_id']} · row {sample['row_idx']} · "
@@ -295,9 +296,9 @@ def main() -> None:
         results(store, info, catalog, query)
         sample_view(store, info)
     except StoreError as exc:
-        st.error(str(exc))
+        error(exc)
     except ValueError as exc:
-        st.error(f"Could not run that query: {exc}")
+        error(f"Could not run that query: {exc}")
 
 
-main()
+run_page(main)

@@ -24,7 +24,7 @@ from core.maps import (
 from core.neighbours import neighbours, search
 from core.store import Store, StoreError
 from core.viz_map import map_figure
-from ui import open_store
+from ui import error, md_text, open_store, run_page
 
 
 @st.cache_data(ttl=600, show_spinner=False, max_entries=8)
@@ -138,15 +138,15 @@ def filter_range(store: Store, map_ids: list[int], view: dict[str, Any]) -> dict
     name = view["filter"]
     spreads = [s for s in (_spread(str(store.path), m, _extra(view), name) for m in map_ids) if s]
     if not spreads:
-        st.caption(f"{name}: no values on this map")
+        st.caption(md_text(f"{name}: no values on this map"))
         return {}
     lo, hi = min(s[0] for s in spreads), max(s[1] for s in spreads)
     n_missing, whole = sum(s[2] for s in spreads), all(s[3] for s in spreads)
     if lo == hi:
-        st.caption(f"{name}: every point with a value has {lo:g}")
+        st.caption(md_text(f"{name}: every point with a value has {lo:g}"))
         return {}
     lo, hi = (int(lo), int(hi)) if whole else (lo, hi)
-    out: dict[str, Any] = {"range": st.slider(f"{name} range", min_value=lo, max_value=hi, value=(lo, hi), key="range")}
+    out: dict[str, Any] = {"range": st.slider(md_text(f"{name} range"), min_value=lo, max_value=hi, value=(lo, hi), key="range")}
     if n_missing:
         out["keep_missing"] = st.checkbox(f"Keep the {n_missing:,} points without a {name} value", value=True,
                                           key="range_keep_missing")
@@ -222,9 +222,9 @@ def main() -> None:
         selection_panel(store, map_id, points, selection)
         search_panel(store, map_id)
     except StoreError as exc:
-        st.error(str(exc))
+        error(exc)
     except (ValueError, KeyError) as exc:
-        st.error(f"Could not draw that map: {exc}")
+        error(f"Could not draw that map: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}")
 
 
-main()
+run_page(main)

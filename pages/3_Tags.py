@@ -11,7 +11,7 @@ import streamlit as st
 from core import tags as T
 from core import viz_tags as V
 from core.store import Store, StoreError
-from ui import open_store
+from ui import error, md_text, open_store, run_page
 
 st.set_page_config(page_title="Tags · Assay", layout="wide")
 DIST_TAGS = ["category", "difficulty", "input_quality", "safety", "language", "turns"]
@@ -74,7 +74,7 @@ def job_panel(store: Store, names: list[str]) -> None:
                                      selection=target if kind == "selection" else None, tags=groups, backend=backend,
                                      api_key=os.environ.get("OPENAI_API_KEY"), progress=progress, **opts)
             except (ValueError, KeyError, StoreError) as exc:
-                st.error(str(exc))
+                error(exc)
             else:
                 st.success(f"Run {report.run_id}{' (resumed)' if report.resumed else ''}: tagged "
                            f"{report.n_tagged}/{report.n_target} samples in {report.seconds:.0f}s")
@@ -110,7 +110,7 @@ def train_panel(store: Store, names: list[str]) -> None:
                     model = learned.train_classifier(store, learned.labels_from_meta(store, ds, column).head(2000),
                                                      tag=tag, source=f"{ds} meta.{column}")
                 except ValueError as exc:
-                    st.error(str(exc))
+                    error(exc)
                 else:
                     st.success(f"Tag model run {model.run_id}: cv accuracy {model.metrics.get('cv_accuracy')}")
         models = learned.list_models(store)
@@ -142,7 +142,7 @@ def methods_table(store: Store, datasets: list[str]) -> None:
 
 
 def show_samples(store: Store, ids: list[int], what: str) -> None:
-    st.caption(f"{len(ids)} samples: {what} (first 50 shown, as plain text)")
+    st.caption(md_text(f"{len(ids)} samples: {what} (first 50 shown, as plain text)"))
     st.dataframe(T.samples_text(store, ids), hide_index=True, width="stretch")
 
 
@@ -240,4 +240,4 @@ def main() -> None:
     st.caption(f"Every tag traces to the run that made it (Per sample: one column per tag). Store: {store.path}")
 
 
-main()
+run_page(main)

@@ -21,6 +21,7 @@ from core import safe_yaml
 from core.browse import get_sample, matching_ids
 from core.selection import list_selections, selection_ids
 from core.store import Store
+from ui import error, md_text, run_page, success
 
 try:  # the maps helper's module; the queue option appears only where it exists
     from core import neighbours as N  # type: ignore[attr-defined]
@@ -86,7 +87,7 @@ def schema_editor() -> None:
             try:
                 spec = safe_yaml.load(text)  # no aliases, bounded size: the editor runs in the shared server
             except safe_yaml.YamlError as exc:
-                st.error(str(exc))
+                error(str(exc))
     else:
         name = st.text_input("Name", key="schema_name")
         ftype = st.selectbox("Type", L.FIELD_TYPES, key="schema_type")
@@ -99,10 +100,10 @@ def schema_editor() -> None:
     if st.button("Save schema", type="primary", disabled=spec is None, key="schema_save"):
         try:
             saved = L.save_schema(store, L.parse_schema(spec), created_by=ss.get("annotator", ""))
-            st.success(f"Saved {saved.name} (version {saved.version})")
+            success(f"Saved {saved.name} (version {saved.version})")
             ss["schema_pick"] = saved.name
         except L.LabelError as exc:
-            st.error(str(exc))
+            error(exc)
 
 
 # ---- the queue -----------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def neighbours_source(dataset: str) -> tuple[tuple, list[int]] | None:
     try:
         found = N.neighbours(store, int(run), sid, k=k)
     except KeyError as exc:
-        st.sidebar.warning(str(exc.args[0]))
+        st.sidebar.warning(md_text(exc.args[0]))
         return None
     return ("neighbours", dataset, run, sid, k), [sid, *[int(i) for i in found["id"]]]
 
@@ -231,9 +232,9 @@ def on_undo(schema: L.LabelSchema, who: str) -> None:
 
 
 def show_sample(sample: dict[str, Any]) -> None:
-    st.caption(f"sample {sample['id']} · {sample['dataset']} · source id {sample['source_id']}")
+    st.caption(md_text(f"sample {sample['id']} · {sample['dataset']} · source id {sample['source_id']}"))
     for turn in sample["messages"]:
-        st.markdown(f"**{turn['role']}**")  # our own label; the content below is plain text
+        st.markdown(f"**{md_text(turn['role'])}**")  # the role comes from the data: literal characters
         st.text(turn["content"])
     if sample.get("rejected"):
         st.markdown("**rejected response**")
@@ -263,11 +264,11 @@ def prefill(schema: L.LabelSchema, sid: int, who: str) -> dict[str, L.Suggestion
 def field_widget(schema: L.LabelSchema, f: L.LabelField, sid: int, sugg: dict | None) -> None:
     key = _pick_key(sid, f.name)
     current = ss.get(key)
-    st.markdown(f"**{f.name}**" + (f" — {f.description}" if f.description else ""))
+    st.markdown(f"**{md_text(f.name)}**" + (f" — {md_text(f.description)}" if f.description else ""))
     if sugg and f.name in sugg:
         s = sugg[f.name]
         score = "" if s.score is None else f" ({s.score:.2f})"
-        st.caption(f"suggested by {s.source}{score}: {s.value}")
+        st.caption(md_text(f"suggested by {s.source}{score}: {s.value}"))
     if f.type == "free_text":
         st.text_area(f.name, key=key, label_visibility="collapsed")
         return
@@ -276,7 +277,7 @@ def field_widget(schema: L.LabelSchema, f: L.LabelField, sid: int, sugg: dict | 
     for i, choice in enumerate(f.choices):
         chosen = choice in current if isinstance(current, list) else str(current) == choice
         digit = str((i + 1) % 10) if primary and i < 10 else None
-        label = f"{digit} · {choice}" if digit else choice
+        label = md_text(f"{digit} · {choice}" if digit else choice)
         cols[i % 2].button(label, key=f"btn_{f.name}_{i}", type="primary" if chosen else "secondary",
                            shortcut=digit, on_click=on_pick, args=(sid, f, choice), width="stretch")
 
@@ -284,10 +285,10 @@ def field_widget(schema: L.LabelSchema, f: L.LabelField, sid: int, sugg: dict | 
 def focus_view(schema: L.LabelSchema, who: str) -> None:
     q = ss["lq"]
     done, total = L.progress(store, schema.name, q["candidates"], annotator=who)
-    st.progress(done / total if total else 0.0, text=f"Progress ({who}): {done} / {total} labelled")
+    st.progress(done / total if total else 0.0, text=f"Progress ({md_text(who)}): {done} / {total} labelled")
     flash = ss.pop("flash", None)
     if flash:
-        getattr(st, flash[0])(flash[1])
+        getattr(st, flash[0])(md_text(flash[1]))
     nav = st.columns(5)
     nav[0].button("← Prev", key="prev", shortcut="Left", on_click=on_move, args=(-1,))
     nav[1].button("Next →", key="next", shortcut="Right", on_click=on_move, args=(1,))
@@ -346,7 +347,7 @@ def bulk_view(schema: L.LabelSchema, who: str) -> None:
         st.rerun()
     flash = ss.pop("flash", None)
     if flash:
-        getattr(st, flash[0])(flash[1])
+        getattr(st, flash[0])(md_text(flash[1]))
 
 
 # ---- agreement -----------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ def bulk_view(schema: L.LabelSchema, who: str) -> None:
 def agreement_view(schema: L.LabelSchema, who: str) -> None:
     st.dataframe(L.annotator_progress(store, schema.name), hide_index=True)
     for fa in A.agreement_report(store, schema):
-        st.subheader(f"{fa.field} ({fa.level})")
+        st.subheader(md_text(f"{fa.field} ({fa.level})"))
         alpha = "n/a" if pd.isna(fa.alpha) else f"{fa.alpha:.3f}"
         st.metric("Krippendorff's alpha", alpha, help=f"over {fa.n_samples} samples with 2+ annotators")
         st.caption("Cohen's kappa per pair of annotators")
@@ -375,7 +376,7 @@ def agreement_view(schema: L.LabelSchema, who: str) -> None:
         if c3.button("Adjudicate", key=f"adj_go_{f.name}"):
             L.adjudicate(store, schema, int(sid), f.name, int(value) if f.type == "rating" else value,
                          annotator=who, session=ss["label_session"])
-            st.success(f"Sample {sid}: {f.name} = {value} (adjudicated by {who})")
+            success(f"Sample {sid}: {f.name} = {value} (adjudicated by {who})")
 
 
 # ---- the page ------------------------------------------------------------------------------------
@@ -383,7 +384,7 @@ def agreement_view(schema: L.LabelSchema, who: str) -> None:
 
 def main() -> None:
     who = annotator()
-    st.sidebar.caption(f"Labelling as **{who}**" if _logged_in_name() else f"Labelling as {who}")
+    st.sidebar.caption(f"Labelling as **{md_text(who)}**" if _logged_in_name() else md_text(f"Labelling as {who}"))
     schemas = L.list_schemas(store)
     view = st.sidebar.radio("View", ["Focus", "Bulk", "Agreement", "Schemas"], key="view",
                             index=3 if schemas.empty else 0)
@@ -394,7 +395,7 @@ def main() -> None:
         return
     name = st.sidebar.selectbox("Schema", schemas["name"].tolist(), key="schema_pick")
     schema = L.get_schema(store, name)
-    st.title(f"Label · {schema.title}")
+    st.title(md_text(f"Label · {schema.title}"))
     if view == "Agreement":
         agreement_view(schema, who)
         return
@@ -407,4 +408,4 @@ def main() -> None:
         bulk_view(schema, who)
 
 
-main()
+run_page(main)

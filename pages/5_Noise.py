@@ -27,7 +27,7 @@ from core.noise.run import (
 )
 from core.store import Store, StoreError
 from core.viz_noise import cartography_map, confusion_figure, weight_distribution, weight_trajectories
-from ui import open_store
+from ui import error, md_text, open_store, run_page, success
 
 SERIES = {"rescaler_weight": "rescaler weight", "p_given": "p(given label) (cartography)", "margin": "margin (AUM)"}
 WEIGHT_COLUMNS = ["rescaler_weight", "label_score", "cleanlab_score", "aum", "cartography_confidence",
@@ -62,7 +62,7 @@ def run_panel(store: Store, dataset: str) -> None:
                 table = run_noise(store, dataset, source, methods, config=cfg,
                                   progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
             except (ValueError, KeyError, StoreError) as exc:
-                st.error(str(exc))
+                error(exc)
                 return
             st.session_state["noise_run_id"] = int(table.attrs["run_id"])
             st.success(f"Run {table.attrs['run_id']}: {table.attrs['summary']['n_label_issues']} samples flagged "
@@ -139,7 +139,7 @@ def detail(store: Store, run_id: int, info: dict, row: pd.Series, sample_id: int
     try:
         st.dataframe(neighbour_evidence(store, run_id, sample_id, k=5), hide_index=True)
     except (KeyError, ValueError) as exc:
-        st.info(f"No neighbours: {exc}")
+        st.info(md_text(f"No neighbours: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}"))
     c1, c2, c3 = st.columns([1, 1, 1])
     annotator = c1.text_input("Your name", key="noise_annotator")
     classes = info["classes"]
@@ -148,7 +148,7 @@ def detail(store: Store, run_id: int, info: dict, row: pd.Series, sample_id: int
                        key=f"noise_new_label_{sample_id}")
     if c3.button("Relabel", key="noise_relabel", disabled=not annotator.strip()):
         event_id = actions.relabel(store, run_id, sample_id, new, annotator=annotator)
-        st.success(f"Recorded label {new!r} for sample {sample_id} (event {event_id}); a rerun uses it.")
+        success(f"Recorded label {new!r} for sample {sample_id} (event {event_id}); a rerun uses it.")
 
 
 def charts(store: Store, run_id: int, info: dict, scores: pd.DataFrame) -> None:
@@ -209,4 +209,4 @@ def main() -> None:
     suspicious_tab(store, run_id, info)
 
 
-main()
+run_page(main)

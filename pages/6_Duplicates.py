@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import dedup, selection
 from core.store import Store, StoreError
-from ui import open_store
+from ui import caption, error, marked_html, open_store, run_page
 
 
 def run_form(store: Store, names: list[str]) -> None:
@@ -39,7 +39,7 @@ def run_form(store: Store, names: list[str]) -> None:
         result = dedup.find_duplicates(store, scope or None, method=method, threshold=float(threshold),
                                        num_perm=int(num_perm), shingle=int(shingle), keep=keep, progress=progress)
     except (ValueError, StoreError) as exc:
-        st.error(str(exc))
+        error(exc)
         return
     bar.empty()
     st.session_state["dedup_run"] = result.run_id
@@ -76,10 +76,10 @@ def show_group(store: Store, run_id: int) -> None:
     other = others.set_index("sample_id").loc[other_id]
     left, right = dedup.diff_html(rep.text, other.text)  # escapes the dataset text before marking it
     c1, c2 = st.columns(2)
-    c1.caption(f"Kept: sample {rep.sample_id} ({rep.dataset} #{rep.row_idx})")
-    c1.markdown(left, unsafe_allow_html=True)
-    c2.caption(f"Duplicate: sample {other_id} ({other.dataset} #{other.row_idx}), similarity {other.similarity:.3f}")
-    c2.markdown(right, unsafe_allow_html=True)
+    caption(f"Kept: sample {rep.sample_id} ({rep.dataset} #{rep.row_idx})", c1)
+    marked_html(left, c1)
+    caption(f"Duplicate: sample {other_id} ({other.dataset} #{other.row_idx}), similarity {other.similarity:.3f}", c2)
+    marked_html(right, c2)
 
 
 def exclude_action(store: Store, run_id: int) -> None:
@@ -103,4 +103,4 @@ def main() -> None:
     exclude_action(store, run_id)
 
 
-main()
+run_page(main)

@@ -9,7 +9,7 @@ import streamlit as st
 from core import contamination as contam
 from core import selection
 from core.store import Store, StoreError
-from ui import open_store
+from ui import caption, chart, error, marked_html, md_text, open_store, run_page
 
 METHOD_LABELS = {"ngram13": "n-gram (GPT-3, N per benchmark)", "ngram8": "8-gram (PaLM)", "embedding": "embedding",
                  "mink": "Min-K% Prob (eval items)", "minkpp": "Min-K%++ (eval items)"}
@@ -48,7 +48,7 @@ def run_form(store: Store) -> None:
             mink_threshold=float(mink_thr) if mink_thr.strip() else None,
             progress=lambda stage, frac: bar.progress(min(max(frac, 0.0), 1.0), text=stage))
     except (ValueError, KeyError, StoreError, OSError) as exc:
-        st.error(str(exc))
+        error(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         return
     bar.empty()
     st.session_state["contamination_run"] = report.run_id
@@ -79,13 +79,13 @@ def report_view(store: Store, run_id: int) -> None:
         st.caption(f"GPT-3's frequency cap ignored these n-grams (in too many training samples); "
                    f"{len(capped)} listed with their eval items")
         st.dataframe(capped, hide_index=True, height=180)
-    st.plotly_chart(contam.summary_figure(summary), key="summary_chart")
+    chart(contam.summary_figure(summary), key="summary_chart")
     res = contam.results(store, run_id)
-    for tab, name in zip(st.tabs(summary.eval_set.tolist()), summary.eval_set, strict=True):
+    for tab, name in zip(st.tabs([md_text(n) for n in summary.eval_set]), summary.eval_set, strict=True):
         with tab:
             part = res[res.eval_set == name]
             if part.embed_cosine.notna().any():
-                st.plotly_chart(contam.cosine_figure(part, name), key=f"cos_{name}")
+                chart(contam.cosine_figure(part, name), key=f"cos_{name}")
             scores = contam.eval_item_scores(store, run_id, name)
             if scores[["mink_score", "minkpp_score"]].notna().any().any():
                 st.caption("Eval items under the LM (higher: more likely in its pre-training data)")
@@ -112,11 +112,11 @@ def drill_down(store: Store, flagged) -> None:  # noqa: ANN001 - a DataFrame
     spans = json.loads(row.ngram13_spans) if isinstance(row.ngram13_spans, str) else (
         json.loads(row.ngram8_spans) if isinstance(row.ngram8_spans, str) else [])
     c1, c2 = st.columns(2)
-    c1.caption(f"Training sample {row.sample_id} (overlap highlighted)")
-    # highlight_html escapes the dataset text before marking the spans.
-    c1.markdown(contam.highlight_html(contam.sample_text(store, int(row.sample_id)), spans), unsafe_allow_html=True)
+    caption(f"Training sample {row.sample_id} (overlap highlighted)", c1)
+    # highlight_html escapes the dataset text before marking the spans; st.html interprets no markdown.
+    marked_html(contam.highlight_html(contam.sample_text(store, int(row.sample_id)), spans), c1)
     if eval_id is not None:
-        c2.caption(f"Evaluation item {int(eval_id)} ({row.eval_set})")
+        caption(f"Evaluation item {int(eval_id)} ({row.eval_set})", c2)
         c2.text(contam.sample_text(store, int(eval_id)))
 
 
@@ -136,4 +136,4 @@ def main() -> None:
         report_view(store, run_id)
 
 
-main()
+run_page(main)

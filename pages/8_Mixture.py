@@ -16,7 +16,7 @@ from core.mixture.export import export_mixture, zip_export
 from core.mixture.recipe import FLAGS, FORMATS, SELECTION_METHODS, Recipe, RecipeError, load_recipe
 from core.mixture.saved import get_recipe, list_recipes, save_recipe
 from core.store import Store, StoreError
-from ui import open_store
+from ui import error, md_text, open_store, run_page
 
 MODES = ("weight", "count", "tokens")
 DEDUP = ("none", "exact", "near", "semdedup", "semantic")
@@ -27,7 +27,7 @@ FILTER_HELP = ("One filter per line: `field op value` (value in YAML: 512, [a, b
 
 def plain(text: str) -> str:
     """Escape markdown so names and descriptions from the store show as typed, never as markup."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$" else ch for ch in str(text))
+    return md_text(text)
 
 
 def parse_filter_lines(text: str) -> list[dict[str, Any]]:
@@ -181,7 +181,7 @@ def draw_compare(store: Store, comp: Composition, recipe_yaml: str) -> None:
     try:
         other = cached_preview(str(store.path), other_yaml, _store_stamp(store))
     except (RecipeError, ValueError, KeyError) as exc:
-        st.error(f"Recipe B: {exc}")
+        error(f"Recipe B: {exc}")
         return
     a, b = st.columns(2)
     for col, c, label in ((a, comp, "A (this recipe)"), (b, other, f"B ({other.recipe.name})")):
@@ -202,7 +202,7 @@ def draw_export(store: Store, recipe: Recipe) -> None:
             result = export_mixture(store, recipe, out, allow_shortfall=allow or None,
                                     progress=lambda stage, frac: bar.progress(min(frac, 1.0), text=stage))
         except (RecipeError, ValueError, KeyError, FileExistsError, StoreError) as exc:
-            st.error(str(exc))
+            error(exc)
             return
         st.session_state["mix_zip"] = (f"{out.name}.zip", zip_export(result.out_dir), result.run_id,
                                        len(result.files), str(result.out_dir))
@@ -273,7 +273,7 @@ def main() -> None:
                 st.session_state["mix_pending"] = load_recipe(edited)
                 st.rerun()
             except RecipeError as exc:
-                st.error(str(exc))
+                error(exc)
         saved = list_recipes(store)
         if len(saved):
             pick = b.selectbox("load a saved recipe", [f"{r.recipe_id}: {r.name}" for r in saved.itertuples()],
@@ -289,7 +289,7 @@ def main() -> None:
         with st.spinner("composing…"):
             comp = cached_preview(str(store.path), recipe.to_yaml(), _store_stamp(store))
     except (RecipeError, ValueError, KeyError, StoreError) as exc:
-        st.error(f"Recipe: {exc}")
+        error(f"Recipe: {exc}")
         return
     if st.button("Save recipe", key="mix_save"):
         st.text(f"saved as recipe {save_recipe(store, recipe)}")
@@ -312,4 +312,4 @@ def main() -> None:
         draw_export(store, recipe)
 
 
-main()
+run_page(main)

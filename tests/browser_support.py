@@ -78,14 +78,16 @@ def _stop(proc: subprocess.Popen) -> None:
             pass
 
 
-def start_workbench(store_path: str | Path, log_path: Path, *, app: str = "app.py") -> tuple[subprocess.Popen, str]:
-    """Start `streamlit run app` on a free localhost port against `store_path`; wait until healthy."""
+def start_workbench(store_path: str | Path, log_path: Path, *, app: str = "app.py",
+                    flags: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """Start `streamlit run app` on a free localhost port against `store_path`; wait until healthy.
+    `flags` are extra `--section.option value` settings (the rest comes from .streamlit/config.toml)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, ASSAY_DB=str(store_path), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     cmd = [_streamlit_bin(), "run", app, "--server.headless", "true", "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.runOnSave", "false", "--server.fileWatcherType", "none"]
+           "--server.port", str(port), "--server.runOnSave", "false", "--server.fileWatcherType", "none", *flags]
     log = open(log_path, "wb")  # noqa: SIM115 - closed when the process is stopped
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.log_file = log  # type: ignore[attr-defined]
@@ -104,11 +106,11 @@ def start_workbench(store_path: str | Path, log_path: Path, *, app: str = "app.p
 
 @pytest.fixture
 def workbench(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """A factory: `workbench(store_path, app="app.py") -> base URL` of a live workbench server."""
+    """A factory: `workbench(store_path, app="app.py", flags=()) -> base URL` of a live workbench server."""
     started: list[subprocess.Popen] = []
 
-    def start(store_path: str | Path, app: str = "app.py") -> str:
-        proc, url = start_workbench(store_path, tmp_path / f"streamlit-{len(started)}.log", app=app)
+    def start(store_path: str | Path, app: str = "app.py", flags: tuple[str, ...] = ()) -> str:
+        proc, url = start_workbench(store_path, tmp_path / f"streamlit-{len(started)}.log", app=app, flags=flags)
         started.append(proc)
         return url
 

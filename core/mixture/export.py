@@ -1,8 +1,10 @@
 """Export a mixture: JSONL (OpenAI messages, ShareGPT, Alpaca), Parquet, a Hugging Face dataset folder,
 plus provenance.parquet, manifest.json, datasheet.md and charts/*.png.
 
-Everything is written into a hidden temporary folder beside the destination and renamed into place at
-the end, so an interrupted export leaves nothing that looks complete. Rows stream from DuckDB with COPY
+Everything is written into a hidden staging folder beside the destination, named from the run id
+(`.NAME.partial-run<ID>`), and renamed into place at the end, so an interrupted export leaves nothing
+that looks complete; the next export removes the staging folders of runs whose process is gone
+(`clean_interrupted_exports`). Rows stream from DuckDB with COPY
 (ordered by their position), never through Python dicts. The same recipe and store give the same bytes:
 selection is seeded per cell over candidates sorted by sample id, JSON keys have a fixed order, the
 manifest holds no timestamps (those live in the runs table and in run.json, which is not hashed).
@@ -20,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,11 +282,40 @@ def _write_files(con: duckdb.DuckDBPyConnection, comp: Composition, tmp: Path, f
     return {s: splits[s] for s in _SPLITS}
 
 
-def _finalise(tmp: Path, out: Path, overwrite: bool) -> None:
+def _staging(out: Path, run_id: int) -> Path:
+    """The run's staging folder beside `out` (hidden; named from the run id, so a cleaner can find it)."""
+    return out.parent / f".{out.name}.partial-run{run_id}"
+
+
+def _replaced(out: Path, run_id: int) -> Path:
+    """Where an overwritten export waits while the new one is renamed into place."""
+    return out.parent / f".{out.name}.old-run{run_id}"
+
+
+def clean_interrupted_exports(store: Store) -> list[Path]:
+    """Remove the staging folders of export runs whose process is gone (killed, crashed); where one was
+    killed midway through replacing an export, the old export is put back. Returns the folders removed."""
+    removed = []
+    for run in store.interrupted_runs("mix-export").itertuples():
+        try:
+            out = Path(json.loads(run.params)["out"])
+        except (TypeError, ValueError, KeyError):
+            continue
+        staging, old = _staging(out, int(run.run_id)), _replaced(out, int(run.run_id))
+        if old.is_dir() and not out.exists():
+            os.replace(old, out)  # killed between the two renames: the previous export comes back
+        for folder in (staging, old):
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
+
+
+def _finalise(tmp: Path, out: Path, overwrite: bool, run_id: int) -> None:
     if out.exists():
         if not overwrite:
             raise ExportExistsError(f"{out} already exists; choose another folder or overwrite it")
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        old = _replaced(out, run_id)
         os.replace(out, old)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
@@ -302,10 +332,11 @@ def export_mixture(store: Store, recipe: Recipe, out_dir: str | Path, *, formats
         raise ExportExistsError(f"{out} already exists; choose another folder or pass --overwrite")
     formats = list(dict.fromkeys(formats or recipe.export.formats))
     allow = recipe.allow_shortfall if allow_shortfall is None else allow_shortfall
+    clean_interrupted_exports(store)
     run_id = store.start_run("mix-export", params={"recipe": recipe.to_dict(), "out": str(out), "formats": formats},
                              sample_filter=f"mixture {recipe.name}: {', '.join(recipe.datasets)}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp = _staging(out, run_id)
     try:
         tmp.mkdir()
         with store.connect() as con, memory_limit(con, EXPORT_MEMORY_LIMIT):
@@ -325,7 +356,7 @@ def export_mixture(store: Store, recipe: Recipe, out_dir: str | Path, *, formats
         (tmp / "manifest.json").write_text(text)
         (tmp / "run.json").write_text(json.dumps({"run_id": run_id, "exported_at": str(now_utc()),
                                                   "out_dir": str(out)}, indent=2) + "\n")
-        _finalise(tmp, out, overwrite)
+        _finalise(tmp, out, overwrite, run_id)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -357,4 +388,5 @@ def zip_export(out_dir: str | Path) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["ExportExistsError", "ExportResult", "MixturePlanError", "RecipeError", "export_mixture", "sha256_file", "zip_export"]
+__all__ = ["ExportExistsError", "ExportResult", "MixturePlanError", "RecipeError", "clean_interrupted_exports",
+           "export_mixture", "sha256_file", "zip_export"]
