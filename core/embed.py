@@ -297,7 +297,7 @@ def _pid_alive(pid: int | None) -> bool:
 def _resumable_run(store: Store, params_json: str) -> int | None:
     """An unfinished embed run with exactly these parameters whose process is gone (killed or crashed)."""
     rows = store.query_df(
-        "SELECT run_id, pid, host FROM runs WHERE kind = 'embed' AND status IN ('running', 'failed') "
+        "SELECT run_id, pid, host FROM runs WHERE kind = 'embed' AND status IN ('running', 'failed', 'cancelled') "
         "AND params = ?::JSON ORDER BY run_id DESC", [params_json])
     import socket
 
