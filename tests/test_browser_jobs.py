@@ -63,11 +63,11 @@ def test_a_map_job_runs_on_is_listed_on_home_and_cancels(store: Store, shared: P
     assert before > 0
 
     def stop_after_a_batch(done: int, total: int) -> None:
-        if done > 0:
+        if done > 32:  # the first chunk of 32 is committed, the second is not
             raise JobCancelled()
 
     with pytest.raises(JobCancelled):
-        embed(store, "gsm8k", text="instruction", progress=stop_after_a_batch)
+        embed(store, "gsm8k", text="instruction", commit_every=32, progress=stop_after_a_batch)
     runs = store.runs()
     assert (runs.kind == "embed").sum() == 1 and _embed_run(store).status == "cancelled"
     assert embedding_plan(store, "gsm8k").n_cached > before
