@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+import ui_jobs
 from core.store import Store, StoreError, default_db_path
 from ui import error, guard, md_text, success
 
@@ -199,6 +200,8 @@ def home() -> None:
     st.page_link("pages/1_Datasets.py", label="Browse a dataset", icon=":material/table_view:")
     with st.expander("Load another dataset"):
         upload_form(store)
+    st.subheader("Jobs")
+    ui_jobs.jobs_table(str(store.path))
     st.subheader("Recent runs")
     recent_runs(store)
 
@@ -219,4 +222,6 @@ PAGES = [
 
 st.set_page_config(page_title="Assay", layout="wide")
 with guard():  # every page: a sentence for what the user can fix, a log reference for a bug
-    st.navigation(PAGES).run()
+    _page = st.navigation(PAGES)
+    ui_jobs.sidebar(str(Store(default_db_path()).path))  # running jobs, on every page
+    _page.run()

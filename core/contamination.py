@@ -552,7 +552,7 @@ def _compute(store: Store, info, eval_infos, methods: list[str], params: dict[st
     if "embedding" in methods:
         say("embeddings", 0.0)
         emb, runs = embedding_results(store, info.name, [e.name for e in eval_infos], model=params["embed_model"],
-                                      text=params["embed_text"], progress=lambda d, t: say("embeddings", d / max(t, 1)))
+                                      text=params["embed_text"], progress=lambda d, t: say(f"embedding {d:,}/{t:,} texts", d / max(t, 1)))
         params["embed_runs"] = runs
         parts.append(emb)
     if "mink" in methods or "minkpp" in methods:

@@ -297,7 +297,7 @@ def _pid_alive(pid: int | None) -> bool:
 def _resumable_run(store: Store, params_json: str) -> int | None:
     """An unfinished embed run with exactly these parameters whose process is gone (killed or crashed)."""
     rows = store.query_df(
-        "SELECT run_id, pid, host FROM runs WHERE kind = 'embed' AND status IN ('running', 'failed') "
+        "SELECT run_id, pid, host FROM runs WHERE kind = 'embed' AND status IN ('running', 'failed', 'cancelled') "
         "AND params = ?::JSON ORDER BY run_id DESC", [params_json])
     import socket
 
@@ -393,7 +393,9 @@ def embed(
             progress(0, len(texts))
         for start in range(0, len(texts), commit_every):
             chunk = list(texts[start:start + commit_every])
-            vectors = embedder.encode(chunk)  # type: ignore[union-attr]
+            # Progress per batch within the chunk: finer counts, and a cancelled job stops within one batch.
+            step = (lambda d, _t, base=done: progress(base + d, len(texts))) if progress else None
+            vectors = embedder.encode(chunk, progress=step)  # type: ignore[union-attr]
             write_vectors(store, run_id, key, list(hashes[start:start + commit_every]), vectors)
             done += len(chunk)
             if progress:

@@ -346,6 +346,8 @@ class Store:
         error: str | None = None,
         con: duckdb.DuckDBPyConnection | None = None,
     ) -> None:
+        if status == "failed" and error and error.startswith("JobCancelled"):
+            status = "cancelled"  # stopped by the user (core/jobs.py): committed work stays, resumable kinds resume
         sql = "UPDATE runs SET status = ?, finished_at = ?, n_samples = coalesce(?, n_samples), error = ? WHERE run_id = ?"
         values = [status, now_utc(), n_samples, error, run_id]
         if con is not None:

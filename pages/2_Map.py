@@ -7,8 +7,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+import ui_jobs
 from core.cluster import cluster_table
-from core.embed import BACKENDS, TEXT_FIELDS
+from core.embed import BACKENDS, DEFAULT_MODEL, TEXT_FIELDS
+from core.estimates import embedding_plan
+from core.jobs import Job
 from core.maps import (
     POINT_BUDGET,
     act_on_selection,
@@ -47,13 +50,22 @@ def compute_panel(store: Store, datasets: list[str]) -> None:
                               help="UMAP's first run in a process compiles for ~30 s")
         clusters = c4.selectbox("Clusters", ["kmeans", "hdbscan", "none"], key="clusters")
         k = c5.number_input("k (k-means)", 2, 500, 12, key="k")
-        if st.button("Embed, project and cluster", key="compute", type="primary"):
-            bar = st.progress(0.0, text="starting")
-            info = make_map(store, datasets, text=text, backend=backend, method=method,
-                            clusters=None if clusters == "none" else clusters, k=int(k),
-                            progress=lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=what))
-            st.session_state["map_id"] = info.map_id
-            st.success(f"Made {info.name}")
+        st.caption(embedding_plan(store, datasets, text=text, backend=backend).describe(DEFAULT_MODEL)
+                   + (" UMAP's first run in a process adds ~30 s of compilation." if method == "umap" else ""))
+        if st.button("Embed, project and cluster", key="compute", type="primary", disabled=ui_jobs.running("map_job")):
+            def work(job: Job) -> object:
+                return make_map(store, datasets, text=text, backend=backend, method=method,
+                                clusters=None if clusters == "none" else clusters, k=int(k), progress=job.report)
+
+            ui_jobs.start("map_job", "map", f"Map of {', '.join(datasets)}", work, str(store.path))
+        ui_jobs.follow("map_job", on_done=_map_done)
+    if message := st.session_state.pop("map_last_message", None):
+        st.success(md_text(message))
+
+
+def _map_done(job: Job) -> None:
+    st.session_state["map_id"] = job.result.map_id
+    st.session_state["map_last_message"] = f"Made {job.result.name}"
 
 
 def pick_map(maps: pd.DataFrame, key: str, default: int = 0) -> int | None:

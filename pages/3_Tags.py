@@ -8,9 +8,12 @@ import os
 import pandas as pd
 import streamlit as st
 
+import ui_jobs
 from core import tags as T
 from core import viz_tags as V
-from core.store import Store, StoreError
+from core.estimates import run_rate
+from core.jobs import Job
+from core.store import Store
 from ui import error, md_text, open_store, run_page
 
 st.set_page_config(page_title="Tags · Assay", layout="wide")
@@ -63,22 +66,31 @@ def job_panel(store: Store, names: list[str]) -> None:
         opts["language_mode"] = st.radio("Language detection", ["high", "low"], horizontal=True, key="job_lang",
                                          help="high: lingua's accurate mode (loads ~1 GB once); low: fast, less "
                                               "reliable on short texts")
-        if st.button("Start tagging", type="primary", key="job_start", disabled=target is None or not groups):
-            bar = st.progress(0.0, text="starting")
+        if rate := run_rate(store, "tag"):
+            st.caption(f"Earlier tag runs here took about {1 / rate[0]:.3f} s per sample ({rate[1]} run(s)); a run "
+                       "already started with the same settings resumes where it stopped.")
+        if st.button("Start tagging", type="primary", key="job_start",
+                     disabled=target is None or not groups or ui_jobs.running("tag_job")):
+            def work(job: Job) -> object:
+                def progress(done: int, total: int, what: str) -> None:
+                    job.report(done / max(total, 1), what, done, total)
 
-            def progress(done: int, total: int, what: str) -> None:
-                bar.progress(min(1.0, done / max(total, 1)), text=f"{what}: {done}/{total}")
+                return run_tagging(store, dataset=target if kind == "dataset" else None,
+                                   selection=target if kind == "selection" else None, tags=groups, backend=backend,
+                                   api_key=os.environ.get("OPENAI_API_KEY"), progress=progress, **opts)
 
-            try:
-                report = run_tagging(store, dataset=target if kind == "dataset" else None,
-                                     selection=target if kind == "selection" else None, tags=groups, backend=backend,
-                                     api_key=os.environ.get("OPENAI_API_KEY"), progress=progress, **opts)
-            except (ValueError, KeyError, StoreError) as exc:
-                error(exc)
-            else:
-                st.success(f"Run {report.run_id}{' (resumed)' if report.resumed else ''}: tagged "
-                           f"{report.n_tagged}/{report.n_target} samples in {report.seconds:.0f}s")
-                _current.clear()
+            ui_jobs.start("tag_job", "tag", f"Tags on {target}", work, str(store.path))
+        ui_jobs.follow("tag_job", on_done=_tagging_done)
+    if message := st.session_state.pop("tag_last_message", None):
+        st.success(md_text(message))
+
+
+def _tagging_done(job: Job) -> None:
+    report = job.result
+    st.session_state["tag_last_message"] = (
+        f"Run {report.run_id}{' (resumed)' if report.resumed else ''}: tagged {report.n_tagged}/{report.n_target} "
+        f"samples in {report.seconds:.0f}s")
+    _current.clear()
 
 
 def train_panel(store: Store, names: list[str]) -> None:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+import ui_jobs
+from core.embed import DEFAULT_MODEL
+from core.estimates import describe_seconds, embedding_plan, run_rate
+from core.jobs import Job
 from core.noise import actions
 from core.noise.features import label_sources, parse_label_source
 from core.noise.run import (
@@ -25,9 +29,9 @@ from core.noise.run import (
     suspicious,
     trajectories,
 )
-from core.store import Store, StoreError
+from core.store import Store
 from core.viz_noise import cartography_map, confusion_figure, weight_distribution, weight_trajectories
-from ui import error, md_text, open_store, run_page, success
+from ui import md_text, open_store, run_page, success
 
 SERIES = {"rescaler_weight": "rescaler weight", "p_given": "p(given label) (cartography)", "margin": "margin (AUM)"}
 WEIGHT_COLUMNS = ["rescaler_weight", "label_score", "cleanlab_score", "aum", "cartography_confidence",
@@ -55,18 +59,36 @@ def run_panel(store: Store, dataset: str) -> None:
         epochs = s1.number_input("Epochs (cartography, AUM)", 2, 100, NoiseConfig.epochs, key="noise_epochs")
         r_epochs = s2.number_input("Rescaler epochs", 2, 50, NoiseConfig.rescaler_epochs, key="noise_r_epochs")
         hidden = s3.number_input("Hidden units (0 = linear)", 0, 2048, NoiseConfig.hidden, key="noise_hidden")
-        if st.button("Find noisy labels", type="primary", key="noise_run_button", disabled=not (source and methods)):
-            bar = st.progress(0.0, text="starting")
+        st.caption(noise_job_plan(store, dataset, methods))
+        busy = ui_jobs.running("noise_job")
+        if st.button("Find noisy labels", type="primary", key="noise_run_button",
+                     disabled=busy or not (source and methods)):
             cfg = NoiseConfig(epochs=int(epochs), rescaler_epochs=int(r_epochs), hidden=int(hidden))
-            try:
-                table = run_noise(store, dataset, source, methods, config=cfg,
-                                  progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
-            except (ValueError, KeyError, StoreError) as exc:
-                error(exc)
-                return
-            st.session_state["noise_run_id"] = int(table.attrs["run_id"])
-            st.success(f"Run {table.attrs['run_id']}: {table.attrs['summary']['n_label_issues']} samples flagged "
-                       f"by at least half the methods")
+
+            def work(job: Job) -> pd.DataFrame:
+                return run_noise(store, dataset, source, methods, config=cfg, progress=job.report)
+
+            ui_jobs.start("noise_job", "noise", f"Noise methods on {dataset}", work, str(store.path))
+        ui_jobs.follow("noise_job", on_done=_noise_done)
+    if message := st.session_state.pop("noise_last_message", None):
+        st.success(md_text(message))
+
+
+def _noise_done(job: Job) -> None:
+    table = job.result
+    st.session_state["noise_run_id"] = int(table.attrs["run_id"])
+    st.session_state["noise_last_message"] = (
+        f"Run {table.attrs['run_id']}: {table.attrs['summary']['n_label_issues']} samples flagged by at least "
+        "half the methods")
+
+
+def noise_job_plan(store: Store, dataset: str, methods: list[str]) -> str:
+    """What the button will compute, what is cached, and about how long it takes."""
+    plan = embedding_plan(store, dataset, text="instruction")
+    rate = run_rate(store, "noise")
+    fit = (f"then {len(methods)} method(s), about {describe_seconds(plan.n_samples / rate[0])} at this store's "
+           f"measured rate" if rate else f"then {len(methods)} method(s) (no earlier noise run to time them by)")
+    return f"{plan.describe(DEFAULT_MODEL)} {fit}."
 
 
 def _has_annotators(source: str) -> bool:

@@ -6,10 +6,13 @@ import json
 
 import streamlit as st
 
+import ui_jobs
 from core import contamination as contam
 from core import selection
-from core.store import Store, StoreError
-from ui import caption, chart, error, marked_html, md_text, open_store, run_page
+from core.estimates import describe_seconds, embedding_plan
+from core.jobs import Job
+from core.store import Store
+from ui import caption, chart, marked_html, md_text, open_store, run_page
 
 METHOD_LABELS = {"ngram13": "n-gram (GPT-3, N per benchmark)", "ngram8": "8-gram (PaLM)", "embedding": "embedding",
                  "mink": "Min-K% Prob (eval items)", "minkpp": "Min-K%++ (eval items)"}
@@ -38,21 +41,40 @@ def run_form(store: Store) -> None:
         mink_k = c2.slider("Min-K% k", 0.05, 0.6, contam.DEFAULTS["mink_k"], 0.05)
         mink_thr = c3.text_input("Count eval items with Min-K% at least (optional)")
         go = st.form_submit_button("Check contamination", type="primary")
-    if not go or not dataset:
-        return
-    bar = st.progress(0.0, text="Starting")
-    try:
-        report = contam.check_contamination(
-            store, dataset, against or None, methods=methods, max_train_df=int(max_df), palm_threshold=palm,
-            embed_threshold=cos, mink_model=mink_model.strip() or None, mink_k=mink_k,
-            mink_threshold=float(mink_thr) if mink_thr.strip() else None,
-            progress=lambda stage, frac: bar.progress(min(max(frac, 0.0), 1.0), text=stage))
-    except (ValueError, KeyError, StoreError, OSError) as exc:
-        error(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
-        return
-    bar.empty()
+    if dataset and "embedding" in methods:
+        st.caption(contamination_job_plan(store, dataset, against or eval_names))
+    if go and dataset and not ui_jobs.running("contamination_job"):
+        def work(job: Job) -> contam.ContaminationReport:
+            return contam.check_contamination(
+                store, dataset, against or None, methods=methods, max_train_df=int(max_df), palm_threshold=palm,
+                embed_threshold=cos, mink_model=mink_model.strip() or None, mink_k=mink_k,
+                mink_threshold=float(mink_thr) if mink_thr.strip() else None,
+                progress=lambda stage, frac: job.report(frac, stage))
+
+        ui_jobs.start("contamination_job", "contamination", f"Contamination of {dataset}", work, str(store.path))
+    ui_jobs.follow("contamination_job", on_done=_contamination_done)
+    if message := st.session_state.pop("contamination_last_message", None):
+        st.success(md_text(message))
+
+
+def _contamination_done(job: Job) -> None:
+    report = job.result
     st.session_state["contamination_run"] = report.run_id
-    st.success(f"Run {report.run_id}: {int(report.summary.n_contaminated.sum())} flagged (sample, eval set) pairs.")
+    st.session_state["contamination_last_message"] = (
+        f"Run {report.run_id}: {int(report.summary.n_contaminated.sum())} flagged (sample, eval set) pairs.")
+
+
+def contamination_job_plan(store: Store, dataset: str, eval_names: list[str]) -> str:
+    """The embedding work the check needs (the training set and every eval set), before it starts."""
+    plans = [embedding_plan(store, name, model=contam.DEFAULTS.get("embed_model"),
+                            text=contam.DEFAULTS["embed_text"]) for name in [dataset, *eval_names]]
+    todo = sum(p.n_to_compute for p in plans)
+    if todo == 0:
+        return "Embeddings for the training set and the evaluation sets are all cached: nothing to embed."
+    seconds = sum(p.seconds for p in plans)
+    cached = sum(p.n_cached for p in plans)
+    return (f"Before the check: {todo:,} texts to embed ({cached:,} cached), about {describe_seconds(seconds)} "
+            f"({plans[0].rate_source}, {plans[0].rate:,.0f} texts/s); the n-gram methods take seconds.")
 
 
 def pick_run(store: Store) -> int | None:

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import selection
 from core.maps import ids_in_selection, list_maps, load_points
+from tests.jobs_support import finish_jobs
 from tests.test_embed import N_ARENA, N_GSM8K, embedded_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,7 @@ def test_page_computes_a_map_and_acts_on_a_selection(page_store) -> None:
     at.selectbox(key="method").set_value("pca")
     at.selectbox(key="clusters").set_value("kmeans")
     at.button(key="compute").click().run()
+    finish_jobs(at)
     _no_errors(at)
     maps = list_maps(store, "gsm8k")
     assert len(maps) == 1 and any("Made" in s.value for s in at.success)

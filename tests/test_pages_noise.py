@@ -11,6 +11,7 @@ from core.labels import events
 from core.noise.features import relabel_schema_name
 from core.selection import excluded_ids, list_selections
 from core.store import Store
+from tests.jobs_support import finish_jobs
 from tests.test_noise import DATASET, build_noisy_store, copy_store
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "5_Noise.py")
@@ -71,6 +72,7 @@ def test_page_runs_a_method_with_progress(noisy, monkeypatch, tmp_path: Path) ->
     at = _page(store.path, monkeypatch)
     at.multiselect(key="noise_methods_False").set_value(["cleanlab"])
     at.button(key="noise_run_button").click().run()
+    finish_jobs(at)
     assert not at.exception, at.exception
     assert any("Run " in s.value for s in at.success)
     assert "cleanlab flags" in {m.label for m in at.metric}

@@ -13,6 +13,7 @@ from core.ingest import ingest_records
 from core.store import Store
 from core.taggers.base import row
 from core.taggers.job import run_tagging
+from tests.jobs_support import finish_jobs
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "3_Tags.py")
 XSS = "<script>alert(1)</script>"
@@ -62,6 +63,7 @@ def test_start_a_job_from_the_page(monkeypatch: pytest.MonkeyPatch, store: Store
     at.multiselect(key="job_tags").set_value(["turns", "lengths", "safety"])
     at.button(key="job_start").click()
     at.run()
+    finish_jobs(at)
     assert not at.exception, at.exception
     assert any("tagged 5/5 samples" in s.value for s in at.success)
     runs = T.tag_runs(store, "gamma")

@@ -1,0 +1,96 @@
+"""Background jobs (core/jobs.py) and the estimates shown before them (core/estimates.py), with a real
+embedding run: cancelling stops it at its next committed chunk, the run is recorded as cancelled with what
+it committed kept, and starting it again resumes the same run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from core import jobs
+from core.embed import embed
+from core.errors import InputError
+from core.estimates import embedding_plan
+from core.ingest import ingest_records
+from core.store import Store
+from tests.test_embed import read_jsonl
+
+N = 200
+
+
+def _wait(job: jobs.Job, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while job.status == "running":
+        assert time.monotonic() < deadline, job.describe()
+        time.sleep(0.05)
+
+
+@pytest.fixture()
+def gsm8k(store: Store, shared: Path) -> Store:
+    ingest_records(store, read_jsonl(shared / "gsm8k" / "test.jsonl", N), name="gsm8k", shape="qa")
+    return store
+
+
+def test_cancel_keeps_what_was_committed_and_the_run_resumes(gsm8k: Store) -> None:
+    store = gsm8k
+    plan = embedding_plan(store, "gsm8k")
+    assert (plan.n_samples, plan.n_cached) == (N, 0) and plan.n_to_compute == plan.n_distinct > 0
+    assert "typical on a 2-core CPU" in plan.rate_source or "GPU" in plan.rate_source
+
+    def work(job: jobs.Job):
+        def progress(done: int, total: int) -> None:
+            job.report(done / max(total, 1), f"embedding {done}/{total}", done, total)
+            if done >= 32:
+                jobs.cancel_job(job.job_id)  # the user clicks Cancel once the first chunk is in
+        return embed(store, "gsm8k", commit_every=32, progress=progress)
+
+    job = jobs.start_job("embed", "Embed gsm8k", work, db=str(store.path))
+    _wait(job)
+    assert job.status == "cancelled" and "resume" in job.error
+    runs = store.runs()
+    run = runs[runs.kind == "embed"].iloc[-1]
+    assert run.status == "cancelled"
+    kept = embedding_plan(store, "gsm8k").n_cached
+    assert 32 <= kept < plan.n_distinct  # the committed chunk stays, the rest was not computed
+
+    again = embed(store, "gsm8k")
+    assert again.resumed and again.run_id == int(run.run_id)
+    assert again.n_computed == plan.n_distinct - kept
+    after = embedding_plan(store, "gsm8k")
+    assert after.n_to_compute == 0 and "measured here" in after.rate_source
+    assert "nothing to compute" in after.describe("m")
+
+
+def test_a_job_reports_progress_and_a_user_error_as_a_sentence(tmp_path: Path) -> None:
+    def fine(job: jobs.Job) -> int:
+        for i in range(5):
+            job.report(i / 5, "step", i, 5)
+        return 42
+
+    def bad(job: jobs.Job) -> None:
+        raise InputError("data.jsonl line 3: expected a string")
+
+    def bug(job: jobs.Job) -> None:
+        raise RuntimeError("/secret/path/module.py exploded")
+
+    done, refused, broken = (jobs.start_job("x", t, w, db=str(tmp_path)) for t, w in
+                             (("fine", fine), ("bad", bad), ("bug", bug)))
+    for job in (done, refused, broken):
+        _wait(job)
+    assert (done.status, done.result, done.fraction) == ("finished", 42, 1.0)
+    assert refused.status == "failed" and refused.error == "data.jsonl line 3: expected a string"
+    assert broken.status == "failed" and "/secret" not in broken.error and "server log" in broken.error
+    assert {j.job_id for j in jobs.jobs(str(tmp_path))} >= {done.job_id, refused.job_id, broken.job_id}
+    assert not jobs.cancel_job(done.job_id)  # nothing to cancel once it has finished
+
+
+def test_eta_comes_from_the_current_stage() -> None:
+    job = jobs.Job("j", "k", "t", "db")
+    job.report(0.5, "stage one")
+    job.stage_started -= 10  # ten seconds into the stage, half way
+    assert job.eta_s == pytest.approx(10, abs=0.5)
+    job.report(0.1, "stage two")  # a new stage restarts the clock
+    assert job.eta_s is None
+    assert "stage two" in job.describe() and "10%" in job.describe()
