@@ -41,8 +41,20 @@ def backend_text(backend: str) -> str:
     """What the backend computes and how to get the rest, in full (shown before a run)."""
     made, others = T.backend_summary(backend)
     lines = [f"The {backend} backend computes: {', '.join(made)}."]
-    lines += [f"{group}: {how}." for group, how in others.items()]
+    lines += [f"(The {b} backend computes: {', '.join(g)}.)" for b, g in T.BACKEND_GROUPS.items() if b != backend]
+    lines += ["How to get the others:"] + [f"{group}: {how}." for group, how in others.items()]
+    lines.append("A classifier trained on your own labels (below) makes any tag, the category included.")
     return "\n".join(lines)
+
+
+def _trained_classifiers(store: Store) -> dict[int, tuple[str, str]]:
+    """Finished classifier runs: {run id: (tag, "tag (run N, cv accuracy)")}."""
+    from core.taggers.learned import list_models
+
+    models = list_models(store, "classifier")
+    models = models[models["status"] == "finished"]
+    return {int(r.run_id): (str(r.tag), f"{r.tag} (run {r.run_id}, cv accuracy {r.metrics.get('cv_accuracy')})")
+            for r in models.itertuples()}
 
 
 def job_panel(store: Store, names: list[str]) -> None:
@@ -84,6 +96,11 @@ def job_panel(store: Store, names: list[str]) -> None:
                                            format_func={"min": "worst case (min)",
                                                         "uwo": "mean - lambda x variance"}.get)
             opts["lam"] = e2.number_input("lambda", 0.0, 100.0, 0.5, 0.1, key="job_lam")
+        trained = _trained_classifiers(store)
+        if trained:
+            chosen = st.multiselect("Apply trained classifiers (tag model runs)", list(trained),
+                                    format_func=lambda r: trained[r][1], key="job_classifiers")
+            opts["classifiers"] = {trained[r][0]: int(r) for r in chosen}
         cfg = JobConfig(backend=backend, reward_models=opts["reward_models"], guard_model=opts["guard_model"])
         groups = st.multiselect("Tags", list(T.TAG_GROUPS), default=cfg.default_tags(store),
                                 key=f"job_tags_{backend}", help="By default: what the chosen backend computes")
@@ -98,7 +115,8 @@ def job_panel(store: Store, names: list[str]) -> None:
 
             try:
                 report = run_tagging(store, dataset=target if kind == "dataset" else None,
-                                     selection=target if kind == "selection" else None, tags=groups, backend=backend,
+                                     selection=target if kind == "selection" else None, backend=backend,
+                                     tags=groups + [t for t in opts.get("classifiers", {}) if t not in groups],
                                      api_key=os.environ.get("OPENAI_API_KEY"), progress=progress, **opts)
             except (ValueError, KeyError, StoreError) as exc:
                 st.error(str(exc))

@@ -72,6 +72,17 @@ CALIBRATION: list[tuple[str, str]] = [
 ]
 
 
+def rm_conversation(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """What the reward model scores: (instruction, response) as Magpie does for a single-turn sample (any
+    system turn left out); for a multi-turn one its user and assistant turns, scored as one conversation."""
+    turns = [t for t in messages if t["role"] in ("user", "assistant")]
+    users = [t for t in turns if t["role"] == "user"]
+    answers = [t for t in turns if t["role"] == "assistant"]
+    if len(users) == 1 and answers:
+        return [users[0], answers[-1]]
+    return turns
+
+
 def calibration_conversations() -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in CALIBRATION]
 
@@ -176,7 +187,8 @@ class RewardModelTagger(Tagger):
         self.tags = ["response_quality"] + ([f"reward:{i}" for i in range(len(models))] if len(models) > 1 else [])
         how = ("worst case (min) over models" if aggregation == "min" else
                f"uncertainty-weighted: mean - {lam:g} x variance over models")
-        self.method = (f"reward model {models[0]} on the conversation, chat template rendered once" if len(models) == 1
+        self.method = (f"reward model {models[0]} on (instruction, response) (multi-turn: the whole conversation), "
+                       "chat template rendered once" if len(models) == 1
                        else f"ensemble of {len(models)} reward models ({', '.join(models)}), each normalised on the "
                             f"fixed calibration set {CALIBRATION_VERSION} ({len(CALIBRATION)} conversations), "
                             f"aggregated by {how}; Coste et al. 2023 ensemble seeds of one model, these are "
@@ -196,7 +208,7 @@ class RewardModelTagger(Tagger):
 
     def tag(self, batch: pd.DataFrame) -> list[dict[str, Any]]:
         has = [any(t["role"] == "assistant" for t in m) for m in batch["messages"]]
-        convs = [m for m, h in zip(batch["messages"], has, strict=True) if h]
+        convs = [rm_conversation(m) for m, h in zip(batch["messages"], has, strict=True) if h]
         ids = [s for s, h in zip(batch["sample_id"], has, strict=True) if h]
         rows = [row(s, t, status="not_computed", detail="no assistant response to score", method=self.method)
                 for s, h in zip(batch["sample_id"], has, strict=True) if not h for t in self.tags]

@@ -126,9 +126,10 @@ def evaluate(store: Store, model: str | None = None, per_set: int = 100) -> dict
         return {"accuracy": None, "measured_on": "not measured: no MT-Bench or GSM8K data in this store"}
     pred = classify(list(data["instruction"]), model, store)["category"]
     hit = np.array([p in t for p, t in zip(pred, data["truth"], strict=True)])
-    bench = np.where(data["src"] == "gsm8k", "gsm8k", "mt-bench")
-    by_bench = {b: float(hit[bench == b].mean()) for b in sorted(set(bench))}
-    n_bench = {b: int((bench == b).sum()) for b in sorted(set(bench))}
+    bench = np.array(["gsm8k" if s == "gsm8k" else "mt-bench" for s in data["src"]])
+    names = sorted({str(b) for b in bench})
+    by_bench = {b: float(hit[bench == b].mean()) for b in names}
+    n_bench = {b: int((bench == b).sum()) for b in names}
     mt = bench == "mt-bench"
     by_cat = {c: float(hit[mt & (data["src"] == c).to_numpy()].mean()) for c in MT_BENCH_MAP
               if (mt & (data["src"] == c).to_numpy()).any()}
