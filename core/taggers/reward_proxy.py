@@ -101,6 +101,8 @@ class ProxyTagger(Tagger):
     """preference_proxy = the proxy's reward of the last exchange; not computed without an answer."""
 
     tags = [TAG]
+    source = ("Bradley-Terry preference model, as reward models are trained (Ouyang et al. 2022); deviation: a "
+              "linear head on frozen sentence embeddings, not a fine-tuned language model")
 
     def __init__(self, model: TagModel) -> None:
         self.model = model
