@@ -2,11 +2,11 @@
 
 - offline tagging throughput (samples/s) on alpaca-gpt4-demo-1k: structure only, language (lingua high
   accuracy), zero-shot category, and all offline tags together; model load times reported apart;
-- zero-shot category accuracy on a labelled real set: MT-Bench (80, its 8 categories mapped to Magpie's as
-  in core/taggers/zeroshot.MT_BENCH_MAP; extraction = Data analysis or Information seeking) and GSM8K test
-  (Math), per source;
+- offline category accuracy on a labelled real set, per benchmark and per MT-Bench category: MT-Bench
+  (80, its 8 categories mapped to Magpie's as in core/taggers/zeroshot.MT_BENCH_MAP; extraction = Data
+  analysis or Information seeking) and GSM8K test (Math); the tagger's examples contain none of them;
 - lingua's language accuracy on oasst-sample's `lang` labels;
-- the Bradley-Terry reward proxy's held-out pairwise accuracy on hh-rlhf-harmless-test (all pairs, 20% held out).
+- the Bradley-Terry preference proxy's (tag preference_proxy) held-out pairwise accuracy on hh-rlhf-harmless-test (all pairs, 20% held out).
 
     .venv/bin/python -m bench.tagging [--gsm 300] [--quick]
 
@@ -54,12 +54,12 @@ def throughput(store: Store, dataset: str) -> dict[str, Any]:
         out[f"{label}_samples_per_s"], out[f"{label}_seconds"] = round(n / seconds, 1), round(seconds, 2)
     texts = list(load_samples(store, store.query_df(
         "SELECT s.id FROM samples s JOIN datasets d USING (dataset_id) WHERE d.name = ?", [dataset])["id"])["instruction"])
-    zeroshot.prototypes()
+    zeroshot.head()
     vectors._MEMORY.clear()
     _, seconds = _timed(zeroshot.classify, texts)
     out["category_classify_samples_per_s"], out["category_classify_seconds"] = round(n / seconds, 1), round(seconds, 2)
     vectors._MEMORY.clear()
-    tags = "category,language,turns,lengths,difficulty,input_quality,safety"
+    tags = "category,language,turns,lengths"
     _, seconds = _timed(run_tagging, store, dataset=dataset, tags=tags, language_mode="high", resume=False)
     out["all_offline_samples_per_s"], out["all_offline_seconds"] = round(n / seconds, 1), round(seconds, 2)
     out["note"] = ("all_offline includes measuring the zero-shot tagger on the labelled set at the start of the run "
@@ -80,22 +80,31 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=None, help="preference pairs (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller throughput dataset")
     parser.add_argument("--rm-throughput", help="reward model to time by batch size (GPU)")
+    parser.add_argument("--category-only", action="store_true", help="only the category accuracy (MT-Bench, GSM8K)")
     args = parser.parse_args()
     from core.taggers import reward_proxy, zeroshot
 
     folder = Path(tempfile.mkdtemp(prefix="assay-bench-tags-"))
     store = Store(folder / "bench.duckdb")
     names = ["mt-bench", "gsm8k-test", "alpaca-gpt4-demo-1k", "oasst-sample", "hh-rlhf-harmless-test"]
+    if args.category_only:
+        names = names[:2]
     load_demo(store, shared_dir(), if_empty=False, names=[d.name for d in DEMO if d.name in names])
     results: dict[str, Any] = {}
-    results["throughput"] = throughput(store, "mt-bench" if args.quick else "alpaca-gpt4-demo-1k")
-    print("throughput:", results["throughput"], flush=True)
+    if not args.category_only:
+        results["throughput"] = throughput(store, "mt-bench" if args.quick else "alpaca-gpt4-demo-1k")
+        print("throughput:", results["throughput"], flush=True)
     results["zero_shot_category"], secs = _timed(zeroshot.evaluate, store, per_set=args.gsm)
     results["zero_shot_category"]["seconds"] = round(secs, 1)
-    print("zero-shot:", results["zero_shot_category"], flush=True)
+    z = results["zero_shot_category"]
+    print("offline category accuracy per benchmark:", z["by_benchmark"], "n:", z["n_by_benchmark"], flush=True)
+    print("per MT-Bench category:", z["by_mt_bench_category"], flush=True)
+    if args.category_only:
+        print("wrote", write_results("tagging_category", results))
+        return
     model, secs = _timed(reward_proxy.train_reward_proxy, store, "hh-rlhf-harmless-test", max_pairs=args.pairs)
-    results["bradley_terry_proxy"] = model.metrics | {"seconds": round(secs, 1), "dataset": "hh-rlhf-harmless-test"}
-    print("BT:", results["bradley_terry_proxy"], flush=True)
+    results["preference_proxy"] = model.metrics | {"seconds": round(secs, 1), "dataset": "hh-rlhf-harmless-test"}
+    print("preference proxy:", results["preference_proxy"], flush=True)
     results["language"] = language_accuracy(store)
     print("language:", results["language"], flush=True)
     if args.rm_throughput:

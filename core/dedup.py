@@ -75,7 +75,10 @@ _QUALITY_WORDS = {"very poor": 0.0, "poor": 1.0, "average": 2.0, "fair": 2.0, "g
 
 
 def _quality_from_tags(store: Store, ids: list[int]) -> pd.Series | None:
-    """The newest `response_quality` tag (core/tags.py's table): its score, else its word on a 0-4 scale."""
+    """The newest `response_quality` tag (core/tags.py's table): its score, else its word on a 0-4 scale.
+
+    Only a reward model or a judge writes response_quality; the offline Bradley-Terry proxy is the tag
+    `preference_proxy` (what one preference set preferred) and is deliberately not read as quality."""
     try:
         df = store.query_df(
             "SELECT sample_id, score, value FROM (SELECT *, row_number() OVER (PARTITION BY sample_id "

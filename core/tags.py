@@ -24,13 +24,42 @@ TASK_CATEGORIES = [
     "Information seeking", "Reasoning", "Planning", "Editing", "Coding & Debugging", "Math", "Role playing",
     "Data analysis", "Creative writing", "Advice seeking", "Brainstorming", "Others",
 ]
+# Each category's definition, written for this project after Magpie's taxonomy (Xu et al., 2024, the
+# task-classification prompt): the LLM judge's category prompt lists them, the zero-shot tagger embeds them.
+CATEGORY_DEFINITIONS: dict[str, str] = {
+    "Information seeking": "The user wants facts, explanations or background knowledge on a subject: what "
+                           "something is, how it works, why it happened, or an overview of a field.",
+    "Reasoning": "The user poses a puzzle, riddle or logic problem whose answer has to be worked out step by step "
+                 "from the premises given (deduction, relations, sequences, validity of an argument).",
+    "Planning": "The user wants a plan, schedule, itinerary, agenda or strategy organising steps or "
+                "activities toward a goal.",
+    "Editing": "The user supplies text of their own and wants it changed: corrected, proofread, rephrased, "
+               "shortened, restyled or reformatted.",
+    "Coding & Debugging": "The user wants program code written, explained, reviewed, optimised or fixed, or asks "
+                          "about programming tools, languages and algorithms.",
+    "Math": "The user wants a calculation done or a mathematical problem solved: arithmetic, word problems, "
+            "algebra, geometry, probability, calculus or a proof.",
+    "Role playing": "The user asks the assistant to take on a character, persona or profession and to speak or "
+                    "act as that figure in a scenario.",
+    "Data analysis": "The user provides data or text and wants information pulled out, counted, classified, "
+                     "compared, summarised into structured output, or statistically interpreted.",
+    "Creative writing": "The user wants original composed text: stories, poems, lyrics, scripts, speeches, "
+                        "letters, emails, blog posts or other pieces written from scratch.",
+    "Advice seeking": "The user describes a personal, professional or practical situation and wants "
+                      "recommendations or guidance on what to do.",
+    "Brainstorming": "The user wants many options generated: ideas, names, themes, suggestions or "
+                     "possibilities to choose from.",
+    "Others": "Anything that fits none of the categories above: greetings, chit-chat, jokes, tests, "
+              "or text with no clear request.",
+}
 DIFFICULTY = ["very easy", "easy", "medium", "hard", "very hard"]
 INPUT_QUALITY = ["very poor", "poor", "average", "good", "excellent"]
 SAFETY = ["safe", "unsafe"]
+# Llama Guard 2's harm categories, named exactly as on its model card (meta-llama/Meta-Llama-Guard-2-8B).
 HAZARDS = {
-    "S1": "Violent Crimes", "S2": "Non-Violent Crimes", "S3": "Sex Crimes", "S4": "Child Exploitation",
+    "S1": "Violent Crimes", "S2": "Non-Violent Crimes", "S3": "Sex Crimes", "S4": "Child Sexual Exploitation",
     "S5": "Specialized Advice", "S6": "Privacy", "S7": "Intellectual Property", "S8": "Indiscriminate Weapons",
-    "S9": "Hate", "S10": "Self-Harm", "S11": "Sexual Content",
+    "S9": "Hate", "S10": "Suicide & Self-Harm", "S11": "Sexual Content",
 }
 TURNS = ["single", "multi"]
 
@@ -51,7 +80,8 @@ TAG_GROUPS: dict[str, list[str]] = {
     "knowledge": ["knowledge"],
     "difficulty": ["intent", "knowledge", "difficulty"],  # Magpie asks for these three together
     "input_quality": ["input_quality"],                   # explanation in `detail`
-    "response_quality": ["response_quality"],             # reward score in `score`
+    "response_quality": ["response_quality"],             # a reward model's score in `score` (Magpie)
+    "preference_proxy": ["preference_proxy"],             # offline Bradley-Terry proxy's score in `score`
     "safety": ["safety", "hazards"],                      # hazards: comma-joined S codes
     "language": ["language"],                              # ISO 639-1
     "turns": ["turns"],                                    # single/multi; score = user turns
@@ -60,7 +90,50 @@ TAG_GROUPS: dict[str, list[str]] = {
 DEFAULT_GROUPS = ["category", "difficulty", "input_quality", "response_quality", "safety", "language", "turns",
                   "lengths"]
 STATUSES = ("ok", "parse_error", "out_of_vocabulary", "not_computed", "request_error")
-SCORE_TAGS = {"response_quality", "n_chars", "n_tokens"}
+SCORE_TAGS = {"response_quality", "preference_proxy", "n_chars", "n_tokens"}
+
+# Which groups each backend makes by itself; `how_to_get` says how to get the others. response_quality
+# needs a reward model (any backend), preference_proxy a trained proxy, safety can also come from a
+# Llama Guard model named by the user.
+BACKEND_GROUPS: dict[str, list[str]] = {
+    "offline": ["category", "language", "turns", "lengths"],
+    "openai": ["category", "difficulty", "input_quality", "safety", "language", "turns", "lengths"],
+    "transformers": ["category", "difficulty", "input_quality", "safety", "language", "turns", "lengths"],
+}
+HOW_TO_GET: dict[str, str] = {
+    "difficulty": "an LLM judge: backend openai (a served model) or transformers (a local model)",
+    "input_quality": "an LLM judge: backend openai (a served model) or transformers (a local model)",
+    "intent": "an LLM judge (it comes with difficulty)",
+    "knowledge": "an LLM judge (it comes with difficulty)",
+    "safety": "a Llama Guard model (safety model, any backend) or an LLM judge (openai/transformers)",
+    "response_quality": "a reward model (e.g. sfairXC/FsfairX-LLaMA3-RM-v0.1, as Magpie uses; any backend)",
+    "preference_proxy": "a Bradley-Terry proxy trained on a preference dataset (assay tag-train-proxy, or the "
+                        "Tags page's offline models)",
+}
+
+
+def available_groups(backend: str, *, reward_models: bool = False, guard_model: bool = False,
+                     proxy: bool = False) -> list[str]:
+    """The groups `backend` computes with what the user has given (reward models, a Llama Guard model, a
+    trained proxy): what the page and the CLI offer by default."""
+    if backend not in BACKEND_GROUPS:
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_GROUPS)}")
+    out = list(BACKEND_GROUPS[backend])
+    if guard_model and "safety" not in out:
+        out.append("safety")
+    if reward_models:
+        out.append("response_quality")
+    if proxy and backend == "offline":
+        out.append("preference_proxy")
+    return [g for g in TAG_GROUPS if g in out]
+
+
+def backend_summary(backend: str) -> tuple[list[str], dict[str, str]]:
+    """(groups the backend makes by itself, {other group: how to get it}) for the text shown before a run."""
+    made = BACKEND_GROUPS[backend]
+    others = {g: HOW_TO_GET.get(g, "another backend") for g in TAG_GROUPS if g not in made
+              and g in HOW_TO_GET and g not in ("intent", "knowledge")}
+    return list(made), others
 COLUMNS = ["sample_id", "tag", "value", "score", "status", "detail", "method"]
 
 
@@ -347,3 +420,43 @@ def quality_scores(store: Store, ids: list[int]) -> pd.Series | None:
         "AND sample_id IN (SELECT unnest(?::BIGINT[])) "
         "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY run_id DESC) = 1", [list(map(int, ids))])
     return None if df.empty else df.set_index("sample_id")["score"]
+
+
+# ---- what a page may chart ------------------------------------------------------------------------
+
+
+def charted_and_missing(store: Store, df: pd.DataFrame, tags: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """(tags of `tags` with at least one value in the current-tags frame `df`, {tag without any value: why,
+    in full}): a tag with no value is never charted, the page says why instead."""
+    charted, missing = [], {}
+    for tag in tags:
+        if tag not in df.columns:
+            continue
+        if (df.get(f"{tag}__status") == "ok").any():
+            charted.append(tag)
+        else:
+            missing[tag] = _why_missing(store, df, tag)
+    return charted, missing
+
+
+def _why_missing(store: Store, df: pd.DataFrame, tag: str) -> str:
+    runs = sorted({int(r) for r in df[f"{tag}__run"].dropna()})
+    rows = store.query_df("SELECT status, any_value(detail) AS detail, count(*) AS n FROM tags WHERE tag = ? AND "
+                          "run_id IN (SELECT unnest(?::INTEGER[])) AND status <> 'ok' GROUP BY status ORDER BY n DESC",
+                          [tag, runs])
+    parts = [f"{int(r.n)} {r.status.replace('_', ' ')}" + (f": {r.detail}" if isinstance(r.detail, str) else "")
+             for r in rows.itertuples()]
+    return (f"no sample has a {tag} value (run{'s' if len(runs) > 1 else ''} {', '.join(map(str, runs))}): "
+            + "; ".join(parts))
+
+
+def method_lines(store: Store, datasets: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(dataset, tag, method with its paper and deviation) of every tag of each dataset's newest run."""
+    out = []
+    for d in datasets:
+        runs = tag_runs(store, d)
+        if runs.empty:
+            continue
+        r = runs.iloc[0]
+        out += [(d, tag, f"run {int(r.run_id)}: {r.methods.get(tag, 'method not recorded')}") for tag in r.tags]
+    return out

@@ -34,9 +34,35 @@ def _stamp(store: Store) -> int:
     return int(df.n[0]) * 1_000_000 + int(df.m[0]) * 1000 + int(done.n[0])
 
 
+ENSEMBLE_NOTE = ("Several reward models make an ensemble (Coste et al. 2023): each is normalised once on a fixed "
+                 "calibration set recorded with the run, then combined by the worst case (min) or by mean - lambda x "
+                 "variance. The paper's ensembles are seeds of one reward model trained on the same data, not "
+                 "unrelated reward models.")
+
+
+def backend_text(backend: str) -> str:
+    """What the backend computes and how to get the rest, in full (shown before a run)."""
+    made, others = T.backend_summary(backend)
+    lines = [f"The {backend} backend computes: {', '.join(made)}."]
+    lines += [f"(The {b} backend computes: {', '.join(g)}.)" for b, g in T.BACKEND_GROUPS.items() if b != backend]
+    lines += ["How to get the others:"] + [f"{group}: {how}." for group, how in others.items()]
+    lines.append("A classifier trained on your own labels (below) makes any tag, the category included.")
+    return "\n".join(lines)
+
+
+def _trained_classifiers(store: Store) -> dict[int, tuple[str, str]]:
+    """Finished classifier runs: {run id: (tag, "tag (run N, cv accuracy)")}."""
+    from core.taggers.learned import list_models
+
+    models = list_models(store, "classifier")
+    models = models[models["status"] == "finished"]
+    return {int(r.run_id): (str(r.tag), f"{r.tag} (run {r.run_id}, cv accuracy {r.metrics.get('cv_accuracy')})")
+            for r in models.itertuples()}
+
+
 def job_panel(store: Store, names: list[str]) -> None:
     from core.selection import list_selections
-    from core.taggers.job import BACKENDS, run_tagging
+    from core.taggers.job import BACKENDS, JobConfig, run_tagging
 
     with st.expander("Start a tagging job", expanded=T.tag_runs(store).empty):
         c1, c2, c3 = st.columns([1, 2, 1])
@@ -52,17 +78,35 @@ def job_panel(store: Store, names: list[str]) -> None:
                       for r in selections.itertuples()}
             target = c2.selectbox("Selection", list(labels), format_func=labels.get, key="job_selection")
         backend = c3.selectbox("Backend", BACKENDS, key="job_backend",
-                               help="offline: honest CPU-only tags; openai: an OpenAI-compatible server (vLLM); "
-                                    "transformers: local generation")
-        groups = st.multiselect("Tags", list(T.TAG_GROUPS), default=T.DEFAULT_GROUPS, key="job_tags")
+                               help="offline: CPU-only tags; openai: an LLM judge on an OpenAI-compatible server "
+                                    "(vLLM); transformers: an LLM judge generating locally")
+        st.text(backend_text(backend))
         opts: dict[str, object] = {}
         if backend != "offline":
             m1, m2 = st.columns(2)
             opts["model"] = m1.text_input("Judge model (served name or local path)", key="job_model") or None
             if backend == "openai":
                 opts["base_url"] = m2.text_input("Base URL", "http://localhost:8000/v1", key="job_url")
-        rms = st.text_input("Reward models (comma-separated names or paths; several = ensemble)", key="job_rms")
+        r1, r2 = st.columns(2)
+        rms = r1.text_input("Reward models for response quality (comma-separated names or paths)", key="job_rms",
+                            help=ENSEMBLE_NOTE)
         opts["reward_models"] = [r.strip() for r in rms.split(",") if r.strip()]
+        opts["guard_model"] = r2.text_input("Llama Guard model for safety (name or path)", key="job_guard") or None
+        if len(opts["reward_models"]) > 1:
+            st.caption(ENSEMBLE_NOTE)
+            e1, e2 = st.columns(2)
+            opts["aggregation"] = e1.radio("Ensemble aggregation", ["min", "uwo"], horizontal=True, key="job_agg",
+                                           format_func={"min": "worst case (min)",
+                                                        "uwo": "mean - lambda x variance"}.get)
+            opts["lam"] = e2.number_input("lambda", 0.0, 100.0, 0.5, 0.1, key="job_lam")
+        trained = _trained_classifiers(store)
+        if trained:
+            chosen = st.multiselect("Apply trained classifiers (tag model runs)", list(trained),
+                                    format_func=lambda r: trained[r][1], key="job_classifiers")
+            opts["classifiers"] = {trained[r][0]: int(r) for r in chosen}
+        cfg = JobConfig(backend=backend, reward_models=opts["reward_models"], guard_model=opts["guard_model"])
+        groups = st.multiselect("Tags", list(T.TAG_GROUPS), default=cfg.default_tags(store),
+                                key=f"job_tags_{backend}", help="By default: what the chosen backend computes")
         opts["language_mode"] = st.radio("Language detection", ["high", "low"], horizontal=True, key="job_lang",
                                          help="high: lingua's accurate mode (loads ~1 GB once); low: fast, less "
                                               "reliable on short texts")
@@ -76,20 +120,20 @@ def job_panel(store: Store, names: list[str]) -> None:
                     job.report(done / max(total, 1), what, done, total)
 
                 return run_tagging(store, dataset=target if kind == "dataset" else None,
-                                   selection=target if kind == "selection" else None, tags=groups, backend=backend,
+                                   selection=target if kind == "selection" else None, backend=backend,
+                                   tags=groups + [t for t in opts.get("classifiers", {}) if t not in groups],
                                    api_key=os.environ.get("OPENAI_API_KEY"), progress=progress, **opts)
 
             ui_jobs.start("tag_job", "tag", f"Tags on {target}", work, str(store.path))
         ui_jobs.follow("tag_job", on_done=_tagging_done)
-    if message := st.session_state.pop("tag_last_message", None):
-        st.success(md_text(message))
+    if outcome := st.session_state.pop("tag_last_message", None):
+        computed, message = outcome
+        (st.success if computed else st.warning)(md_text(message))
 
 
 def _tagging_done(job: Job) -> None:
     report = job.result
-    st.session_state["tag_last_message"] = (
-        f"Run {report.run_id}{' (resumed)' if report.resumed else ''}: tagged {report.n_tagged}/{report.n_target} "
-        f"samples in {report.seconds:.0f}s")
+    st.session_state["tag_last_message"] = (bool(report.computed), report.summary())
     _current.clear()
 
 
@@ -101,7 +145,8 @@ def train_panel(store: Store, names: list[str]) -> None:
                                "WHERE s.rejected IS NOT NULL ORDER BY 1")["name"].tolist()
         c1, c2 = st.columns(2)
         with c1:
-            st.markdown("**Bradley-Terry reward proxy** (response quality offline)")
+            st.markdown("**Bradley-Terry preference proxy** (tag `preference_proxy`: what a preference set "
+                        "preferred, not Magpie's response quality)")
             if not prefs:
                 st.info("No preference dataset (with rejected answers) in this store.")
             else:
@@ -110,7 +155,7 @@ def train_panel(store: Store, names: list[str]) -> None:
                 if st.button("Train proxy", key="bt_train"):
                     with st.spinner("Embedding pairs and fitting"):
                         model = reward_proxy.train_reward_proxy(store, pref, max_pairs=int(pairs) or None)
-                    st.success(f"Proxy run {model.run_id}: held-out pairwise accuracy "
+                    st.success(f"Preference proxy run {model.run_id} (trained on {pref}): held-out pairwise accuracy "
                                f"{model.metrics['heldout_pairwise_accuracy']:.3f} on {model.metrics['n_test_pairs']} pairs")
         with c2:
             st.markdown("**Classifier from a labelled column** (any tag)")
@@ -134,7 +179,10 @@ def train_panel(store: Store, names: list[str]) -> None:
 
 
 def methods_table(store: Store, datasets: list[str]) -> None:
-    """Which method made each tag of the newest run per dataset, and how good it measured."""
+    """How each tag of the newest run per dataset was made (one line per tag, in full), then counts and
+    measured quality."""
+    st.markdown("**How each tag was made** (method, the paper it follows, any deviation)")
+    st.text("\n".join(f"{d} · {tag}: {line}" for d, tag, line in T.method_lines(store, datasets)))
     rows = []
     for d in datasets:
         runs = T.tag_runs(store, d)
@@ -145,12 +193,21 @@ def methods_table(store: Store, datasets: list[str]) -> None:
         for tag in r.tags:
             m = r.metrics.get(tag, {})
             c = counts.loc[tag].to_dict() if tag in counts.index else {}
-            rows.append({"dataset": d, "run": int(r.run_id), "tag": tag, "method": r.methods.get(tag, ""),
+            rows.append({"dataset": d, "run": int(r.run_id), "tag": tag,
                          "measured accuracy": m.get("accuracy"), "measured on": m.get("measured_on", ""),
                          "ok": int(c.get("ok", 0)), "not computed": int(c.get("not_computed", 0)),
                          "failed": int(c.get("parse_error", 0) + c.get("out_of_vocabulary", 0) + c.get("request_error", 0))})
+            if m.get("by_benchmark"):
+                category_accuracy(d, m)
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def category_accuracy(dataset: str, m: dict) -> None:
+    """The category tagger's accuracy per benchmark and per MT-Bench category, as measured in the run."""
+    bench = ", ".join(f"{b} {a:.2f} (n={m.get('n_by_benchmark', {}).get(b, '?')})" for b, a in m["by_benchmark"].items())
+    cats = ", ".join(f"{c} {a:.2f}" for c, a in m.get("by_mt_bench_category", {}).items())
+    st.text(f"{dataset} · category accuracy per benchmark: {bench}\nper MT-Bench category (10 prompts each): {cats}")
 
 
 def show_samples(store: Store, ids: list[int], what: str) -> None:
@@ -159,9 +216,11 @@ def show_samples(store: Store, ids: list[int], what: str) -> None:
 
 
 def distributions(store: Store, df: pd.DataFrame) -> None:
-    present = [t for t in DIST_TAGS if t in df.columns]
+    present, missing = T.charted_and_missing(store, df, DIST_TAGS)
+    for tag, why in missing.items():
+        st.info(f"{tag} is not charted: {why}")
     if not present:
-        st.info("No categorical tags yet.")
+        st.info("No categorical tag has values yet.")
         return
     cols = st.columns(2)
     for i, tag in enumerate(present):
@@ -172,8 +231,23 @@ def distributions(store: Store, df: pd.DataFrame) -> None:
                 show_samples(store, V.ids_for_bar(df, tag, dataset, value), f"{dataset}, {tag} = {value}")
 
 
+def score_by_category(df: pd.DataFrame) -> None:
+    scores = [t for t in ("response_quality", "preference_proxy") if t in df.columns
+              and (df.get(f"{t}__status") == "ok").any()]
+    if not scores:
+        st.info("No score tag has values: response_quality needs a reward model, preference_proxy a trained proxy.")
+        return
+    score = st.radio("Score", scores, horizontal=True, key="score_tag")
+    st.plotly_chart(V.reward_by_category_figure(df, score), key="reward_box", width="stretch")
+
+
 def crosstabs(store: Store, df: pd.DataFrame) -> None:
-    for row_tag, col_tag in [("category", "difficulty"), ("category", "input_quality")]:
+    pairs = [("category", "difficulty"), ("category", "input_quality")]
+    have, _ = T.charted_and_missing(store, df, sorted({t for p in pairs for t in p}))
+    drawn = [(r, c) for r, c in pairs if r in have and c in have]
+    if not drawn:
+        st.info("Cross-tabs need category and difficulty or input_quality values; an LLM judge makes the latter.")
+    for row_tag, col_tag in drawn:
         for dataset in sorted(df["dataset"].unique()) if not df.empty else []:
             part = df[df["dataset"] == dataset]
             event = st.plotly_chart(V.crosstab_figure(part, row_tag, col_tag, f"{dataset}: {row_tag} x {col_tag}"),
@@ -235,11 +309,11 @@ def main() -> None:
     if df.empty:
         st.info("The chosen datasets have no tags yet.")
         return
-    tabs = st.tabs(["Distributions", "Reward by category", "Cross-tabs", "Agreement", "Per sample"])
+    tabs = st.tabs(["Distributions", "Score by category", "Cross-tabs", "Agreement", "Per sample"])
     with tabs[0]:
         distributions(store, df)
     with tabs[1]:
-        st.plotly_chart(V.reward_by_category_figure(df), key="reward_box", width="stretch")
+        score_by_category(df)
     with tabs[2]:
         crosstabs(store, df)
     with tabs[3]:

@@ -60,12 +60,20 @@ def test_start_a_job_from_the_page(monkeypatch: pytest.MonkeyPatch, store: Store
     at = _run(monkeypatch, store)
     assert any("No dataset is tagged yet" in i.value for i in at.info)
     at.selectbox(key="job_dataset").set_value("gamma")
-    at.multiselect(key="job_tags").set_value(["turns", "lengths", "safety"])
+    # before the run: the offline backend offers only what it computes, and says how to get the rest
+    assert at.multiselect(key="job_tags_offline").value == ["category", "language", "turns", "lengths"]
+    said = "\n".join(t.value for t in at.text)
+    assert "The offline backend computes: category, language, turns, lengths." in said
+    assert "response_quality: a reward model" in said and "difficulty: an LLM judge" in said
+    at.multiselect(key="job_tags_offline").set_value(["turns", "lengths", "safety"])
     at.button(key="job_start").click()
     at.run()
     finish_jobs(at)
     assert not at.exception, at.exception
-    assert any("tagged 5/5 samples" in s.value for s in at.success)
+    # after it: the message counts only the computed tags and says why safety is missing
+    message = next(s.value for s in at.success).replace("\\", "")  # shown escaped: never markdown
+    assert "computed turns, n_chars, n_tokens for 5/5 samples" in message
+    assert "Not computed: safety (the offline backend has no model for this tag; to get safety: a Llama Guard" in message
     runs = T.tag_runs(store, "gamma")
     assert len(runs) == 1 and runs.loc[0, "status"] == "finished"
     cur = T.current_tags(store, "gamma")
@@ -80,10 +88,16 @@ def test_side_by_side_picture(monkeypatch: pytest.MonkeyPatch, tagged: Store) ->
     difficulty = table[(table["tag"] == "difficulty") & (table["dataset"] == "alpha")].iloc[0]
     assert difficulty["not computed"] == 6 and difficulty["ok"] == 0
     turns = table[(table["tag"] == "turns") & (table["dataset"] == "beta")].iloc[0]
-    assert turns["measured accuracy"] == 1.0 and "counted" in turns["method"]
+    assert turns["measured accuracy"] == 1.0
     assert len(at.tabs) == 5
     charts = at.get("plotly_chart")
-    assert len(charts) >= 4  # distributions, reward by category, cross-tabs per dataset
+    assert len(charts) >= 4  # distributions, score by category, cross-tabs per dataset
+    assert not [c for c in charts if "[not_computed]" in c.proto.spec]  # a tag with no value is never charted
+    why = next(i.value for i in at.info if i.value.startswith("difficulty is not charted"))
+    assert "no sample has a difficulty value (runs " in why and "10 not computed" in why  # 6 alpha + 4 beta
+    assert "to get difficulty: an LLM judge" in why
+    lines = "\n".join(t.value for t in at.text)
+    assert "alpha · turns: run" in lines and "counted from the sample (exact)" in lines
     per_sample = next(f for f in frames if "category" in f.columns and "n_chars" in f.columns)
     assert len(per_sample) == 10
     assert set(per_sample["category"]) == {"Math", "Reasoning", "Others", "Editing"}

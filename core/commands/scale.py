@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dedup.add_argument("--keep", choices=["first", "longest", "quality"], default="first")
     reward = steps.add_parser("reward", help="reward-model scores (core/taggers/reward_models.py)")
     reward.add_argument("--model", action="append", help="reward model name or path (repeat for an ensemble)")
-    reward.add_argument("--aggregation", choices=["min", "mean_minus_std"], default="min")
+    reward.add_argument("--aggregation", choices=["min", "uwo"], default="min")
     reward.add_argument("--device", default="auto")
     for sub in (embed, tag, dedup, reward):
         _common(sub)

@@ -48,7 +48,8 @@ def _tag_on_ray(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
         raise ValueError("--engine ray runs the offline backend on one whole --dataset (no --selection or "
                          "--limit); LLM-judge tags run with the local engine against your endpoint, reward "
                          "models on Ray with `assay scale reward`")
-    groups = [g.strip() for g in args.tags.split(",") if g.strip()]
+    tags = args.tags or ",".join(T.BACKEND_GROUPS["offline"])
+    groups = [g.strip() for g in tags.split(",") if g.strip()]
     return run_on_ray(store, TagStep(groups=groups, language_mode=args.language_mode), args.dataset, args)
 
 
@@ -61,13 +62,13 @@ def _tag(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     report = run_tagging(
         store, dataset=args.dataset, selection=args.selection, limit=args.limit, tags=args.tags,
         backend=args.backend, model=args.model, base_url=args.base_url, reward_models=args.reward_model or [],
-        aggregation=args.aggregation, k=args.k, classifiers=_classifiers(args.classifier),
+        aggregation=args.aggregation, lam=args.lam, guard_model=args.guard_model,
+        classifiers=_classifiers(args.classifier),
         reward_proxy=args.reward_proxy, language_mode=args.language_mode, batch_size=args.batch_size,
         concurrency=args.concurrency, timeout=args.timeout, prefill=not args.no_prefill,
         api_key=os.environ.get(args.api_key_env) if args.api_key_env else None,
         progress=_bar(f"tag {args.dataset or args.selection}"))
-    lines = [f"run {report.run_id}{' (resumed)' if report.resumed else ''}: {report.backend} tags for "
-             f"{report.n_tagged}/{report.n_target} samples of {report.target} in {report.seconds:.1f}s"]
+    lines = [f"{report.summary()} ({report.backend} backend, {report.target})"]
     for tag in report.tags:
         counts = report.status_counts.get(tag, {})
         m = report.metrics.get(tag, {})
@@ -106,7 +107,7 @@ def _train_proxy(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
                                             max_pairs=args.max_pairs, test_frac=args.test_frac)
     m = model.metrics
     return ({"run_id": model.run_id, "metrics": m},
-            f"reward proxy run {model.run_id}: held-out pairwise accuracy {m['heldout_pairwise_accuracy']:.3f} "
+            f"preference proxy run {model.run_id} (tag preference_proxy, trained on {args.dataset}): held-out pairwise accuracy {m['heldout_pairwise_accuracy']:.3f} "
             f"on {m['n_test_pairs']} pairs (train {m['train_pairwise_accuracy']:.3f} on {m['n_train_pairs']})")
 
 
@@ -120,17 +121,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--dataset", help="dataset name")
     target.add_argument("--selection", help="saved selection (name or id)")
-    p.add_argument("--tags", default=",".join(T.DEFAULT_GROUPS), help=f"comma-separated among {','.join(T.TAG_GROUPS)}")
+    p.add_argument("--tags", default=None, help=f"comma-separated among {','.join(T.TAG_GROUPS)} (default: what the "
+                   f"backend computes: offline {','.join(T.BACKEND_GROUPS['offline'])}; an LLM judge adds "
+                   "difficulty,input_quality,safety; --reward-model adds response_quality; a trained proxy "
+                   "preference_proxy)")
     p.add_argument("--backend", choices=("offline", "openai", "transformers"), default="offline")
     p.add_argument("--model", help="judge model: served model name (openai) or name/path (transformers)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--no-prefill", action="store_true", help="server does not support continuing an assistant prefix")
     p.add_argument("--reward-model", action="append", help="reward model name/path (repeat for an ensemble)")
-    p.add_argument("--aggregation", choices=("min", "mean_minus_std"), default="min")
-    p.add_argument("--k", type=float, default=1.0, help="k in mean - k*std")
+    p.add_argument("--aggregation", choices=("min", "uwo"), default="min",
+                   help="ensembles (Coste et al. 2023): min = worst case; uwo = mean - lambda * variance")
+    p.add_argument("--lambda", "--k", dest="lam", type=float, default=0.5, help="UWO's lambda (default 0.5)")
+    p.add_argument("--guard-model", help="a Llama Guard model (name or path) that makes safety and hazards itself")
     p.add_argument("--classifier", action="append", help="TAG=RUN: apply a trained tag model (assay tag-train)")
-    p.add_argument("--reward-proxy", type=int, help="Bradley-Terry proxy run (default: newest)")
+    p.add_argument("--reward-proxy", type=int, help="Bradley-Terry preference proxy run (default: newest)")
     p.add_argument("--language-mode", choices=("high", "low"), default="high")
     p.add_argument("--batch-size", type=int, default=64, help="samples per committed batch")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent requests (openai)")
@@ -146,7 +152,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--embed-model", help="sentence model (default: bundled all-MiniLM-L6-v2)")
     t.add_argument("--max-labels", type=int, help="train on at most N labels (random)")
 
-    r = add_command(subparsers, "tag-train-proxy", _train_proxy, "train a Bradley-Terry reward proxy on preference pairs")
+    r = add_command(subparsers, "tag-train-proxy", _train_proxy, "train a Bradley-Terry preference proxy (tag preference_proxy) on preference pairs")
     r.add_argument("--dataset", required=True, help="a preference dataset (with rejected answers)")
     r.add_argument("--embed-model")
     r.add_argument("--max-pairs", type=int)

@@ -407,8 +407,8 @@ class MinHashStep(Step):
 @dataclass
 class RewardStep(TagStep):
     """Reward-model scores (`response_quality`, plus `reward:<i>` per model of an ensemble) with
-    core/taggers/reward_models.py's RewardModelTagger: models load once per worker; the ensemble's
-    aggregation over the whole run happens once, on the driver, in `finish`."""
+    core/taggers/reward_models.py's RewardModelTagger: models load (and are calibrated on the fixed
+    calibration set) once per worker, so each batch's ensemble aggregate is final where it is made."""
 
     models: list[str] = field(default_factory=list)
     aggregation: str = "min"

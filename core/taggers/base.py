@@ -72,9 +72,11 @@ class Tagger:
 
     tags: list[str] = []
     method: str = ""
+    source: str = ""  # the paper the method follows and how it deviates, shown beside the method
 
     def methods(self) -> dict[str, str]:
-        return {t: self.method for t in self.tags}
+        line = f"{self.method} [{self.source}]" if self.source else self.method
+        return {t: line for t in self.tags}
 
     def prepare(self, store: Store, ids: Sequence[int], progress: Any = None) -> dict[str, Any]:
         """Returns measured quality per tag: {tag: {...}}."""

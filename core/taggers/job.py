@@ -25,6 +25,17 @@ Progress = Callable[[int, int, str], None]
 OFFLINE_CANNOT = "the offline backend has no model for this tag (use an LLM judge, or train a classifier from labels)"
 
 
+def cannot(backend: str, tag: str) -> str:
+    """Why a tag was not computed, and how to get it (the text stored in its rows' detail)."""
+    group = next((g for g, ts in T.TAG_GROUPS.items() if tag in ts and g in T.HOW_TO_GET), tag)
+    how = T.HOW_TO_GET.get(group)
+    if not how:
+        return OFFLINE_CANNOT if backend == "offline" else f"the {backend} backend does not make this tag"
+    base = "the offline backend has no model for this tag" if backend == "offline" else \
+        f"the {backend} backend does not make this tag"
+    return f"{base}; to get {group}: {how}"
+
+
 @dataclass
 class TagReport:
     run_id: int
@@ -37,9 +48,24 @@ class TagReport:
     seconds: float
     status_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    computed: list[str] = field(default_factory=list)          # tags with at least one value
+    not_computed: dict[str, str] = field(default_factory=dict)  # tags with none: why
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self) -> str:
+        """One honest sentence: what was computed for how many samples, and what was not, and why."""
+        head = f"Run {self.run_id}{' (resumed)' if self.resumed else ''}: "
+        if self.computed:
+            n_ok = max(self.status_counts.get(t, {}).get("ok", 0) for t in self.computed)
+            head += (f"computed {', '.join(self.computed)} for {n_ok}/{self.n_target} samples "
+                     f"in {self.seconds:.0f}s.")
+        else:
+            head += f"no tag was computed for the {self.n_target} samples."
+        if self.not_computed:
+            head += " Not computed: " + "; ".join(f"{t} ({why})" for t, why in self.not_computed.items()) + "."
+        return head
 
 
 @dataclass
@@ -47,12 +73,13 @@ class JobConfig:
     """Everything that defines a tagging run (its params). Secrets (api_key) are never stored."""
 
     backend: str = "offline"
-    tags: list[str] = field(default_factory=lambda: T.expand_groups(T.DEFAULT_GROUPS))
+    tags: list[str] | None = None        # None: every group the backend computes (core.tags.available_groups)
     model: str | None = None             # judge model (openai/transformers)
     base_url: str | None = None          # OpenAI-compatible endpoint
     reward_models: list[str] = field(default_factory=list)
-    aggregation: str = "min"
-    k: float = 1.0
+    aggregation: str = "min"             # ensembles: min (WCO) or uwo (Coste et al. 2023)
+    lam: float = 0.5                     # UWO's lambda (reward_models.UWO_LAMBDA)
+    guard_model: str | None = None       # a Llama Guard model (name or path) for safety
     classifiers: dict[str, int] = field(default_factory=dict)  # tag -> tag model run id
     reward_proxy: int | None = None      # tag model run id; None = newest finished one, if any
     embed_model: str | None = None
@@ -72,6 +99,13 @@ class JobConfig:
         if self.backend in ("openai", "transformers"):
             out["prompt_version"] = PROMPT_VERSION
         return out
+
+    def default_tags(self, store: Store) -> list[str]:
+        """The groups this configuration computes (what runs when no tags are named)."""
+        from core.taggers.reward_proxy import latest_proxy
+
+        return T.available_groups(self.backend, reward_models=bool(self.reward_models),
+                                  guard_model=bool(self.guard_model), proxy=latest_proxy(store) is not None)
 
 
 def build_taggers(store: Store, cfg: JobConfig, api_key: str | None = None) -> list[Tagger]:
@@ -95,8 +129,17 @@ def build_taggers(store: Store, cfg: JobConfig, api_key: str | None = None) -> l
         take(offline.StructureTagger(wanted))
     if "language" in wanted:
         take(offline.LanguageTagger(cfg.language_mode))
-    if "response_quality" in wanted:
-        _response_quality(store, cfg, take, wanted)
+    if "response_quality" in wanted and cfg.reward_models:
+        from core.taggers.reward_models import RewardModelTagger
+
+        take(RewardModelTagger(cfg.reward_models, aggregation=cfg.aggregation, lam=cfg.lam))
+    if "preference_proxy" in wanted:
+        _preference_proxy(store, cfg, take)
+    if cfg.guard_model and {"safety", "hazards"} & set(wanted):
+        from core.taggers.llama_guard import LlamaGuardTagger
+
+        take(LlamaGuardTagger(cfg.guard_model, [t for t in ("safety", "hazards") if t in wanted],
+                              max_new_tokens=min(cfg.max_new_tokens, 32)))
     if cfg.backend == "offline":
         if "category" in wanted:
             from core.taggers.zeroshot import ZeroShotCategoryTagger
@@ -106,9 +149,10 @@ def build_taggers(store: Store, cfg: JobConfig, api_key: str | None = None) -> l
         judged = [t for t in wanted if t in _judge_tags()]
         if judged:
             take(_judge(cfg, judged, api_key))
-    if wanted:
-        reason = OFFLINE_CANNOT if cfg.backend == "offline" else f"the {cfg.backend} backend does not make this tag"
-        out.append(NotComputed(wanted, reason))
+    by_reason: dict[str, list[str]] = {}
+    for t in wanted:
+        by_reason.setdefault(cannot(cfg.backend, t), []).append(t)
+    out += [NotComputed(tags, reason) for reason, tags in by_reason.items()]
     return out
 
 
@@ -136,14 +180,7 @@ def _judge(cfg: JobConfig, judged: list[str], api_key: str | None) -> Tagger:
     return llm_judge.JudgeTagger(client, judged, concurrency=cfg.concurrency, label=label)
 
 
-def _response_quality(store: Store, cfg: JobConfig, take: Callable[[Tagger], None], wanted: list[str]) -> None:
-    if cfg.reward_models:
-        from core.taggers.reward_models import RewardModelTagger
-
-        take(RewardModelTagger(cfg.reward_models, aggregation=cfg.aggregation, k=cfg.k))
-        return
-    if cfg.backend != "offline":
-        return
+def _preference_proxy(store: Store, cfg: JobConfig, take: Callable[[Tagger], None]) -> None:
     from core.taggers import learned, reward_proxy
 
     run_id = cfg.reward_proxy or reward_proxy.latest_proxy(store)
@@ -151,8 +188,8 @@ def _response_quality(store: Store, cfg: JobConfig, take: Callable[[Tagger], Non
         take(reward_proxy.ProxyTagger(learned.load_model(store, run_id)))
         cfg.reward_proxy = run_id
     else:
-        take(NotComputed(["response_quality"], "no reward model given and no reward proxy trained in this store "
-                                                "(train one from a preference dataset: assay tag-train-proxy)"))
+        take(NotComputed(["preference_proxy"], "no preference proxy trained in this store (train one from a "
+                                               "preference dataset: assay tag-train-proxy, or the Tags page)"))
 
 
 # ---- targets and runs ---------------------------------------------------------------------------------
@@ -201,7 +238,7 @@ def resumable_run(store: Store, params: dict[str, Any]) -> int | None:
 
 def _start(store: Store, cfg: JobConfig, target: str, ids: list[int], dataset_id: int | None,
            methods: dict[str, str], resume: bool) -> tuple[int, bool]:
-    params = cfg.params(target)
+    params = cfg.params(target) | {"methods": methods}  # the run record says how each tag is made
     run_id = resumable_run(store, params) if resume else None
     if run_id is not None:
         with store.transaction() as con:
@@ -225,7 +262,10 @@ def run_tagging(store: Store, *, dataset: str | None = None, selection: str | in
         if not hasattr(cfg, key):
             raise TypeError(f"unknown tagging option {key!r}")
         setattr(cfg, key, value)
-    cfg.tags = T.expand_groups(cfg.tags, extra=cfg.classifiers)
+    default = not cfg.tags
+    cfg.tags = T.expand_groups(cfg.tags if cfg.tags else cfg.default_tags(store), extra=cfg.classifiers)
+    if default and cfg.backend == "offline":  # the offline category tagger gives no secondary categories
+        cfg.tags = [t for t in cfg.tags if t != "other_categories"]
     t0 = time.monotonic()
     target, ids, dataset_id = target_ids(store, dataset, selection, limit)
     taggers = build_taggers(store, cfg, api_key)
@@ -246,8 +286,15 @@ def run_tagging(store: Store, *, dataset: str | None = None, selection: str | in
     counts = T.status_counts(store, run_id)
     report_counts = {r["tag"]: {k: int(v) for k, v in r.items() if k != "tag" and v} for r in counts.to_dict("records")}
     metrics = T.tag_runs(store).set_index("run_id").loc[run_id, "metrics"]
+    computed = [t for t in cfg.tags if report_counts.get(t, {}).get("ok")]
+    why = {t: methods.get(t, "").removeprefix("not computed: ") for t in cfg.tags if t not in computed}
+    for t in why:
+        detail = store.query_df("SELECT any_value(detail) AS d FROM tags WHERE run_id = ? AND tag = ? "
+                                "AND detail IS NOT NULL", [run_id, t])["d"]
+        if len(detail) and isinstance(detail[0], str) and not methods.get(t, "").startswith("not computed"):
+            why[t] = detail[0]
     return TagReport(run_id, cfg.backend, target, cfg.tags, len(ids), len(T.done_ids(store, run_id)), resumed,
-                     time.monotonic() - t0, report_counts, metrics)
+                     time.monotonic() - t0, report_counts, metrics, computed, why)
 
 
 def _prepare(store: Store, run_id: int, taggers: Sequence[Tagger], ids: list[int], progress: Progress | None) -> None:

@@ -26,20 +26,20 @@ from typing import Any
 import pandas as pd
 
 from core.taggers.base import INSTRUCTION_CHARS, Tagger, row
-from core.tags import HAZARDS, TASK_CATEGORIES, check_value
+from core.tags import CATEGORY_DEFINITIONS, HAZARDS, check_value
 
-PROMPT_VERSION = "assay-magpie-judge-v1"
+PROMPT_VERSION = "assay-magpie-judge-v2"  # v2: category definitions, Llama Guard 2 category names
 PREFILL = "{"
 CONVERSATION_CHARS = 6000
 
-_CATEGORY_LINES = "\n".join(f"- {c}" for c in TASK_CATEGORIES)
+_CATEGORY_LINES = "\n".join(f"- {c}: {d}" for c, d in CATEGORY_DEFINITIONS.items())  # Magpie gives each its definition
 _HAZARD_LINES = "\n".join(f"- {k}: {v}" for k, v in HAZARDS.items())
 
 PROMPTS: dict[str, str] = {
     "category": (
         "You label the task type of a user's request to an AI assistant.\n\n"
         "## User request\n<<<\n{instruction}\n>>>\n\n"
-        "## Task categories\n" + _CATEGORY_LINES + "\n\n"
+        "## Task categories (name: definition)\n" + _CATEGORY_LINES + "\n\n"
         "Choose the one category that fits best as the primary tag, and any further categories that also "
         "apply (often none).\n\n## Output\nAnswer with one JSON object and nothing else, exactly:\n"
         '{{"primary_tag": "<one category, spelled as listed>", "other_tags": ["<category>", ...]}}'
@@ -267,6 +267,18 @@ class JudgeTagger(Tagger):
         self.method = f"LLM judge {label} (prompt {PROMPT_VERSION})"
         self.counts: dict[str, int] = {}
 
+    def methods(self) -> dict[str, str]:
+        """Per tag: the judge, and what it follows. Safety is the judge's reading of Llama Guard 2's
+        taxonomy, not a Llama Guard model (name one as the safety model for that)."""
+        out = {}
+        for t in self.tags:
+            if t in ("safety", "hazards"):
+                out[t] = (f"{self.method}, asked with Llama Guard 2's S1-S11 taxonomy [a judge using Llama Guard 2's "
+                          "categories, not a Llama Guard model]")
+            else:
+                out[t] = f"{self.method} [Magpie (Xu et al., 2024) fields; prompts written for this project]"
+        return out
+
     def tag(self, batch: pd.DataFrame) -> list[dict[str, Any]]:
         jobs = [(r.sample_id, p) for r in batch.itertuples() for p in self.prompts]
         by_id = {r.sample_id: r for r in batch.itertuples()}
@@ -282,4 +294,5 @@ class JudgeTagger(Tagger):
     def prepare(self, store: Any, ids: Sequence[int], progress: Any = None) -> dict[str, Any]:
         note = ("not measured against labels here: compare with hand labels on the Tags page, or with another "
                 "run (agreement table)")
-        return {t: {"method": self.method, "accuracy": None, "measured_on": note} for t in self.tags}
+        methods = self.methods()
+        return {t: {"method": methods[t], "accuracy": None, "measured_on": note} for t in self.tags}

@@ -6,7 +6,9 @@ turn, cut, and the assistant's answer), and P(chosen beats rejected) = sigmoid(w
 fitted as a logistic regression without intercept on both orientations of every training pair. A
 held-out split of pairs gives the pairwise accuracy that every tag it makes reports. The reward of a
 sample is w . e(sample): comparable within one proxy, not across proxies, and a proxy of what the pairs
-preferred (for hh-rlhf-harmless: harmlessness), not of general quality.
+preferred (for hh-rlhf-harmless: harmlessness), not of general quality. It is stored as the tag
+`preference_proxy`, with the preference dataset it was trained on in its method, never as
+`response_quality` (which means a reward model's score, as in Magpie).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from core.store import Store
 from core.taggers import vectors
 from core.taggers.base import Tagger, _turns, last_exchange, row
 from core.taggers.learned import TagModel, save_model
+
+TAG = "preference_proxy"
 
 
 def preference_pairs(store: Store, dataset: str, max_pairs: int | None = None) -> pd.DataFrame:
@@ -73,7 +77,8 @@ def train_reward_proxy(store: Store, dataset: str, *, embed_model: str | None = 
             "measured_on": f"{int(test.sum())} held-out pairs of {dataset} (random {test_frac:.0%} split)",
         }
         metrics["accuracy"] = metrics["heldout_pairwise_accuracy"]
-        model = TagModel(run_id, "reward_proxy", "response_quality", vectors.model_name(embed_model),
+        metrics["trained_on"] = dataset
+        model = TagModel(run_id, "reward_proxy", TAG, vectors.model_name(embed_model),
                          "last_exchange", [], w.reshape(1, -1), np.zeros(1), metrics)
         save_model(store, model)
         store.finish_run(run_id, n_samples=len(pairs))
@@ -93,20 +98,25 @@ def latest_proxy(store: Store) -> int | None:
 
 
 class ProxyTagger(Tagger):
-    """response_quality = the proxy's reward of the last exchange; not computed without an answer."""
+    """preference_proxy = the proxy's reward of the last exchange; not computed without an answer."""
 
-    tags = ["response_quality"]
+    tags = [TAG]
+    source = ("Bradley-Terry preference model, as reward models are trained (Ouyang et al. 2022); deviation: a "
+              "linear head on frozen sentence embeddings, not a fine-tuned language model")
 
     def __init__(self, model: TagModel) -> None:
         self.model = model
+        self.trained_on = trained_on(model)
         acc = model.metrics.get("heldout_pairwise_accuracy")
-        self.method = (f"Bradley-Terry proxy on {model.embed_model} embeddings (tag model run {model.run_id}, "
-                       f"held-out pairwise accuracy {acc:.3f}; {model.metrics.get('measured_on', '')})")
+        self.method = (f"Bradley-Terry preference proxy (logistic regression on {model.embed_model} embeddings) "
+                       f"trained on the preference pairs of {self.trained_on} (tag model run {model.run_id}, "
+                       f"held-out pairwise accuracy {acc:.3f}): it scores what those pairs preferred, "
+                       "not general response quality (Magpie's response quality is a reward model's score)")
         self.store: Store | None = None
 
     def prepare(self, store: Store, ids: Sequence[int], progress: Any = None) -> dict[str, Any]:
         self.store = store
-        return {"response_quality": {"method": self.method, **self.model.metrics}}
+        return {TAG: {"method": self.method, "trained_on": self.trained_on, **self.model.metrics}}
 
     def tag(self, batch: pd.DataFrame) -> list[dict[str, Any]]:
         texts = [last_exchange(m) for m in batch["messages"]]
@@ -115,7 +125,14 @@ class ProxyTagger(Tagger):
         if have:
             vecs = vectors.encode([texts[i] for i in have], self.model.embed_model, self.store)
             scores[have] = vecs @ self.model.coef[0]
-        return [row(sid, "response_quality", score=s, method=self.method) if t else
-                row(sid, "response_quality", status="not_computed", method=self.method,
-                    detail="no assistant response to score")
+        return [row(sid, TAG, score=s, method=self.method) if t else
+                row(sid, TAG, status="not_computed", method=self.method, detail="no assistant response to score")
                 for sid, t, s in zip(batch["sample_id"], texts, scores, strict=True)]
+
+
+def trained_on(model: TagModel) -> str:
+    """The preference dataset a proxy was trained on (older proxies: from their 'measured on' text)."""
+    if model.metrics.get("trained_on"):
+        return str(model.metrics["trained_on"])
+    measured = str(model.metrics.get("measured_on", ""))
+    return measured.split(" of ", 1)[1].split(" (", 1)[0] if " of " in measured else "an unrecorded dataset"
