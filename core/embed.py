@@ -297,13 +297,15 @@ def _pid_alive(pid: int | None) -> bool:
 def _resumable_run(store: Store, params_json: str) -> int | None:
     """An unfinished embed run with exactly these parameters whose process is gone (killed or crashed)."""
     rows = store.query_df(
-        "SELECT run_id, pid, host FROM runs WHERE kind = 'embed' AND status IN ('running', 'failed', 'cancelled') "
+        "SELECT run_id, status, pid, host FROM runs WHERE kind = 'embed' AND status IN ('running', 'failed', 'cancelled') "
         "AND params = ?::JSON ORDER BY run_id DESC", [params_json])
     import socket
 
     for row in rows.itertuples():
-        if row.host == socket.gethostname() and row.pid != os.getpid() and _pid_alive(row.pid):
+        if (row.status == "running" and row.host == socket.gethostname() and row.pid != os.getpid()
+                and _pid_alive(row.pid)):
             continue  # another live process is working on it; the cache lets us share its vectors
+        # a failed or cancelled run resumes whoever made it (a server that cancelled a job lives on)
         return int(row.run_id)
     return None
 

@@ -4,6 +4,7 @@ leaving a cancelled run that the next embedding of the same data resumes."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -42,6 +43,12 @@ def test_a_map_job_runs_on_is_listed_on_home_and_cancels(store: Store, shared: P
     page.get_by_text("Map of gsm8k", exact=False).first.wait_for(timeout=60_000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "jobs-home.png"), full_page=True)
+    # Cancel once the first chunk of 512 texts is committed (the sidebar follows the job every 2 s).
+    progress = page.locator("[data-testid='stSidebar']").get_by_text(re.compile(r"embedding \d+/3000"))
+    deadline = time.monotonic() + 300
+    while int(re.search(r"embedding (\d+)/", progress.first.inner_text(timeout=60_000)).group(1)) <= 600:
+        assert time.monotonic() < deadline, "the embedding made no progress"
+        page.wait_for_timeout(1000)
     wait_idle(page)
     page.get_by_role("button", name="Cancel").first.click()
 

@@ -227,11 +227,11 @@ def _pid_alive(pid: Any) -> bool:
 
 def resumable_run(store: Store, params: dict[str, Any]) -> int | None:
     """An unfinished tag run with exactly these params whose process is gone."""
-    rows = store.query_df("SELECT run_id, pid, host FROM runs WHERE kind = 'tag' AND status IN ('running', 'failed', 'cancelled') "
+    rows = store.query_df("SELECT run_id, status, pid, host FROM runs WHERE kind = 'tag' AND status IN ('running', 'failed', 'cancelled') "
                           "AND params = ?::JSON ORDER BY run_id DESC", [json.dumps(params, sort_keys=True, default=str)])
     for r in rows.itertuples():
-        if r.host == socket.gethostname() and r.pid != os.getpid() and _pid_alive(r.pid):
-            continue  # still being worked on by a live process
+        if r.status == "running" and r.host == socket.gethostname() and r.pid != os.getpid() and _pid_alive(r.pid):
+            continue  # still being worked on by a live process (a failed or cancelled run resumes anywhere)
         return int(r.run_id)
     return None
 
