@@ -142,7 +142,9 @@ def last_load_report() -> None:
 def how_to_load(store: Store) -> None:
     from core.demo import demo_source, shared_datasets_dir
 
-    source = demo_source()
+    if "demo_source" not in st.session_state:  # asked once per session: the hub check may wait seconds
+        st.session_state["demo_source"] = demo_source()
+    source = st.session_state["demo_source"]
     if source == "none":
         st.info(f"There is no demo data here ({shared_datasets_dir()} is absent and the Hugging Face hub cannot be "
                 "reached), so load a file of your own: from a terminal or with the form below.")

@@ -125,6 +125,11 @@ def ctfidf_keywords(docs_by_cluster: dict[int, list[str]], n_keywords: int = N_K
     return {c: _non_overlapping(terms, scores[i], n_keywords * 3) for i, c in enumerate(clusters)}
 
 
+def _stems(phrase: str) -> set[str]:
+    """The words of a phrase with a plural -s dropped, so that "hour" and "hours" count as one word."""
+    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in phrase.split()}
+
+
 def _non_overlapping(terms: np.ndarray, scores: np.ndarray, n: int) -> list[str]:
     """The `n` best phrases, none sharing a word with another; a phrase takes the place of the chosen
     words it contains ("python" and "code" -> "python code") when it scores at least half as well as
@@ -133,14 +138,14 @@ def _non_overlapping(terms: np.ndarray, scores: np.ndarray, n: int) -> list[str]
     for j in np.argsort(-scores)[: n * 30]:
         if scores[j] <= 0:
             break
-        term, words = str(terms[j]), set(str(terms[j]).split())
-        clash = [k for k, (t, _) in enumerate(chosen) if words & set(t.split())]
+        term, words = str(terms[j]), _stems(str(terms[j]))
+        clash = [k for k, (t, _) in enumerate(chosen) if words & _stems(t)]
         if not clash:
             if len(chosen) < n:
                 chosen.append((term, float(scores[j])))
             continue
         best = max(chosen[k][1] for k in clash)
-        if all(set(chosen[k][0].split()) < words for k in clash) and scores[j] >= 0.5 * best:
+        if all(_stems(chosen[k][0]) < words for k in clash) and scores[j] >= 0.5 * best:
             chosen[clash[0]] = (term, best)
             chosen = [c for k, c in enumerate(chosen) if k not in clash[1:]]
     return [t for t, _ in chosen]

@@ -127,7 +127,8 @@ def _category_values(shown: pd.DataFrame, color: str) -> tuple[pd.Series, str | 
         return shown[color].astype("string").fillna(MISSING), None
     number = shown["cluster"].astype("Int64")
     title = shown["title"].astype("string") if "title" in shown else pd.Series(pd.NA, index=shown.index, dtype="string")
-    values = (number.astype("string") + ": " + title.fillna("")).where(number != -1, UNCLUSTERED)
+    # A point without a cluster (NA) stays missing; only -1 is HDBSCAN's noise.
+    values = (number.astype("string") + ": " + title.fillna("")).where((number != -1).fillna(True), UNCLUSTERED)
     return values.fillna(MISSING), UNCLUSTERED
 
 
