@@ -170,12 +170,39 @@ def last_load_report() -> None:
 
 
 def how_to_load(store: Store) -> None:
+    from core.demo import demo_source, shared_datasets_dir
+
+    if "demo_source" not in st.session_state:  # asked once per session: the hub check may wait seconds
+        st.session_state["demo_source"] = demo_source()
+    source = st.session_state["demo_source"]
+    if source == "none":
+        st.info(f"There is no demo data here ({shared_datasets_dir()} is absent and the Hugging Face hub cannot be "
+                "reached), so load a file of your own: from a terminal or with the form below.")
+        st.text(f"assay --db {store.path} ingest PATH --name NAME [--license L] [--synthetic]")
+        return
     st.info("This store is empty. Load data in one of three ways:")
+    demo = ("the demo datasets (from ../shared/datasets): run  make run  from the project folder" if source == "folder"
+            else "the demo datasets from the Hugging Face hub: the button below, or  make run  from the project folder")
     st.text(
-        "1. The demo datasets (from ../shared/datasets): run  make run  from the project folder.\n"
+        f"1. {demo[0].upper()}{demo[1:]}.\n"
         f"2. From a terminal:  assay --db {store.path} ingest PATH --name NAME [--license L] [--synthetic]\n"
         "3. Upload a file with the form below."
     )
+    if source == "hub" and st.button("Load the demo datasets from the Hugging Face hub", key="demo_from_hub"):
+        demo_from_hub(store)
+
+
+def demo_from_hub(store: Store) -> None:
+    from core.demo import load_demo_from_hub
+
+    bar = st.progress(0.0, text="Loading the demo datasets from the Hugging Face hub …")
+    try:
+        reports = load_demo_from_hub(store, progress=lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=what))
+    except Exception as exc:  # noqa: BLE001 - a network or hub failure: say it in a sentence, keep the page
+        st.error(f"Could not load the demo from the hub: {exc}")
+        return
+    bar.progress(1.0, text=f"Loaded {len(reports)} demo datasets from the Hugging Face hub")
+    st.rerun()  # the datasets table replaces this message
 
 
 def home() -> None:

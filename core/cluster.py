@@ -2,8 +2,8 @@
 
 Clustering runs on the 2-D layout (as Embedding Atlas and BERTopic do after UMAP): the clusters are the
 islands the user sees, and HDBSCAN on 2-D takes seconds at 100k points where 384-D takes very long.
-Labels: c-TF-IDF keywords (class-based TF-IDF over the cluster texts, English stop words removed), no
-LLM needed; where ASSAY_LLM_BASE_URL and ASSAY_LLM_MODEL name an OpenAI-compatible endpoint, an LLM
+Labels: c-TF-IDF phrases (class-based TF-IDF over word 1-3-grams that contain no stop word nor an
+instruction verb, the best ones sharing no word), no LLM needed; where ASSAY_LLM_BASE_URL and ASSAY_LLM_MODEL name an OpenAI-compatible endpoint, an LLM
 also writes a short title from those keywords and a few example texts.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.request
 from typing import Any
@@ -49,36 +50,116 @@ def fit_labels(xy: np.ndarray, method: str = "hdbscan", *, k: int | None = None,
     return HDBSCAN(min_cluster_size=min(size, max(2, n)), min_samples=min(10, size), copy=True).fit_predict(xy).astype(np.int32)
 
 
+# Words that say what to do, not what about: with scikit-learn's English stop words they never start,
+# end or sit inside a label phrase (instruction data is full of them: "write the following ...").
+INSTRUCTION_WORDS = frozenset("""
+    write rewrite create generate given following provide please explain describe make use using list
+    answer question questions input output need want like know help tell give example examples based new
+    just really think way different sure let used does did got get gets thing things want wants ve ll don
+    doesn didn isn aren won can could would should shall might must may also instruction instructions task
+    response respond words word sentence sentences paragraph text article form type include includes
+    following way ways good best better lot lots able important various specific simple possible
+    identify suggest summarize classify compose convert find determine calculate compute name edit
+    paraphrase choose select outline tasked imagine pretend assume consider come act role
+    """.split())
+# A word (letters, inner apostrophes or hyphens) or a punctuation mark that ends a phrase.
+_TOKEN = re.compile(r"[^\W\d_](?:[\w'-]*[^\W_])?|[.,;:!?()\[\]{}\"/|\n]")
+N_PHRASES = 3
+PHRASE_BOOST = 0.5  # score x (1 + boost x (words - 1))
+
+
+def stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS) | INSTRUCTION_WORDS
+
+
+def phrases(text: str, stop: frozenset[str], max_n: int = 3) -> list[str]:
+    """Word n-grams (1..max_n) of `text` that neither cross a stop word or punctuation nor contain one:
+    "write a python function that sorts a list" -> python, function, sorts, python function, ..."""
+    out: list[str] = []
+    run: list[str] = []
+    for token in [*_TOKEN.findall(text.lower()), "."]:
+        word = token.removesuffix("'s")
+        if len(word) > 2 and word not in stop and "'" not in word and not word[-1].isdigit():
+            run.append(word)
+            continue
+        if run:  # a stop word, a short word or punctuation closes the run of content words
+            out += run
+            if max_n > 1 and len(run) > 1:
+                out += [f"{a} {b}" for a, b in zip(run, run[1:], strict=False)]
+                if max_n > 2:
+                    out += [f"{a} {b} {c}" for a, b, c in zip(run, run[1:], run[2:], strict=False)]
+            run = []
+    return out
+
+
 def ctfidf_keywords(docs_by_cluster: dict[int, list[str]], n_keywords: int = N_KEYWORDS) -> dict[int, list[str]]:
-    """Top terms per cluster by c-TF-IDF: term frequency in the cluster x log(1 + avg words / term freq)."""
+    """Top phrases per cluster by c-TF-IDF over word n-grams (1-3) without stop words: per cluster the
+    share of its texts holding a phrase x log(1 + mean phrase count per cluster / the phrase's count in
+    all clusters); then the best phrases that share no word (so 'farmers market' and not also 'market')."""
     from sklearn.feature_extraction.text import CountVectorizer
 
     clusters = sorted(docs_by_cluster)
-    joined = [" ".join(docs_by_cluster[c]) for c in clusters]
-    vectorizer = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z0-9_-]{2,}\b",
-                                 ngram_range=(1, 1), max_features=50_000, lowercase=True)
+    docs = [d for c in clusters for d in docs_by_cluster[c]]
+    owner = np.repeat(np.arange(len(clusters)), [len(docs_by_cluster[c]) for c in clusters])
+    stop = stop_words()
+    vectorizer = CountVectorizer(analyzer=lambda text: phrases(text, stop), binary=True, max_features=100_000)
     try:
-        counts = vectorizer.fit_transform(joined).astype(np.float64)
-    except ValueError:  # no terms at all (empty or stop words only)
+        per_doc = vectorizer.fit_transform(docs).tocsc()
+    except ValueError:  # no phrase at all (empty or stop words only)
         return {c: [] for c in clusters}
+    from scipy import sparse
+
+    member = sparse.csr_matrix((np.ones(len(docs)), (owner, np.arange(len(docs)))), shape=(len(clusters), len(docs)))
+    df = (member @ per_doc).toarray()  # clusters x phrases: how many of the cluster's texts hold each phrase
     terms = np.asarray(vectorizer.get_feature_names_out())
-    tf = counts.multiply(1.0 / np.maximum(counts.sum(axis=1), 1)).tocsr()
-    average = counts.sum() / max(len(clusters), 1)
-    idf = np.log(1 + average / np.maximum(np.asarray(counts.sum(axis=0)).ravel(), 1))
-    scores = tf.multiply(idf).toarray()
-    return {c: [str(terms[j]) for j in np.argsort(-scores[i])[:n_keywords * 3] if scores[i, j] > 0]
-            for i, c in enumerate(clusters)}
+    sizes = np.maximum(member.sum(axis=1).A.ravel(), 1)
+    idf = np.log(1 + df.sum() / max(len(clusters), 1) / np.maximum(df.sum(axis=0), 1))
+    # Longer phrases are rarer by nature: a mild boost lets a phrase that names the topic ("python code")
+    # win over its single words.
+    length = np.char.count(terms.astype(str), " ") + 1
+    scores = df / sizes[:, None] * idf * (1 + PHRASE_BOOST * (length - 1))
+    # A phrase in only one text of a sizeable cluster is an accident, not a topic.
+    scores[(df < 2) & (sizes[:, None] >= 10)] = 0
+    return {c: _non_overlapping(terms, scores[i], n_keywords * 3) for i, c in enumerate(clusters)}
 
 
-def distinct_labels(keywords: dict[int, list[str]], n_keywords: int = N_KEYWORDS) -> dict[int, str]:
-    """'kw1 · kw2 · kw3' per cluster, never empty, never shared by two clusters."""
+def _stems(phrase: str) -> set[str]:
+    """The words of a phrase with a plural -s dropped, so that "hour" and "hours" count as one word."""
+    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in phrase.split()}
+
+
+def _non_overlapping(terms: np.ndarray, scores: np.ndarray, n: int) -> list[str]:
+    """The `n` best phrases, none sharing a word with another; a phrase takes the place of the chosen
+    words it contains ("python" and "code" -> "python code") when it scores at least half as well as
+    the best of them (it names the topic more precisely)."""
+    chosen: list[tuple[str, float]] = []
+    for j in np.argsort(-scores)[: n * 30]:
+        if scores[j] <= 0:
+            break
+        term, words = str(terms[j]), _stems(str(terms[j]))
+        clash = [k for k, (t, _) in enumerate(chosen) if words & _stems(t)]
+        if not clash:
+            if len(chosen) < n:
+                chosen.append((term, float(scores[j])))
+            continue
+        best = max(chosen[k][1] for k in clash)
+        if all(_stems(chosen[k][0]) < words for k in clash) and scores[j] >= 0.5 * best:
+            chosen[clash[0]] = (term, best)
+            chosen = [c for k, c in enumerate(chosen) if k not in clash[1:]]
+    return [t for t, _ in chosen]
+
+
+def distinct_labels(keywords: dict[int, list[str]], n_keywords: int = N_PHRASES) -> dict[int, str]:
+    """'phrase · phrase · phrase' per cluster, never empty, never shared by two clusters."""
     labels: dict[int, str] = {}
     used: set[str] = set()
     for c in sorted(keywords, key=lambda c: (c == -1, c)):
         words = keywords[c]
         label = " · ".join(words[:n_keywords]) or f"cluster {c}"
         extra = n_keywords
-        while label in used and extra < len(words):  # add the next keyword until it differs
+        while label in used and extra < len(words):  # add the next phrase until it differs
             extra += 1
             label = " · ".join(words[:extra])
         if label in used:

@@ -265,6 +265,15 @@ def clicked_ids(selection: dict[str, Any] | None) -> list[int]:
     return out
 
 
+def clicked_point(selection: dict[str, Any] | None) -> int | None:
+    """The sample id of a single clicked point: a selection event with one point and no box or lasso
+    (with clickmode "event+select" a click in the box tool selects the point under the cursor)."""
+    if not selection or selection.get("box") or selection.get("lasso"):
+        return None
+    ids = clicked_ids(selection)
+    return ids[0] if len(ids) == 1 else None
+
+
 def selection_predicate(map_id: int, selection: dict[str, Any] | None) -> dict[str, Any]:
     """The selection as a description stored with a saved selection (which map, which boxes/lassos)."""
     sel = selection or {}

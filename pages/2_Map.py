@@ -15,7 +15,7 @@ from core.jobs import Job
 from core.maps import (
     POINT_BUDGET,
     act_on_selection,
-    clicked_ids,
+    clicked_point,
     colour_columns,
     get_map,
     ids_in_selection,
@@ -64,7 +64,8 @@ def compute_panel(store: Store, datasets: list[str]) -> None:
 
 
 def _map_done(job: Job) -> None:
-    st.session_state["map_id"] = job.result.map_id
+    # The map picker is drawn after this, on the rerun the job's end triggers: its state shows the new map.
+    st.session_state["map_pick"] = job.result.map_id
     st.session_state["map_last_message"] = f"Made {job.result.name}"
 
 
@@ -74,11 +75,12 @@ def pick_map(maps: pd.DataFrame, key: str, default: int = 0) -> int | None:
     labels = {int(r.map_id): f"{r['name']} · {r.projection} · {r.clustering or 'no clusters'} · {r.model_key} · "
               f"{r.text_field} · {r.n_samples} pts" for _, r in maps.iterrows()}
     options = list(labels)
-    wanted = st.session_state.get("map_id")
-    index = options.index(wanted) if key == "map_pick" and wanted in options else min(default, len(options) - 1)
-    return st.selectbox("Map", options, index=index, format_func=labels.get, key=key)
+    if st.session_state.get(key) not in options:  # first visit, or a map of datasets no longer chosen
+        st.session_state[key] = options[min(default, len(options) - 1)]
+    return st.selectbox("Map", options, format_func=labels.get, key=key)
 
 
+DRAG_TOOLS = {"pans (click a point to read it)": "pan", "selects a box": "select", "selects a lasso": "lasso"}
 SAMPLE_COLUMNS = ("cluster", "dataset", "n_tokens", "n_chars", "n_turns")
 
 
@@ -105,7 +107,8 @@ def draw(store: Store, map_id: int, view: dict[str, Any], key: str) -> tuple[pd.
         points = points[keep]
     color = view["color"] if view["color"] != "cluster" or info.cluster_run_id is not None else "dataset"
     fig, fig_info = map_figure(points, color=color, size=view["size"], labels=_labels(str(store.path), info.cluster_run_id),
-                               density=view["density"], budget=view["budget"], title=info.name)
+                               density=view["density"], budget=view["budget"], title=info.name,
+                               dragmode=view.get("dragmode", "pan"))
     st.caption(fig_info.message + ("" if fig_info.hover_text else "; hover shows ids only at this size"))
     event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=key,
                             width="stretch")
@@ -123,8 +126,12 @@ def view_controls(store: Store, datasets: list[str], map_ids: list[int]) -> dict
     flt = c3.selectbox("Filter by", ["(none)"] + numeric, key="filter")
     density = c4.toggle("Density", key="density")
     budget = c5.number_input("Point budget", 1_000, 1_000_000, POINT_BUDGET, step=50_000, key="budget")
+    tool = st.radio("Dragging on the map", list(DRAG_TOOLS), horizontal=True, key="drag_tool",
+                    help="Streamlit reads a click on a point only while panning; box and lasso select many points "
+                         "(the chart's toolbar switches too)")
     view = {"color": color, "size": None if size == "(none)" else size, "filter": None if flt == "(none)" else flt,
-            "range": None, "keep_missing": True, "density": density, "budget": int(budget)}
+            "range": None, "keep_missing": True, "density": density, "budget": int(budget),
+            "dragmode": DRAG_TOOLS[tool]}
     if st.button("Reload values", key="reload_values", help="Points are cached for 10 minutes: reload after new "
                  "tags, labels or runs to see them"):
         for cached in (_columns, _points, _spread):
@@ -166,9 +173,14 @@ def filter_range(store: Store, map_ids: list[int], view: dict[str, Any]) -> dict
 
 
 def selection_panel(store: Store, map_id: int, points: pd.DataFrame, selection: dict | None) -> None:
+    clicked = clicked_point(selection)
+    if clicked is not None:  # a click (no box or lasso): read the point
+        point_panel(store, map_id, clicked)
+        return
     ids = ids_in_selection(points, selection)
     if not ids:
-        st.info("Drag a box or lasso on the map to select samples; click a point to read it.")
+        st.info("Click a point to read it and its nearest neighbours; to select many samples, drag a box or a "
+                "lasso (choose it above or in the chart's toolbar).")
         return
     st.subheader(f"Selected: {len(ids):,} samples")
     st.dataframe(selected_rows(store, ids), hide_index=True, width="stretch", key="selected_table")
@@ -180,9 +192,6 @@ def selection_panel(store: Store, map_id: int, points: pd.DataFrame, selection: 
             result = act_on_selection(store, ids, action, name=name, map_id=map_id, selection=selection)
             st.success(f"{label}: {result['n']} samples" + (f" (selection {result['selection_id']})"
                                                                if "selection_id" in result else ""))
-    clicked = clicked_ids(selection)
-    if len(clicked) == 1:
-        point_panel(store, map_id, clicked[0])
 
 
 def point_panel(store: Store, map_id: int, sample_id: int) -> None:
@@ -214,15 +223,17 @@ def main() -> None:
         if maps.empty:
             st.info("No map of this dataset yet: compute one above.")
             return
-        compare = st.toggle("Compare two maps side by side", key="compare")
+        compare = st.toggle("Compare two maps", key="compare")
         if compare:
             left, right = st.columns(2)
             with left:
                 map_id = pick_map(maps, "map_pick")
             with right:
                 other = pick_map(maps, "map_pick_2", default=1)
+            # Stacked by default: two maps side by side in half the width are too squeezed to read.
+            beside = st.toggle("Side by side", key="side_by_side", help="For a wide screen")
             view = view_controls(store, datasets, [map_id, other])
-            left, right = st.columns(2)
+            left, right = st.columns(2) if beside else (st.container(), st.container())
             with left:
                 points, selection = draw(store, map_id, view, "map_chart")
             with right:

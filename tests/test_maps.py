@@ -11,9 +11,10 @@ import pytest
 
 from core import selection
 from core.cli import main as cli_main
-from core.cluster import cluster_table, ctfidf_keywords, distinct_labels
+from core.cluster import cluster_table, ctfidf_keywords, distinct_labels, phrases, stop_words
 from core.maps import (
     act_on_selection,
+    clicked_point,
     downsample,
     ids_in_selection,
     list_maps,
@@ -149,6 +150,8 @@ def test_figure_escapes_text_and_reports_sampling() -> None:
     payload = fig.to_json()
     assert "<script>" not in payload and "<img" not in payload and "<i>" not in payload
     assert escape_hover("<b>&") == "&lt;b&gt;&amp;"
+    # Plotly decodes only &amp; &lt; &gt; (and numeric entities): a quote stays a quote, never &quot;.
+    assert escape_hover('say "hi" it\'s') == 'say "hi" it\'s'
     numeric, _ = map_figure(points, color="n_tokens")
     assert len(numeric.data) == 1
 
@@ -344,3 +347,86 @@ def test_figure_shows_missing_values_in_grey_never_drops_them(coloured) -> None:
         none = [t for t in traces if t.name == MISSING]
         assert len(none) == 1 and none[0].marker.color == MISSING_COLOUR
         assert len(none[0].x) == int(points[column].isna().sum())
+
+
+# ---- colours, click, labels (issue 16) --------------------------------------------------------------
+
+
+def test_palette_is_distinct_and_never_grey() -> None:
+    import colorsys
+
+    from core.viz_map import MISSING_COLOUR, UNCLUSTERED_COLOUR, palette
+
+    for n in (10, 40, 60, 150):
+        colours = palette(n)
+        assert len(colours) == n == len(set(colours))
+        rgb = [tuple(int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)) for c in colours]
+        assert all(colorsys.rgb_to_hls(*c)[2] >= 0.25 for c in rgb)  # saturation: no greys
+    assert UNCLUSTERED_COLOUR not in palette(150) and MISSING_COLOUR not in palette(150)
+
+
+def test_unclustered_is_grey_beneath_and_clusters_keep_distinct_colours() -> None:
+    from core.viz_map import MISSING, UNCLUSTERED, UNCLUSTERED_COLOUR
+
+    n, k = 3_000, 25
+    rng = np.random.default_rng(3)
+    cluster = rng.integers(-1, k, n)
+    points = pd.DataFrame({"id": np.arange(n), "x": rng.normal(size=n), "y": rng.normal(size=n), "cluster": cluster,
+                           "title": [f"topic {c}" for c in cluster], "preview": 'a "quoted" <b>text</b> & more'})
+    fig, _ = map_figure(points)
+    traces = [t for t in fig.data if t.type == "scattergl"]
+    assert traces[0].name == UNCLUSTERED and traces[0].marker.color == UNCLUSTERED_COLOUR  # drawn first: beneath
+    assert len(traces[0].x) == int((cluster == -1).sum())
+    colours = [t.marker.color for t in traces[1:]]
+    assert len(colours) == k == len(set(colours)) and UNCLUSTERED_COLOUR not in colours
+    assert traces[1].name.startswith("0: ")  # clusters in id order, so a filter does not recolour them
+    assert traces[1].hovertext[0] == 'a "quoted" &lt;b&gt;text&lt;/b&gt; &amp; more'
+    legend = fig.layout.legend
+    assert legend.orientation == "h" and legend.yanchor == "top" and legend.y < 0  # below the chart
+    assert fig.layout.height > 650 and fig.layout.dragmode == "pan"
+    # Without clusters in the title column, the -1 points are still the grey "unclustered".
+    fig2, _ = map_figure(points.drop(columns="title"))
+    assert fig2.data[0].name == UNCLUSTERED
+    # A point with no cluster at all is missing (its own grey), not noise.
+    some = points.astype({"cluster": "Int64"})
+    some.loc[some.index[:3], "cluster"] = pd.NA
+    fig3, _ = map_figure(some)
+    assert [t.name for t in fig3.data[:2]] == [MISSING, UNCLUSTERED] and len(fig3.data[0].x) == 3
+
+
+def test_a_click_is_one_point_without_box_or_lasso() -> None:
+    click = {"points": [{"customdata": 42}], "box": [], "lasso": []}
+    assert clicked_point(click) == 42
+    assert clicked_point({"points": [{"customdata": [7]}], "box": [], "lasso": []}) == 7
+    assert clicked_point({"points": [{"customdata": 1}], "box": [{"x": [0, 1], "y": [0, 1]}], "lasso": []}) is None
+    assert clicked_point({"points": [{"customdata": 1}, {"customdata": 2}], "box": [], "lasso": []}) is None
+    assert clicked_point(None) is None and clicked_point({"points": [], "box": [], "lasso": []}) is None
+
+
+def test_phrases_never_cross_or_hold_stop_words() -> None:
+    stop = stop_words()
+    got = phrases("Please write a Python function that sorts the farmers' market list, given the following.", stop)
+    assert {"python function", "farmers market", "python"} <= set(got)
+    assert not any(word in stop for p in got for word in p.split())
+    assert "function sorts" not in got or "function" in got  # runs of content words only
+
+
+def test_labels_on_real_data_are_phrases_without_stop_words(shared: Path) -> None:
+    """GSM8K, Alpaca-GPT4 and MT-Bench texts as three clusters: labels name topics, not filler words."""
+    gsm = [r["question"] for r in read_jsonl(shared / "gsm8k" / "train.jsonl", 400)]
+    alpaca = [r["instruction"] + " " + r["input"]
+              for r in json.loads((shared / "alpaca-gpt4-demo-1k" / "alpaca_en_demo.json").read_text())[:400]]
+    mt = [r["turns"][0] for r in read_jsonl(shared / "mt-bench" / "mt_bench_question.jsonl", 80)]
+    arena = [r["turns"][0]["content"] for r in read_jsonl(shared / "arena-hard" / "arena_hard_v0.1_question.jsonl", 300)]
+    keywords = ctfidf_keywords({0: gsm, 1: alpaca, 2: mt, 3: arena})
+    labels = distinct_labels(keywords)
+    stop = stop_words()
+    for label in labels.values():
+        parts = label.split(" · ")
+        assert len(parts) == 3, label
+        assert not any(w in stop for p in parts for w in p.split()), label
+        words = [w.removesuffix("s") for p in parts for w in p.split()]
+        assert len(words) == len(set(words)), label  # no phrase repeats another's word (or its plural)
+    assert not {"following", "create", "write", "given", "please"} & {w for p in labels.values() for w in p.split()}
+    assert any(" " in p for kw in keywords.values() for p in kw[:12])  # some phrase of two or more words
+    assert any(w in labels[3] for w in ("code", "python", "function", "data"))  # arena's prompts are about code

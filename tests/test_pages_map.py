@@ -52,6 +52,17 @@ def test_page_computes_a_map_and_acts_on_a_selection(page_store) -> None:
     maps = list_maps(store, "gsm8k")
     assert len(maps) == 1 and any("Made" in s.value for s in at.success)
     assert any(f"showing all {N_GSM8K + N_ARENA} points" in c.value for c in at.caption)
+    assert at.selectbox(key="map_pick").value == int(maps.map_id[0])
+    # A second map made on the page is the one shown (the picker had map 1 in its state).
+    at.selectbox(key="clusters").set_value("none")
+    at.button(key="compute").click().run()
+    finish_jobs(at)
+    _no_errors(at)
+    maps = list_maps(store, "gsm8k")
+    assert len(maps) == 2 and at.selectbox(key="map_pick").value == int(maps.map_id[0])
+    assert any(f"Made {maps['name'][0]}" in s.value.replace("\\", "") for s in at.success)  # shown escaped
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert figure["layout"]["dragmode"] == "pan"  # where Streamlit passes a click on a point to the page
     # Colour by a numeric column with the density layer on: still draws.
     at.selectbox(key="color").set_value("n_tokens")
     at.toggle(key="density").set_value(True).run()

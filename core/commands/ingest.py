@@ -9,7 +9,7 @@ from typing import Any
 from tqdm import tqdm
 
 from core.commands import add_command
-from core.demo import load_demo, shared_datasets_dir
+from core.demo import hub_reachable, load_demo, load_demo_from_hub, shared_datasets_dir
 from core.ingest import DEFAULT_MAX_CHARS, drop_dataset, ingest
 from core.store import Store
 
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "drop", _drop, "Remove a dataset and its samples (runs stay in the log).")
     p.add_argument("name")
 
-    p = add_command(subparsers, "demo", _demo, "Load the demo datasets from ../shared/datasets.")
+    p = add_command(subparsers, "demo", _demo, "Load the demo datasets from ../shared/datasets, or from the Hugging Face hub where that folder is absent.")
     p.add_argument("--if-empty", action="store_true", help="only when the store has no dataset yet")
     p.add_argument("--shared", help="folder of the shared datasets")
 
@@ -92,15 +92,29 @@ def _demo(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     from pathlib import Path
 
     folder = Path(args.shared) if args.shared else shared_datasets_dir()
+    if not folder.is_dir() and hub_reachable():
+        reports = load_demo_from_hub(store, if_empty=args.if_empty, progress=_tell)
+        lines = [f"  {r.dataset}: {r.n_samples:,} samples ({r.shape})" for r in reports]
+        return ({"loaded": [r.as_dict() for r in reports], "source": "hub"},
+                f"Loaded {len(reports)} demo datasets from the Hugging Face hub into {store.path}:\n" + "\n".join(lines)
+                if reports else f"Store {store.path} already has data; demo not loaded.")
     if not folder.is_dir():
         return {"loaded": [], "reason": f"{folder} not found"}, (
-            f"No demo data: {folder} does not exist. The workbench starts empty; load data with "
+            f"No demo data: {folder} does not exist and the Hugging Face hub cannot be reached. The workbench "
+            "starts empty; load data with "
             "`assay ingest PATH --name NAME` or the upload form on the home page.")
     reports = load_demo(store, folder, if_empty=args.if_empty)
     if not reports:
         return {"loaded": []}, f"Store {store.path} already has data; demo not loaded."
     lines = [f"  {r.dataset}: {r.n_samples:,} samples ({r.shape})" for r in reports]
     return {"loaded": [r.as_dict() for r in reports]}, f"Loaded {len(reports)} demo datasets into {store.path}:\n" + "\n".join(lines)
+
+
+def _tell(fraction: float, what: str) -> None:
+    """Progress of the demo download on stderr (stdout stays the command's answer)."""
+    import sys
+
+    print(f"[{fraction:4.0%}] {what}", file=sys.stderr, flush=True)
 
 
 def _shapes(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
