@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.display import computed_kinds, plural, table
 from core.store import Store, StoreError, default_db_path
 
 UPLOAD_TYPES = ["jsonl", "ndjson", "json", "parquet", "csv", "gz", "zst"]
@@ -31,16 +32,17 @@ def datasets_table(store: Store) -> None:
         "eval set": frame["is_eval"],
         "shape": frame["shape"],
         "loaded": frame["loaded_at"],
-        "computed": frame["computed"],
-        "open": ["Datasets?dataset=" + name for name in frame["name"]],
+        "computed": frame["computed"].map(computed_kinds),
     })
-    st.dataframe(
-        shown, hide_index=True, width="stretch",
-        column_config={
-            "open": st.column_config.LinkColumn("open", display_text="browse"),
-            "loaded": st.column_config.DatetimeColumn("loaded", format="YYYY-MM-DD HH:mm"),
-        },
+    # Selecting a row opens that dataset in this tab (a link column would open a new tab every time).
+    event = st.dataframe(
+        **table(shown, {"loaded": st.column_config.DatetimeColumn("loaded", format="YYYY-MM-DD HH:mm")}),
+        hide_index=True, width="stretch", key="home_datasets", on_select="rerun", selection_mode="single-row",
     )
+    if event.selection.rows:
+        name = str(shown["dataset"].iloc[event.selection.rows[0]])
+        st.switch_page(DATASETS_PAGE, query_params={"dataset": name})
+    st.caption("Select a row to browse that dataset.")
 
 
 def recent_runs(store: Store) -> None:
@@ -49,7 +51,7 @@ def recent_runs(store: Store) -> None:
         st.caption("No runs yet.")
         return
     cols = ["run_id", "kind", "dataset", "status", "model", "started_at", "finished_at", "n_samples", "error"]
-    st.dataframe(runs.sort_values("run_id", ascending=False).head(20)[cols], hide_index=True, width="stretch")
+    st.dataframe(**table(runs.sort_values("run_id", ascending=False).head(20)[cols]), hide_index=True, width="stretch")
 
 
 def save_upload(upload) -> Path:
@@ -133,7 +135,7 @@ def last_load_report() -> None:
     report = st.session_state.pop("load_report", None)
     if report is None:
         return
-    st.success(f"Loaded {report.n_samples:,} samples into dataset {report.dataset!r} "
+    st.success(f"Loaded {plural(report.n_samples, 'sample')} into dataset {report.dataset!r} "
                f"(shape {report.shape}, {report.n_skipped:,} records skipped).")
     if report.skipped:
         st.dataframe(pd.DataFrame(report.skipped), hide_index=True)
@@ -167,7 +169,7 @@ def home() -> None:
         return
     st.subheader(f"Datasets ({len(names)})")
     datasets_table(store)
-    st.page_link("pages/1_Datasets.py", label="Browse a dataset", icon=":material/table_view:")
+    st.page_link(DATASETS_PAGE, label="Browse a dataset", icon=":material/table_view:")
     with st.expander("Load another dataset"):
         upload_form(store)
     st.subheader("Recent runs")
@@ -176,9 +178,10 @@ def home() -> None:
 
 # The pages, in the sidebar's order. Declared here (rather than found in pages/) so that the home page is
 # called "Home", not "app"; url paths stay the ones links and bookmarks use (/Datasets?dataset=NAME).
+DATASETS_PAGE = st.Page("pages/1_Datasets.py", title="Datasets", icon=":material/table_view:", url_path="Datasets")
 PAGES = [
     st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("pages/1_Datasets.py", title="Datasets", icon=":material/table_view:", url_path="Datasets"),
+    DATASETS_PAGE,
     st.Page("pages/2_Map.py", title="Map", icon=":material/scatter_plot:", url_path="Map"),
     st.Page("pages/3_Tags.py", title="Tags", icon=":material/sell:", url_path="Tags"),
     st.Page("pages/4_Label.py", title="Label", icon=":material/edit_note:", url_path="Label"),

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 MISSING = "—"
-STYLE_MAX_CELLS = 200_000  # larger tables skip the missing-value styling (a Styler renders every cell)
 
 LABELS: dict[str, str] = {
     # samples and datasets
@@ -67,24 +67,39 @@ def column_labels(columns: Any) -> dict[str, str]:
 
 def _cell(value: Any) -> str:
     """A present value in a column that has missing ones: numbers without float noise, the rest as text."""
-    if isinstance(value, float):
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, (float, np.floating)):
         return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 1e15 else f"{value:g}"
     return str(value)
 
 
-def with_missing(frame: pd.DataFrame) -> Any:
-    """The frame, styled so that missing values (None, NaN, NA) show as a dash instead of "None" in the
-    columns that have any; the values and their types stay (numbers still sort as numbers)."""
-    if frame.empty or frame.size > STYLE_MAX_CELLS or not frame.columns.is_unique:
+def with_missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with missing values (None, NaN, NA) shown as a dash instead of "None": the columns that
+    have any become text (a data grid draws every null as "None" and offers no placeholder), the others
+    keep their types."""
+    if frame.empty or not frame.columns.is_unique:
         return frame
     gaps = [c for c in frame.columns if frame[c].isna().any()]
     if not gaps:
         return frame
-    return frame.style.format(_cell, subset=gaps, na_rep=MISSING)
+    out = frame.copy()
+    for c in gaps:
+        out[c] = [MISSING if _missing(v) else _cell(v) for v in frame[c]]
+    return out
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists and arrays: present
+        return False
 
 
 def table(frame: pd.DataFrame, column_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Keyword arguments for st.dataframe / st.data_editor: the data with missing values as a dash and
+    """Keyword arguments for st.dataframe: the data with missing values as a dash and
     every column's human header; `column_config` entries given here win (links, formats)."""
     config: dict[str, Any] = column_labels(frame.columns)
     config.update(column_config or {})

@@ -21,15 +21,18 @@ def test_labels_and_config() -> None:
     assert table(frame, {"row_idx": "row"})["column_config"] == {"row_idx": "row", "mink_score": "Min-K% Prob"}
 
 
-def test_missing_values_show_as_a_dash_and_values_keep_their_type() -> None:
+def test_missing_values_show_as_a_dash() -> None:
     frame = pd.DataFrame({"id": [1, 2], "hits": pd.array([3, None], dtype="Int64"), "score": [0.25, float("nan")],
-                          "note": ["a", None]})
-    styled = table(frame)["data"]
-    html = styled.to_html()
-    assert html.count(MISSING) == 3 and "None" not in html and "nan" not in html.lower()
-    assert styled.data["score"].dtype == float  # numbers still sort as numbers
+                          "note": ["a", None], "flag": pd.array([True, None], dtype="boolean")})
+    shown = table(frame)["data"]
+    assert shown["hits"].tolist() == ["3", MISSING] and shown["score"].tolist() == ["0.25", MISSING]
+    assert shown["note"].tolist() == ["a", MISSING] and shown["flag"].tolist() == ["yes", MISSING]
+    assert shown["id"].dtype == frame["id"].dtype  # columns without gaps keep their type
+    assert frame["score"].isna().sum() == 1  # the caller's frame is left as it was
+    when = pd.DataFrame({"finished": [pd.Timestamp("2026-01-02 03:04:05.6789"), pd.NaT]})
+    assert table(when)["data"]["finished"].tolist() == ["2026-01-02 03:04:05", MISSING]
     plain = pd.DataFrame({"id": [1]})
-    assert table(plain)["data"] is plain  # nothing missing: no styling
+    assert table(plain)["data"] is plain
 
 
 def test_computed_kinds_in_words() -> None:
