@@ -30,7 +30,8 @@ def test_drill_down_on_embedding_only_flag(tmp_path: Path, shared: Path, workben
     page.get_by_text("Flagged samples").first.wait_for(timeout=180_000)
     page.wait_for_function(_IDLE, timeout=180_000)  # input given mid-run can be lost
     drill = page.locator('[data-testid="stSelectbox"]').filter(has_text="Drill down")
-    drill.locator("input").click()
+    drill.wait_for(timeout=180_000)
+    drill.locator("input").click(timeout=60_000)
     page.get_by_role("option", name=f"{para} vs gsm8k-test", exact=True).click(timeout=60_000)
     page.get_by_text(f"Training sample {para}").first.wait_for(timeout=180_000)
     page.get_by_text("found by embedding").first.wait_for()
