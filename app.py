@@ -138,7 +138,7 @@ def last_load_report() -> None:
     st.success(f"Loaded {plural(report.n_samples, 'sample')} into dataset {report.dataset!r} "
                f"(shape {report.shape}, {report.n_skipped:,} records skipped).")
     if report.skipped:
-        st.dataframe(pd.DataFrame(report.skipped), hide_index=True)
+        st.dataframe(**table(pd.DataFrame(report.skipped)), hide_index=True)
 
 
 def how_to_load(store: Store) -> None:
