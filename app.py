@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 import ui_jobs
+from core.display import computed_kinds, plural, table
 from core.store import Store, StoreError, default_db_path
 from ui import error, guard, md_text, success
 
@@ -33,16 +34,17 @@ def datasets_table(store: Store) -> None:
         "eval set": frame["is_eval"],
         "shape": frame["shape"],
         "loaded": frame["loaded_at"],
-        "computed": frame["computed"],
-        "open": ["Datasets?dataset=" + name for name in frame["name"]],
+        "computed": frame["computed"].map(computed_kinds),
     })
-    st.dataframe(
-        shown, hide_index=True, width="stretch",
-        column_config={
-            "open": st.column_config.LinkColumn("open", display_text="browse"),
-            "loaded": st.column_config.DatetimeColumn("loaded", format="YYYY-MM-DD HH:mm"),
-        },
+    # Selecting a row opens that dataset in this tab (a link column would open a new tab every time).
+    event = st.dataframe(
+        **table(shown, {"loaded": st.column_config.DatetimeColumn("loaded", format="YYYY-MM-DD HH:mm")}),
+        hide_index=True, width="stretch", key="home_datasets", on_select="rerun", selection_mode="single-row",
     )
+    if event.selection.rows:
+        name = str(shown["dataset"].iloc[event.selection.rows[0]])
+        st.switch_page(DATASETS_PAGE, query_params={"dataset": name})
+    st.caption("Select a row to browse that dataset.")
 
 
 # Kinds whose interrupted run picks up where it stopped when the same command runs again.
@@ -65,7 +67,7 @@ def recent_runs(store: Store) -> None:
     runs = runs.assign(status=runs["state"],  # 'interrupted' where the process of a 'running' run is gone
                        note=[_run_note(k, i) for k, i in zip(runs["kind"], runs["interrupted"], strict=True)])
     cols = ["run_id", "kind", "dataset", "status", "note", "model", "started_at", "finished_at", "n_samples", "error"]
-    st.dataframe(runs.sort_values("run_id", ascending=False).head(20)[cols], hide_index=True, width="stretch")
+    st.dataframe(**table(runs.sort_values("run_id", ascending=False).head(20)[cols]), hide_index=True, width="stretch")
 
 
 def upload_file_name(name: str) -> str:
@@ -159,14 +161,14 @@ def last_load_report() -> None:
     report = st.session_state.pop("load_report", None)
     if report is None:
         return
-    success(f"Loaded {report.n_samples:,} samples into dataset {report.dataset!r} "
+    success(f"Loaded {plural(report.n_samples, 'sample')} into dataset {report.dataset!r} "
                f"(shape {report.shape}, {report.n_skipped:,} records skipped).")
     if report.not_used or report.warnings:
         st.warning("Some source fields were not used: they are kept in the raw record only (see below).")
     if report.fields:  # where each source field went; field names are data, so plain text only
         st.text("Source fields\n" + report.summary())
     if report.skipped:
-        st.dataframe(pd.DataFrame(report.skipped), hide_index=True)
+        st.dataframe(**table(pd.DataFrame(report.skipped)), hide_index=True)
 
 
 def how_to_load(store: Store) -> None:
@@ -224,7 +226,7 @@ def home() -> None:
         return
     st.subheader(f"Datasets ({len(names)})")
     datasets_table(store)
-    st.page_link("pages/1_Datasets.py", label="Browse a dataset", icon=":material/table_view:")
+    st.page_link(DATASETS_PAGE, label="Browse a dataset", icon=":material/table_view:")
     with st.expander("Load another dataset"):
         upload_form(store)
     st.subheader("Jobs")
@@ -235,9 +237,10 @@ def home() -> None:
 
 # The pages, in the sidebar's order. Declared here (rather than found in pages/) so that the home page is
 # called "Home", not "app"; url paths stay the ones links and bookmarks use (/Datasets?dataset=NAME).
+DATASETS_PAGE = st.Page("pages/1_Datasets.py", title="Datasets", icon=":material/table_view:", url_path="Datasets")
 PAGES = [
     st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("pages/1_Datasets.py", title="Datasets", icon=":material/table_view:", url_path="Datasets"),
+    DATASETS_PAGE,
     st.Page("pages/2_Map.py", title="Map", icon=":material/scatter_plot:", url_path="Map"),
     st.Page("pages/3_Tags.py", title="Tags", icon=":material/sell:", url_path="Tags"),
     st.Page("pages/4_Label.py", title="Label", icon=":material/edit_note:", url_path="Label"),

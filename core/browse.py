@@ -489,6 +489,21 @@ def value_range(store: Store, dataset: str | DatasetInfo, column: str) -> tuple[
     return (None if lo is None else float(lo)), (None if hi is None else float(hi))
 
 
+def is_integral(store: Store, dataset: str | DatasetInfo, column: str) -> bool:
+    """Whether every value of a numeric column is a whole number (counts, ids): filters then take integers."""
+    with store.connect() as con:
+        info = _resolve(con, store, dataset)
+        target = _lookup(_catalog(con, store, info), column)
+        if target.kind != "numeric":
+            return False
+        if target.source == "sample":
+            return True  # the samples table's numeric columns are all integers
+        sql, params = target.typed_expr()
+        row = con.execute(f"SELECT coalesce(bool_and({sql} = floor({sql})), false) FROM samples s "
+                          "WHERE s.dataset_id = ?", [*params, *params, info.dataset_id]).fetchone()
+    return bool(row[0])
+
+
 def _turns(value: Any) -> list[dict[str, Any]] | None:
     """Stored turns as dicts: role and content, plus reasoning, tool_calls (parsed), tool_call_id and name
     where the turn has them."""

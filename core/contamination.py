@@ -754,6 +754,44 @@ def flagged_ids(store: Store, run_id: int) -> set[int]:
     return {int(x) for x in df["sample_id"]}
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What to show beside a flagged sample: the evaluation item of the method that flagged it (None for
+    Min-K%, which scores the sample alone) and the sample's character spans shared with that item."""
+
+    method: str | None
+    eval_id: int | None
+    spans: list[list[int]]
+
+
+_EVAL_ID = {"ngram13": "ngram13_eval_id", "ngram8": "ngram8_eval_id", "embedding": "embed_eval_id"}
+
+
+def _present(value: Any) -> bool:
+    """False for None, NaN and pd.NA: the n-gram columns of a sample no n-gram matched are SQL NULLs,
+    which come back as pd.NA in nullable integer columns (and `pd.NA == pd.NA` cannot be truth-tested)."""
+    return not (value is None or bool(pd.isna(value)))
+
+
+def evidence(row: pd.Series | dict[str, Any]) -> Evidence:
+    """The drill-down of one row of `results`: a method that flagged it first (13-gram, 8-gram, embedding),
+    else any method that found an item; spans from the n-gram method that matched that same item."""
+    get = row.get
+    found = [m for m, col in _EVAL_ID.items() if _present(get(col))]
+    flagged = [m for m in found if _present(get(f"flag_{m}")) and bool(get(f"flag_{m}"))]
+    method = (flagged or found or [None])[0]
+    if method is None:
+        return Evidence(None, None, [])
+    eval_id = int(get(_EVAL_ID[method]))
+    spans: list[list[int]] = []
+    for m in ("ngram13", "ngram8"):
+        text = get(f"{m}_spans")
+        if _present(get(_EVAL_ID[m])) and int(get(_EVAL_ID[m])) == eval_id and isinstance(text, str):
+            spans = json.loads(text)
+            break
+    return Evidence(method, eval_id, spans)
+
+
 def sample_text(store: Store, sample_id: int) -> str:
     """The text offsets refer to: the sample's turns joined by newlines."""
     df = store.query_df(f"SELECT {CONTENT_SQL} AS text FROM samples s WHERE s.id = ?", [int(sample_id)])

@@ -599,6 +599,98 @@ def progress(store: Store, schema: str, candidates: Sequence[int], *, annotator:
     return int(done), len(ids)
 
 
+@dataclass
+class LabelQueue:
+    """An annotator's place in a queue: the candidates it was built from, the order to visit, the position.
+
+    Kept in the page's session (plain data); every change of position is a method here so that a notebook
+    or another front end moves through a queue the same way the Label page does."""
+
+    key: tuple
+    candidates: list[int]
+    queue: list[int]
+    pos: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.queue)
+
+    @property
+    def current(self) -> int | None:
+        return None if self.done else self.queue[self.pos]
+
+    def page(self, size: int) -> list[int]:
+        """The next `size` samples from the current position (the bulk view's page)."""
+        return self.queue[self.pos:self.pos + size]
+
+    def move(self, step: int) -> None:
+        """Step back or forward, staying within [0, len(queue)] (len = past the end: the queue is done)."""
+        self.pos = max(0, min(len(self.queue), self.pos + step))
+
+    def advance(self) -> None:
+        self.move(1)
+
+    def remove(self, sample_ids: Iterable[int]) -> None:
+        """Drop samples (labelled in bulk) from the queue; the position stays on the next unvisited one."""
+        gone = {int(i) for i in sample_ids}
+        self.queue = [i for i in self.queue if i not in gone]
+        self.pos = min(self.pos, len(self.queue))
+
+    def show(self, sample_id: int) -> None:
+        """Make `sample_id` the current sample, putting it back at the current position if it left the queue."""
+        if sample_id not in self.queue:
+            self.queue.insert(self.pos, sample_id)
+        self.pos = self.queue.index(sample_id)
+
+
+def new_queue(store: Store, schema: str, candidates: Sequence[int], *, annotator: str, min_annotations: int = 1,
+              key: tuple = ()) -> LabelQueue:
+    """A fresh queue over `candidates` for this annotator (see `build_queue` for the order)."""
+    ids = [int(i) for i in candidates]
+    return LabelQueue(key=key, candidates=ids,
+                      queue=build_queue(store, schema, ids, annotator=annotator, min_annotations=min_annotations))
+
+
+def undo_in_queue(store: Store, schema: LabelSchema | str, queue: LabelQueue, *, annotator: str,
+                  session: str | None = None) -> int | None:
+    """Undo the annotator's latest action (`undo_last`) and go back to that sample in the queue.
+
+    Returns the sample id, or None when there was nothing to undo."""
+    undone = undo_last(store, schema, annotator=annotator, session=session)
+    if undone is None:
+        return None
+    queue.show(int(undone["sample_id"]))
+    return int(undone["sample_id"])
+
+
+def bulk_rows(store: Store, sample_ids: Sequence[int], *, chars: int = 300) -> pd.DataFrame:
+    """id and the first `chars` characters of each sample's text, in the order of `sample_ids`."""
+    ids = [int(i) for i in sample_ids]
+    if not ids:
+        return pd.DataFrame({"id": pd.Series(dtype="int64"), "text": pd.Series(dtype="object")})
+    rows = _query(store, "SELECT id, left(text, ?) AS text FROM samples WHERE id IN (SELECT unnest(?::BIGINT[]))",
+                  [int(chars), ids])
+    return rows.set_index("id").loc[[i for i in ids if i in set(rows["id"])]].reset_index()
+
+
+def label_distribution(store: Store, schema: str, field_name: str) -> pd.DataFrame:
+    """Per annotator and value of one field: how many samples carry that current label (most used first)."""
+    labels = annotator_labels(store, schema)
+    labels = labels[labels["field"] == field_name]
+    if labels.empty:
+        return pd.DataFrame(columns=["annotator", "value", "n"])
+    keyed = labels.assign(value=labels["value"].map(lambda v: ", ".join(map(str, v)) if isinstance(v, list) else str(v)))
+    out = keyed.groupby(["annotator", "value"]).size().reset_index(name="n")
+    return out.sort_values(["annotator", "n", "value"], ascending=[True, False, True], ignore_index=True)
+
+
+def n_shared_samples(store: Store, schema: str) -> int:
+    """Samples of this schema labelled by at least two annotators (what agreement needs)."""
+    df = _query(store, "SELECT count(*) AS n FROM (SELECT sample_id FROM label_current WHERE schema = ? "
+                "GROUP BY sample_id HAVING count(DISTINCT annotator) >= 2)", [schema])
+    return int(df["n"].iloc[0])
+
+
 def annotator_progress(store: Store, schema: str) -> pd.DataFrame:
     """Per annotator: samples labelled, skipped, undone events, last activity."""
     return _query(store,

@@ -262,9 +262,14 @@ class Store:
             """
             SELECT d.dataset_id, d.name, d.n_samples, d.license, d.synthetic, d.is_eval, d.shape,
                    d.format, d.source, d.loaded_at, d.n_skipped,
-                   coalesce((SELECT string_agg(DISTINCT r.kind, ', ' ORDER BY r.kind) FROM runs r
-                             WHERE r.dataset_id = d.dataset_id AND r.status = 'finished'
-                               AND r.kind <> 'ingest'), '') AS computed
+                   coalesce((SELECT string_agg(DISTINCT k.kind, ', ' ORDER BY k.kind) FROM (
+                                 SELECT r.kind FROM runs r WHERE r.dataset_id = d.dataset_id
+                                   AND r.status = 'finished' AND r.kind <> 'ingest'
+                                 -- an embed run over several datasets names them in its parameters
+                                 UNION SELECT 'embed' FROM runs r WHERE r.kind = 'embed' AND r.status = 'finished'
+                                   AND list_contains(json_extract_string(r.params, '$.datasets[*]'), d.name)
+                                 UNION SELECT 'map' FROM maps m WHERE list_contains(m.datasets, d.name)) k),
+                            '') AS computed
             FROM datasets d ORDER BY d.name
             """
         )

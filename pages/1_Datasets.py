@@ -13,11 +13,13 @@ from core.browse import (
     Filter,
     column_catalog,
     get_sample,
+    is_integral,
     matching_ids,
     query_samples,
     top_values,
     value_range,
 )
+from core.display import label, plural, table
 from core.store import DatasetInfo, Store, StoreError, default_db_path
 from ui import error, md_text, run_page, success, warning
 
@@ -29,6 +31,17 @@ _uids = itertools.count(1)
 @st.cache_data(ttl=300, show_spinner=False)
 def _range(db: str, dataset: str, loaded_at: Any, column: str) -> tuple[float | None, float | None]:
     return value_range(Store(db), dataset, column)
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _integral(db: str, dataset: str, loaded_at: Any, column: str) -> bool:
+    return is_integral(Store(db), dataset, column)
+
+
+def _bound_text(value: float | None, integral: bool) -> str:
+    if value is None:
+        return "—"
+    return f"{int(value):,}" if integral else f"{value:,.4g}"
 
 
 @st.cache_data(ttl=300, show_spinner=False)
@@ -94,9 +107,14 @@ def _filter_widgets(store: Store, info: DatasetInfo, column: Column, uid: int) -
     key = f"filter_{uid}"
     if column.kind == "numeric":
         lo, hi = _range(str(store.path), info.name, info.loaded_at, column.name)
+        # Whole-number columns (counts, ids) take integers: "min 44", never "min 44.0".
+        integral = _integral(str(store.path), info.name, info.loaded_at, column.name)
+        step: Any = 1 if integral else None
         left, right = st.columns(2)
-        low = left.number_input(md_text(f"{column.name} from"), value=None, key=f"{key}_lo", placeholder=f"min {lo}")
-        high = right.number_input(md_text(f"{column.name} to"), value=None, key=f"{key}_hi", placeholder=f"max {hi}")
+        low = left.number_input(md_text(f"{label(column.name)} from"), value=None, step=step, key=f"{key}_lo",
+                                placeholder=f"min {_bound_text(lo, integral)}")
+        high = right.number_input(md_text(f"{label(column.name)} to"), value=None, step=step, key=f"{key}_hi",
+                                  placeholder=f"max {_bound_text(hi, integral)}")
         return Filter(column.name, "between", (low, high)) if low is not None or high is not None else None
     if column.kind == "category":
         chosen = st.multiselect(md_text(f"{column.name} is one of"), _top(str(store.path), info.name, info.loaded_at,
@@ -124,7 +142,7 @@ def filter_builder(store: Store, info: DatasetInfo, catalog: list[Column]) -> li
                 active.append(flt)
         left, right = st.columns([4, 1], vertical_alignment="bottom")
         left.selectbox("Add a filter on", [c.name for c in catalog], key="new_filter_column",
-                       format_func=lambda n: f"{n}  ({by_name[n].kind})")
+                       format_func=lambda n: f"{label(n)}  ({by_name[n].kind})")
         right.button("Add filter", on_click=_add_filter, args=(info,))
     return active
 
@@ -160,9 +178,9 @@ def results(store: Store, info: DatasetInfo, catalog: list[Column], query: dict[
     digest = hashlib.sha1(signature.encode()).hexdigest()[:12]
     table_key = f"table_{digest}_{st.session_state['page_no']}"
     event = st.dataframe(
-        page.rows, key=table_key, hide_index=True, width="stretch", height=min(38 + 35 * len(page.rows), 600),
+        **table(page.rows, {"preview": st.column_config.TextColumn("preview (first user turn)", width="large")}),
+        key=table_key, hide_index=True, width="stretch", height=min(38 + 35 * len(page.rows), 600),
         on_select="rerun", selection_mode="single-row",
-        column_config={"preview": st.column_config.TextColumn("preview (first user turn)", width="large")},
     )
     selected = (table_key, tuple(event.selection.rows))
     if event.selection.rows and st.session_state.get("_selected_row") != selected:
@@ -172,7 +190,7 @@ def results(store: Store, info: DatasetInfo, catalog: list[Column], query: dict[
     prev, number, total, size_col, nxt = st.columns([1, 2, 2, 2, 1], vertical_alignment="bottom")
     prev.button("◀ Previous", on_click=_step_page, args=(-1, page.n_pages), disabled=st.session_state["page_no"] <= 1)
     number.number_input("Page", min_value=1, max_value=page.n_pages, step=1, key="page_no")
-    total.text(f"of {page.n_pages:,} pages")
+    total.text(f"of {plural(page.n_pages, 'page')}")
     size_col.selectbox("Rows per page", PAGE_SIZES, key="page_size")
     nxt.button("Next ▶", on_click=_step_page, args=(1, page.n_pages),
                disabled=st.session_state["page_no"] >= page.n_pages)
@@ -196,7 +214,7 @@ def save_selection_form(store: Store, info: DatasetInfo, query: dict[str, Any], 
                          "filters": [vars(f) for f in query["filters"]]}
             selection_id = save_selection(store, name.strip(), ids, origin="browse",
                                           description=f"from dataset {info.name}", predicate=predicate)
-            success(f"Saved {len(ids):,} samples as selection {name.strip()!r} (id {selection_id}).")
+            success(f"Saved {plural(len(ids), 'sample')} as selection {name.strip()!r} (id {selection_id}).")
 
 
 # ---- one sample --------------------------------------------------------------------------------
@@ -252,7 +270,8 @@ def sample_view(store: Store, info: DatasetInfo) -> None:
         return
     st.subheader(f"Sample {sample['id']}")
     st.text(f"dataset {sample['dataset']} · source id {sample['source_id']} · row {sample['row_idx']} · "
-            f"{sample['n_turns']} turns · {sample['n_chars']:,} characters · {sample['n_tokens']:,} tokens")
+            f"{plural(sample['n_turns'], 'turn')} · {plural(sample['n_chars'], 'character')} · "
+            f"{plural(sample['n_tokens'], 'token')}")
     if sample["rejected"]:
         chosen, rejected = st.columns(2)
         with chosen:

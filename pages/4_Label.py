@@ -19,6 +19,8 @@ from core import agreement as A
 from core import labels as L
 from core import safe_yaml
 from core.browse import get_sample, matching_ids
+from core.display import column_labels, plural, table
+from core.embed import embedding_runs
 from core.selection import list_selections, selection_ids
 from core.store import Store
 from ui import error, md_text, run_page, success
@@ -67,9 +69,11 @@ def annotator() -> str:
     st.title("Label")
     with st.form("who"):
         typed = st.text_input("Your name, recorded with every label you make", key="annotator_input")
-        if st.form_submit_button("Start labelling", type="primary") and typed.strip():
-            ss["annotator"] = typed.strip()
-            st.rerun()
+        if st.form_submit_button("Start labelling", type="primary"):
+            if typed.strip():
+                ss["annotator"] = typed.strip()
+                st.rerun()
+            st.error("Type your name first: every label you make is recorded with it.")
     st.stop()
 
 
@@ -100,10 +104,13 @@ def schema_editor() -> None:
     if st.button("Save schema", type="primary", disabled=spec is None, key="schema_save"):
         try:
             saved = L.save_schema(store, L.parse_schema(spec), created_by=ss.get("annotator", ""))
-            success(f"Saved {saved.name} (version {saved.version})")
-            ss["schema_pick"] = saved.name
         except L.LabelError as exc:
             error(exc)
+            return
+        # Applied before the widgets are drawn on the rerun: the selector then lists the new schema, selected.
+        ss["label_pending"] = {"view": "Focus", "schema_pick": saved.name}
+        ss["flash"] = ("success", f"Saved schema {saved.name} (version {saved.version}); labelling with it now.")
+        st.rerun()
 
 
 # ---- the queue -----------------------------------------------------------------------------------
@@ -140,7 +147,7 @@ def queue_source(schema: L.LabelSchema) -> tuple[tuple, list[int]] | None:
 
 
 def neighbours_source(dataset: str) -> tuple[tuple, list[int]] | None:
-    runs = store.query_df("SELECT run_id, model_key, text_field FROM embedding_runs ORDER BY run_id DESC")
+    runs = embedding_runs(store)
     if runs.empty:
         st.sidebar.info("No embedding runs yet: embed a dataset on the Map page first.")
         return None
@@ -155,7 +162,7 @@ def neighbours_source(dataset: str) -> tuple[tuple, list[int]] | None:
     return ("neighbours", dataset, run, sid, k), [sid, *[int(i) for i in found["id"]]]
 
 
-def ensure_queue(schema: L.LabelSchema, who: str) -> dict[str, Any] | None:
+def ensure_queue(schema: L.LabelSchema, who: str) -> L.LabelQueue | None:
     source = queue_source(schema)
     min_ann = st.sidebar.number_input("Annotations wanted per sample", 1, 10, 1, key="min_ann",
                                       help="Samples others started but that have fewer come first (overlap).")
@@ -163,10 +170,8 @@ def ensure_queue(schema: L.LabelSchema, who: str) -> dict[str, Any] | None:
         return None
     key = (schema.name, who, min_ann, source[0])
     q = ss.get("lq")
-    if st.sidebar.button("Refresh queue", key="refresh_queue") or q is None or q["key"] != key:
-        candidates = source[1]
-        q = {"key": key, "candidates": candidates, "pos": 0,
-             "queue": L.build_queue(store, schema.name, candidates, annotator=who, min_annotations=min_ann)}
+    if st.sidebar.button("Refresh queue", key="refresh_queue") or q is None or q.key != key:
+        q = L.new_queue(store, schema.name, source[1], annotator=who, min_annotations=min_ann, key=key)
         ss["lq"] = q
     return q
 
@@ -199,30 +204,25 @@ def on_submit(schema: L.LabelSchema, sid: int, who: str) -> None:
     except L.LabelError as exc:
         ss["flash"] = ("error", str(exc))
         return
-    ss["lq"]["pos"] += 1
+    ss["lq"].advance()
     ss["flash"] = ("success", f"Labelled sample {sid}.")
 
 
 def on_skip(schema: L.LabelSchema, sid: int, who: str) -> None:
     L.record_skip(store, schema, sid, annotator=who, session=ss["label_session"])
-    ss["lq"]["pos"] += 1
+    ss["lq"].advance()
     ss["flash"] = ("info", f"Skipped sample {sid}.")
 
 
 def on_move(step: int) -> None:
-    q = ss["lq"]
-    q["pos"] = max(0, min(len(q["queue"]), q["pos"] + step))
+    ss["lq"].move(step)
 
 
 def on_undo(schema: L.LabelSchema, who: str) -> None:
-    undone = L.undo_last(store, schema, annotator=who, session=ss["label_session"])
-    if undone is None:
+    sid = L.undo_in_queue(store, schema, ss["lq"], annotator=who, session=ss["label_session"])
+    if sid is None:
         ss["flash"] = ("info", "Nothing to undo.")
         return
-    q, sid = ss["lq"], undone["sample_id"]
-    if sid not in q["queue"]:
-        q["queue"].insert(q["pos"], sid)
-    q["pos"] = q["queue"].index(sid)
     for f in schema.fields:
         ss.pop(_pick_key(sid, f.name), None)
     ss["flash"] = ("info", f"Undid your last action on sample {sid}.")
@@ -284,7 +284,7 @@ def field_widget(schema: L.LabelSchema, f: L.LabelField, sid: int, sugg: dict | 
 
 def focus_view(schema: L.LabelSchema, who: str) -> None:
     q = ss["lq"]
-    done, total = L.progress(store, schema.name, q["candidates"], annotator=who)
+    done, total = L.progress(store, schema.name, q.candidates, annotator=who)
     st.progress(done / total if total else 0.0, text=f"Progress ({md_text(who)}): {done} / {total} labelled")
     flash = ss.pop("flash", None)
     if flash:
@@ -292,14 +292,14 @@ def focus_view(schema: L.LabelSchema, who: str) -> None:
     nav = st.columns(5)
     nav[0].button("← Prev", key="prev", shortcut="Left", on_click=on_move, args=(-1,))
     nav[1].button("Next →", key="next", shortcut="Right", on_click=on_move, args=(1,))
-    if q["pos"] >= len(q["queue"]):
+    if q.done:
         nav[3].button("Undo (U)", key="undo", shortcut="U", on_click=on_undo, args=(schema, who))
         st.success("Queue done: nothing left for you here. Change the source or refresh the queue.")
         return
-    sid = q["queue"][q["pos"]]
+    sid = q.current
     nav[2].button("Skip (S)", key="skip", shortcut="S", on_click=on_skip, args=(schema, sid, who))
     nav[3].button("Undo (U)", key="undo", shortcut="U", on_click=on_undo, args=(schema, who))
-    nav[4].caption(f"item {q['pos'] + 1} of {len(q['queue'])}")
+    nav[4].caption(f"item {q.pos + 1} of {len(q.queue)}")
     sugg = prefill(schema, sid, who)
     left, right = st.columns([3, 2])
     with left:
@@ -320,16 +320,16 @@ def focus_view(schema: L.LabelSchema, who: str) -> None:
 def bulk_view(schema: L.LabelSchema, who: str) -> None:
     q = ss["lq"]
     size = st.select_slider("Page size", [10, 25, 50, 100], value=25, key="bulk_size")
-    ids = q["queue"][q["pos"]:q["pos"] + size]
+    ids = q.page(size)
     if not ids:
         st.success("Queue done: nothing left for you here.")
         return
-    rows = store.query_df("SELECT id, left(text, 300) AS text FROM samples WHERE id IN (SELECT unnest(?))", [ids])
-    rows = rows.set_index("id").loc[ids].reset_index()
-    rows.insert(0, "pick", ss.get("bulk_all", True))
-    st.toggle("Check all", value=True, key="bulk_all")
-    edited = st.data_editor(rows, key=f"bulk_editor_{q['pos']}_{size}", hide_index=True, disabled=["id", "text"],
-                            column_config={"pick": st.column_config.CheckboxColumn("✓")})
+    rows = L.bulk_rows(store, ids)
+    # Off by default: one click must never label a page of samples nobody has read.
+    rows.insert(0, "pick", ss.get("bulk_all", False))
+    st.toggle("Check all", value=False, key="bulk_all")
+    edited = st.data_editor(rows, key=f"bulk_editor_{q.pos}_{size}", hide_index=True, disabled=["id", "text"],
+                            column_config={**column_labels(rows.columns), "pick": st.column_config.CheckboxColumn("✓")})
     f = schema.primary
     if f.type == "multi_choice":
         value = st.multiselect(f.name, f.choices, key="bulk_value")
@@ -342,8 +342,8 @@ def bulk_view(schema: L.LabelSchema, who: str) -> None:
                  key="bulk_apply"):
         stored = int(value) if f.type == "rating" else value
         L.record_bulk(store, schema, checked, {f.name: stored}, annotator=who, session=ss["label_session"])
-        q["queue"] = [i for i in q["queue"] if i not in set(checked)]
-        ss["flash"] = ("success", f"Labelled {len(checked)} samples {f.name} = {value}.")
+        q.remove(checked)
+        ss["flash"] = ("success", f"Labelled {plural(len(checked), 'sample')} {f.name} = {value}.")
         st.rerun()
     flash = ss.pop("flash", None)
     if flash:
@@ -353,22 +353,39 @@ def bulk_view(schema: L.LabelSchema, who: str) -> None:
 # ---- agreement -----------------------------------------------------------------------------------
 
 
+def own_distribution(schema: L.LabelSchema, progress: pd.DataFrame) -> None:
+    """Fewer than two annotators on any sample: no agreement to compute, so show what each one chose."""
+    who = ", ".join(progress["annotator"].astype(str)) or "nobody yet"
+    st.info(f"Agreement needs at least two annotators labelling the same samples; so far "
+            f"{plural(len(progress), 'annotator')} ({who}) and no sample labelled by two. Ask a second "
+            "annotator to label the same queue (raise \"Annotations wanted per sample\" to 2 in the sidebar).")
+    for f in schema.fields:
+        if f.type == "free_text":
+            continue
+        st.subheader(f"{f.name}: labels given")
+        st.dataframe(**table(L.label_distribution(store, schema.name, f.name)), hide_index=True)
+
+
 def agreement_view(schema: L.LabelSchema, who: str) -> None:
-    st.dataframe(L.annotator_progress(store, schema.name), hide_index=True)
+    progress = L.annotator_progress(store, schema.name)
+    st.dataframe(**table(progress), hide_index=True)
+    if L.n_shared_samples(store, schema.name) == 0:
+        own_distribution(schema, progress)
+        return
     for fa in A.agreement_report(store, schema):
         st.subheader(md_text(f"{fa.field} ({fa.level})"))
         alpha = "n/a" if pd.isna(fa.alpha) else f"{fa.alpha:.3f}"
-        st.metric("Krippendorff's alpha", alpha, help=f"over {fa.n_samples} samples with 2+ annotators")
+        st.metric("Krippendorff's alpha", alpha, help=f"over {plural(fa.n_samples, 'sample')} with 2+ annotators")
         st.caption("Cohen's kappa per pair of annotators")
-        st.dataframe(fa.pairs, hide_index=True)
+        st.dataframe(**table(fa.pairs), hide_index=True)
         if not fa.machine.empty:
             st.caption("Agreement with machine tags")
-            st.dataframe(fa.machine, hide_index=True)
-        st.caption(f"{len(fa.disagreements)} disagreements")
+            st.dataframe(**table(fa.machine), hide_index=True)
+        st.caption(plural(len(fa.disagreements), "disagreement"))
         if fa.disagreements.empty:
             continue
-        table = fa.disagreements.assign(values=fa.disagreements["values"].map(str))
-        st.dataframe(table, hide_index=True)
+        shown = fa.disagreements.assign(values=fa.disagreements["values"].map(str))
+        st.dataframe(**table(shown), hide_index=True)
         f = schema.field(fa.field)
         c1, c2, c3 = st.columns(3)
         sid = c1.selectbox("Sample", fa.disagreements["sample_id"].tolist(), key=f"adj_sid_{f.name}")
@@ -383,6 +400,9 @@ def agreement_view(schema: L.LabelSchema, who: str) -> None:
 
 
 def main() -> None:
+    pending = ss.pop("label_pending", None)
+    if pending:  # set by an action of the previous run, before the widgets it names are drawn
+        ss.update(pending)
     who = annotator()
     st.sidebar.caption(f"Labelling as **{md_text(who)}**" if _logged_in_name() else md_text(f"Labelling as {who}"))
     schemas = L.list_schemas(store)
@@ -390,7 +410,7 @@ def main() -> None:
                             index=3 if schemas.empty else 0)
     if view == "Schemas" or schemas.empty:
         st.title("Label schemas")
-        st.dataframe(schemas, hide_index=True)
+        st.dataframe(**table(schemas), hide_index=True)
         schema_editor()
         return
     name = st.sidebar.selectbox("Schema", schemas["name"].tolist(), key="schema_pick")

@@ -7,6 +7,7 @@ import json
 import streamlit as st
 
 from core import dedup, selection
+from core.display import plural, table
 from core.store import Store, StoreError
 from ui import caption, error, marked_html, open_store, run_page
 
@@ -33,7 +34,7 @@ def run_form(store: Store, names: list[str]) -> None:
     bar = st.progress(0.0, text="Reading samples")
 
     def progress(done: int, total: int | None) -> None:
-        bar.progress(min(done / max(total or 1, 1), 1.0), text=f"{done} of {total} samples")
+        bar.progress(min(done / max(total or 1, 1), 1.0), text=f"{done:,} of {plural(total or 0, 'sample')}")
 
     try:
         result = dedup.find_duplicates(store, scope or None, method=method, threshold=float(threshold),
@@ -43,7 +44,7 @@ def run_form(store: Store, names: list[str]) -> None:
         return
     bar.empty()
     st.session_state["dedup_run"] = result.run_id
-    st.success(f"Run {result.run_id}: {result.n_groups} groups, {result.n_to_drop} samples to drop "
+    st.success(f"Run {result.run_id}: {plural(result.n_groups, 'group')}, {plural(result.n_to_drop, 'sample')} to drop "
                f"(representative: {result.keep_used}).")
 
 
@@ -54,7 +55,7 @@ def pick_run(store: Store) -> int | None:
         st.info("No duplicate search yet: run one above.")
         return None
     labels = {int(r.run_id): f"run {r.run_id}: {json.loads(r.params)['method']} on "
-              f"{json.loads(r.params)['datasets']}, {r.n_groups} groups" for r in runs.itertuples()}
+              f"{json.loads(r.params)['datasets']}, {plural(int(r.n_groups), 'group')}" for r in runs.itertuples()}
     ids = list(labels)
     wanted = st.session_state.get("dedup_run")
     return st.selectbox("Run", ids, index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get)
@@ -65,13 +66,13 @@ def show_group(store: Store, run_id: int) -> None:
     if summary.empty:
         st.info("No duplicates found in this run.")
         return
-    st.dataframe(summary, hide_index=True, height=220)
+    st.dataframe(**table(summary), hide_index=True, height=220)
     group = st.selectbox("Group", summary.group_id.tolist(),
-                         format_func=lambda g: f"group {g} ({int(summary.set_index('group_id').loc[g, 'size'])} samples)")
+                         format_func=lambda g: f"group {g} ({plural(int(summary.set_index('group_id').loc[g, 'size']), 'sample')})")
     members = dedup.duplicate_groups(store, run_id, group_id=int(group), with_text=True)
     rep = members[members.is_representative].iloc[0]
     others = members[~members.is_representative]
-    st.dataframe(members.drop(columns=["text"]), hide_index=True)
+    st.dataframe(**table(members.drop(columns=["text"])), hide_index=True)
     other_id = st.selectbox("Compare the representative with", others.sample_id.tolist())
     other = others.set_index("sample_id").loc[other_id]
     left, right = dedup.diff_html(rep.text, other.text)  # escapes the dataset text before marking it
@@ -84,10 +85,10 @@ def show_group(store: Store, run_id: int) -> None:
 
 def exclude_action(store: Store, run_id: int) -> None:
     drop = dedup.duplicate_ids_to_drop(store, run_id)
-    st.caption(f"{len(drop)} samples are duplicates of a kept representative.")
-    if drop and st.button(f"Exclude the {len(drop)} duplicates from mixtures", key="exclude_dups"):
+    st.caption(f"{plural(len(drop), 'sample')} {'is a duplicate' if len(drop) == 1 else 'are duplicates'} of a kept representative.")
+    if drop and st.button(f"Exclude the {plural(len(drop), 'duplicate')} from mixtures", key="exclude_dups"):
         n = selection.exclude(store, drop, reason="duplicate", origin=f"dedup run {run_id}")
-        st.success(f"Excluded {n} samples (undo from the mixture page or with selection.include).")
+        st.success(f"Excluded {plural(n, 'sample')} (undo from the mixture page or with selection.include).")
 
 
 def main() -> None:

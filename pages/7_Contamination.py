@@ -9,6 +9,7 @@ import streamlit as st
 import ui_jobs
 from core import contamination as contam
 from core import selection
+from core.display import plural, table
 from core.estimates import describe_seconds, embedding_plan
 from core.jobs import Job
 from core.store import Store
@@ -61,7 +62,7 @@ def _contamination_done(job: Job) -> None:
     report = job.result
     st.session_state["contamination_run"] = report.run_id
     st.session_state["contamination_last_message"] = (
-        f"Run {report.run_id}: {int(report.summary.n_contaminated.sum())} flagged (sample, eval set) pairs.")
+        f"Run {report.run_id}: {plural(int(report.summary.n_contaminated.sum()), 'flagged (sample, eval set) pair')}.")
 
 
 def contamination_job_plan(store: Store, dataset: str, eval_names: list[str]) -> str:
@@ -95,12 +96,12 @@ def report_view(store: Store, run_id: int) -> None:
     for line in contam.method_lines(store, run_id):
         st.caption(f"Method: {line}")
     st.subheader("Per evaluation set")
-    st.dataframe(summary, hide_index=True)
+    st.dataframe(**table(summary), hide_index=True)
     capped = contam.capped_ngrams(store, run_id)
     if not capped.empty:
         st.caption(f"GPT-3's frequency cap ignored these n-grams (in too many training samples); "
                    f"{len(capped)} listed with their eval items")
-        st.dataframe(capped, hide_index=True, height=180)
+        st.dataframe(**table(capped), hide_index=True, height=180)
     chart(contam.summary_figure(summary), key="summary_chart")
     res = contam.results(store, run_id)
     for tab, name in zip(st.tabs([md_text(n) for n in summary.eval_set]), summary.eval_set, strict=True):
@@ -113,13 +114,13 @@ def report_view(store: Store, run_id: int) -> None:
                 st.caption("Eval items under the LM (higher: more likely in its pre-training data)")
                 st.dataframe(scores, hide_index=True, height=180)
             hit = contam.eval_items_hit(store, run_id, name)
-            st.caption(f"{len(hit)} evaluation items hit")
-            st.dataframe(hit, hide_index=True, height=180)
+            st.caption(f"{plural(len(hit), 'evaluation item')} hit")
+            st.dataframe(**table(hit), hide_index=True, height=180)
     flagged = res[res.contaminated]
     st.subheader(f"Flagged samples ({flagged.sample_id.nunique()})")
     cols = ["sample_id", "eval_set", "flag_ngram13", "flag_ngram8", "flag_embedding", "flag_mink", "ngram13_hits",
             "ngram8_train_frac", "ngram8_eval_frac", "embed_cosine", "mink_score"]
-    st.dataframe(flagged[cols], hide_index=True, height=240)
+    st.dataframe(**table(flagged[cols]), hide_index=True, height=240)
     if not flagged.empty:
         drill_down(store, flagged)
         exclude_action(store, run_id, set(int(x) for x in flagged.sample_id))
@@ -129,23 +130,23 @@ def drill_down(store: Store, flagged) -> None:  # noqa: ANN001 - a DataFrame
     keys = [f"{r.sample_id} vs {r.eval_set}" for r in flagged.itertuples()]
     pick = st.selectbox("Drill down", range(len(keys)), format_func=lambda i: keys[i])
     row = flagged.iloc[int(pick)]
-    eval_id = next((row[c] for c in ("ngram13_eval_id", "ngram8_eval_id", "embed_eval_id")
-                    if row[c] is not None and row[c] == row[c]), None)
-    spans = json.loads(row.ngram13_spans) if isinstance(row.ngram13_spans, str) else (
-        json.loads(row.ngram8_spans) if isinstance(row.ngram8_spans, str) else [])
+    found = contam.evidence(row)
     c1, c2 = st.columns(2)
-    caption(f"Training sample {row.sample_id} (overlap highlighted)", c1)
+    caption(f"Training sample {row.sample_id}" + (" (overlap highlighted)" if found.spans else ""), c1)
     # highlight_html escapes the dataset text before marking the spans; st.html interprets no markdown.
-    marked_html(contam.highlight_html(contam.sample_text(store, int(row.sample_id)), spans), c1)
-    if eval_id is not None:
-        caption(f"Evaluation item {int(eval_id)} ({row.eval_set})", c2)
-        c2.text(contam.sample_text(store, int(eval_id)))
+    marked_html(contam.highlight_html(contam.sample_text(store, int(row.sample_id)), found.spans), c1)
+    if found.eval_id is None:
+        caption("Min-K% Prob scores the sample alone: no evaluation item to compare with.", c2)
+        return
+    how = f", cosine {row.embed_cosine:.3f}" if found.method == "embedding" else ""
+    caption(f"Evaluation item {found.eval_id} ({row.eval_set}), found by {METHOD_LABELS[found.method]}{how}", c2)
+    c2.text(contam.sample_text(store, found.eval_id))
 
 
 def exclude_action(store: Store, run_id: int, ids: set[int]) -> None:
-    if st.button(f"Exclude the {len(ids)} flagged samples from mixtures", key="exclude_contaminated"):
+    if st.button(f"Exclude the {plural(len(ids), 'flagged sample')} from mixtures", key="exclude_contaminated"):
         n = selection.exclude(store, ids, reason="contamination", origin=f"contamination run {run_id}")
-        st.success(f"Excluded {n} samples.")
+        st.success(f"Excluded {plural(n, 'sample')}.")
 
 
 def main() -> None:

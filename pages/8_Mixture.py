@@ -11,8 +11,10 @@ import streamlit as st
 import yaml
 
 from core import safe_yaml, viz_mixture
+from core.display import plural, table
 from core.mixture.build import Composition, preview
 from core.mixture.export import export_mixture, zip_export
+from core.mixture.fields import grouping_fields
 from core.mixture.recipe import FLAGS, FORMATS, SELECTION_METHODS, Recipe, RecipeError, load_recipe
 from core.mixture.saved import get_recipe, list_recipes, save_recipe
 from core.store import Store, StoreError
@@ -145,15 +147,15 @@ def draw_composition(comp: Composition) -> None:
     left.plotly_chart(viz_mixture.composition_bar(comp.composition, view, "n" if measure == "samples" else "tokens"),
                       key="mix_bar")
     right.plotly_chart(viz_mixture.sunburst(comp.composition), key="mix_sunburst")
-    st.dataframe(comp.sources[["dataset", "license", "synthetic", "n_total", "n_after_filters", "n_selected",
-                               "tokens_selected"]], hide_index=True)
+    st.dataframe(**table(comp.sources[["dataset", "license", "synthetic", "n_total", "n_after_filters", "n_selected",
+                                       "tokens_selected"]]), hide_index=True)
 
 
 def draw_filters(comp: Composition) -> None:
     if comp.filter_counts.empty:
         st.text("No filters in this recipe.")
         return
-    st.dataframe(comp.filter_counts, hide_index=True)
+    st.dataframe(**table(comp.filter_counts), hide_index=True)
     for row in comp.filter_counts.itertuples():
         ex = comp.examples[(comp.examples.source == row.source) & (comp.examples.step == row.step)] \
             if len(comp.examples) else pd.DataFrame()
@@ -185,8 +187,8 @@ def draw_compare(store: Store, comp: Composition, recipe_yaml: str) -> None:
         return
     a, b = st.columns(2)
     for col, c, label in ((a, comp, "A (this recipe)"), (b, other, f"B ({other.recipe.name})")):
-        col.text(f"{label}: {c.n_selected:,} samples, {c.n_tokens:,} tokens, {len(c.warnings)} warnings")
-        col.dataframe(c.sources[["dataset", "n_selected", "tokens_selected"]], hide_index=True)
+        col.text(f"{label}: {plural(c.n_selected, 'sample')}, {plural(c.n_tokens, 'token')}, {plural(len(c.warnings), 'warning')}")
+        col.dataframe(**table(c.sources[["dataset", "n_selected", "tokens_selected"]]), hide_index=True)
     view = st.selectbox("compare by", list(viz_mixture.VIEWS), key="mix_cmp_view")
     st.plotly_chart(viz_mixture.compare_bar(comp.composition, other.composition, ("A", "B"), view), key="mix_cmp")
 
@@ -208,11 +210,11 @@ def draw_export(store: Store, recipe: Recipe) -> None:
                                        len(result.files), str(result.out_dir))
     if "mix_zip" in st.session_state:
         name, data, run_id, n_files, folder = st.session_state["mix_zip"]
-        st.text(f"export run {run_id}: {n_files} files in {folder}, {len(data):,} bytes zipped")
+        st.text(f"export run {run_id}: {plural(n_files, 'file')} in {folder}, {plural(len(data), 'byte')} zipped")
         st.download_button("Download zip", data=data, file_name=name, mime="application/zip", key="mix_download")
 
 
-def compose_widgets(names: list[str]) -> None:
+def compose_widgets(store: Store, names: list[str]) -> None:
     ss = st.session_state
     c1, c2 = st.columns([3, 1])
     c1.text_input("recipe name", key="mix_name")
@@ -234,7 +236,11 @@ def compose_widgets(names: list[str]) -> None:
     a, b, c = st.columns(3)
     a.number_input("total samples (0: none)", min_value=0, step=100, key="mix_total")
     b.number_input("total tokens (0: none)", min_value=0, step=10_000, key="mix_total_tokens")
-    c.text_input("proportions by", key="mix_by", help="source, meta.<key>, tag.<name>, label.<schema>.<field>")
+    by_options = ["", *grouping_fields(store, chosen)]
+    if ss.get("mix_by") and ss["mix_by"] not in by_options:  # a loaded recipe may name a field not here yet
+        by_options.append(ss["mix_by"])
+    c.selectbox("proportions by", by_options, key="mix_by", format_func=lambda f: f or "(nothing: no proportions)",
+                help="the fields these sources have: source, meta.<key>, tag.<name>, label.<schema>.<field>")
     st.text_area("proportions (category: share, one per line)", key="mix_props", height=80)
     a, b, c = st.columns(3)
     a.selectbox("de-duplication", DEDUP, key="mix_dedup")
@@ -262,7 +268,7 @@ def main() -> None:
     init_state()
     compose_tab, yaml_tab = st.tabs(["Compose", "YAML"])
     with compose_tab:
-        compose_widgets(names)
+        compose_widgets(store, names)
     raw = recipe_from_widgets(st.session_state.get("mix_datasets", []))
     recipe_yaml = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
     with yaml_tab:
@@ -299,9 +305,10 @@ def main() -> None:
     with tabs[1]:
         for line in comp.plan.steps + comp.selection_notes:
             st.text(line)
-        for issue in comp.plan.issues:
-            st.error(plain(issue))
-        st.dataframe(comp.plan.cells, hide_index=True)
+        if comp.plan.issues:  # each is listed once, under Warnings (where export checks them)
+            st.error(f"{plural(len(comp.plan.issues), 'target')} cannot be met: see the Warnings tab for "
+                     "why and what to change.")
+        st.dataframe(**table(comp.plan.cells), hide_index=True)
     with tabs[2]:
         draw_filters(comp)
     with tabs[3]:

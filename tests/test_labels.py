@@ -258,3 +258,36 @@ def test_alpha_with_three_annotators_and_missing_labels(loaded) -> None:
                                    level_of_measurement="nominal")
     assert math.isclose(result.alpha, reference, rel_tol=1e-9)
     assert result.n_samples == 11
+
+
+def test_label_queue_moves_undoes_and_pages(loaded) -> None:
+    store, schema, ids = loaded
+    q = L.new_queue(store, "task", ids[:6], annotator="ann", key=("k",))
+    assert q.queue == ids[:6] and q.current == ids[0]
+    L.record_label(store, schema, ids[0], {"category": "Math", "quality": 4}, annotator="ann")
+    q.advance()
+    q.move(-5)
+    assert q.pos == 0
+    q.move(1)
+    assert q.current == ids[1] and q.page(2) == ids[1:3]
+    q.remove(ids[1:3])                                  # labelled in bulk: gone from the queue
+    assert q.current == ids[3]
+    assert L.undo_in_queue(store, schema, q, annotator="ann") == ids[0]
+    assert q.current == ids[0]                          # back on the undone sample
+    assert L.undo_in_queue(store, schema, q, annotator="ann") is None  # nothing left to undo
+    q.move(100)
+    assert q.done and q.current is None
+    rows = L.bulk_rows(store, [ids[2], ids[0]], chars=20)
+    assert rows["id"].tolist() == [ids[2], ids[0]] and rows["text"].str.len().max() <= 20
+
+
+def test_label_distribution_and_shared_samples(loaded) -> None:
+    store, schema, ids = loaded
+    for sid, value in ((ids[0], "Math"), (ids[1], "Math"), (ids[2], "Coding & Debugging")):
+        L.record_label(store, schema, sid, {"category": value, "quality": 3}, annotator="ann")
+    assert L.n_shared_samples(store, "task") == 0
+    dist = L.label_distribution(store, "task", "category")
+    assert dist.to_dict("records") == [{"annotator": "ann", "value": "Math", "n": 2},
+                                       {"annotator": "ann", "value": "Coding & Debugging", "n": 1}]
+    L.record_label(store, schema, ids[0], {"category": "Math", "quality": 2}, annotator="bob")
+    assert L.n_shared_samples(store, "task") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -167,3 +168,49 @@ def test_save_results_as_selection(monkeypatch: pytest.MonkeyPatch, loaded: Stor
     expected = query_samples(loaded, "gsm8k-train", search="apples", limit=10_000).ids
     assert sorted(selection.selection_ids(loaded, "apple problems")) == sorted(expected)
     assert any("Saved" in s.value for s in at.success)
+
+
+def test_home_row_opens_the_dataset_in_this_tab(monkeypatch: pytest.MonkeyPatch, loaded: Store) -> None:
+    monkeypatch.setenv("ASSAY_DB", str(loaded.path))
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
+    table = at.dataframe[0]
+    assert "open" not in table.value.columns  # no link column: a link opens a new tab each time
+    row = table.value["dataset"].tolist().index("hate-offensive-crowd")
+    at.session_state[table.key] = {"selection": {"rows": [row], "columns": [], "cells": []}}  # click the row
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="dataset").value == "hate-offensive-crowd"  # the Datasets page, in the app
+
+
+def test_home_computed_column_lists_embeddings_and_maps(monkeypatch: pytest.MonkeyPatch, store: Store,
+                                                         shared: Path) -> None:
+    from core.embed import embed
+    from core.maps import record_map
+    from core.project import project
+
+    questions = pd.read_json(shared / "gsm8k" / "test.jsonl", lines=True).question.tolist()[:24]
+    for name, part in (("first", questions[:12]), ("second", questions[12:])):
+        ingest_records(store, [{"instruction": q, "output": "ok"} for q in part], name=name, shape="alpaca")
+    run = embed(store, ["first", "second"]).run_id  # one run over both datasets
+    record_map(store, ["first", "second"], run, project(store, run, method="pca"), None)
+    monkeypatch.setenv("ASSAY_DB", str(store.path))
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    computed = at.dataframe[0].value.set_index("dataset")["computed"]
+    for name in ("first", "second"):
+        assert "embeddings" in computed[name] and "maps" in computed[name], computed[name]
+
+
+def test_headers_missing_values_and_integer_filters(monkeypatch: pytest.MonkeyPatch, loaded: Store) -> None:
+    at = _page(monkeypatch, loaded, "hate-offensive-crowd")
+    headers = {str(v.get("label")) for v in json.loads(at.dataframe[0].proto.columns).values()}
+    assert {"tokens", "characters", "sample id"} <= headers, headers
+    at.selectbox(key="new_filter_column").set_value("n_tokens").run()
+    next(b for b in at.button if b.label == "Add filter").click().run()
+    low = next(n for n in at.number_input if n.label == "tokens from")
+    lo = int(query_samples(loaded, "hate-offensive-crowd", sort="n_tokens", limit=1).rows["n_tokens"].iloc[0])
+    assert low.proto.placeholder == f"min {lo:,}"  # "min 44", never "min 44.0"
+    low.set_value(lo + 1).run()
+    assert not at.exception, at.exception
+    assert isinstance(low.value, int)
+    assert (at.dataframe[0].value["n_tokens"] >= lo + 1).all()

@@ -89,3 +89,52 @@ def test_pages_on_empty_store(tmp_path: Path, monkeypatch) -> None:
         at = AppTest.from_file(str(ROOT / page), default_timeout=60).run()
         _no_exceptions(at)
         assert at.info
+
+
+# A paraphrase of GSM8K test item 0: close by embedding (cosine about 0.96), no shared 13-gram or 8-gram run.
+PARAPHRASE = ("Janet has ducks laying sixteen eggs daily; she eats 3 each morning and bakes 4 into muffins for friends, "
+              "selling the rest at the farmers market at two dollars apiece. How many dollars per day does she make?")
+
+
+def embedding_only_run(store: Store, shared: Path) -> tuple[int, int, str]:
+    """A real contamination run (13-gram, 8-gram, embedding) over a small training set holding one paraphrase
+    of an eval item and one verbatim copy; returns (run id, the paraphrase's sample id, the eval item's text)."""
+    with (shared / "gsm8k" / "test.jsonl").open() as fh:
+        test = [json.loads(line) for _, line in zip(range(3), fh, strict=False)]
+    with (shared / "gsm8k" / "train.jsonl").open() as fh:
+        train = [json.loads(line) for _, line in zip(range(8), fh, strict=False)]
+    records = [{"question": r["question"], "answer": r["answer"]} for r in train + [test[2]]]
+    records.append({"question": PARAPHRASE, "answer": "She makes 18 dollars."})
+    ingest_records(store, records, name="train-para", shape="qa")
+    report = contamination.check_contamination(store, "train-para", ["gsm8k-test"],
+                                               methods=["ngram13", "ngram8", "embedding"])
+    res = contamination.results(store, report.run_id, flagged_only=True)
+    para = store.query_df("SELECT s.id FROM samples s JOIN datasets d USING (dataset_id) "
+                          "WHERE d.name = 'train-para' ORDER BY s.id DESC LIMIT 1")["id"].iloc[0]
+    row = res[res.sample_id == para].iloc[0]
+    assert row.flag_embedding and not row.flag_ngram13 and not row.flag_ngram8  # flagged by embedding only
+    return report.run_id, int(para), test[0]["question"]
+
+
+def test_evidence_of_an_embedding_only_flag(seeded: Store, shared: Path) -> None:
+    run_id, para, eval_text = embedding_only_run(seeded, shared)
+    res = contamination.results(seeded, run_id, flagged_only=True)
+    found = contamination.evidence(res[res.sample_id == para].iloc[0])
+    assert found.method == "embedding" and found.spans == []
+    assert contamination.sample_text(seeded, found.eval_id).startswith(eval_text)
+    verbatim = contamination.evidence(res[res.flag_ngram13].iloc[0])
+    assert verbatim.method == "ngram13" and verbatim.spans  # the copy's overlap is still highlighted
+
+
+def test_contamination_drill_down_on_embedding_only_flag(seeded: Store, shared: Path) -> None:
+    run_id, para, eval_text = embedding_only_run(seeded, shared)
+    flagged = contamination.results(seeded, run_id, flagged_only=True)
+    at = AppTest.from_file(str(ROOT / "pages/7_Contamination.py"), default_timeout=120).run()
+    _no_exceptions(at)
+    drill = next(s for s in at.selectbox if s.label == "Drill down")
+    drill.set_value(flagged.sample_id.tolist().index(para)).run()
+    _no_exceptions(at)
+    assert any(f"Training sample {para}" in c.value for c in at.caption)
+    assert any("found by embedding" in c.value for c in at.caption)
+    assert any(PARAPHRASE[:40] in m.value for m in at.markdown)  # the sample is shown
+    assert any(t.value.startswith(eval_text) for t in at.text)    # beside its nearest eval item

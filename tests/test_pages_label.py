@@ -74,6 +74,11 @@ def test_bulk_labelling_of_checked_samples(labelled_store: Store) -> None:
     at.sidebar.radio(key="view").set_value("Bulk").run()
     assert not at.exception, at.exception
     at.radio(key="bulk_value").set_value("Coding & Debugging").run()
+    # Nothing is checked until the annotator says so: one click must not label a page nobody read.
+    assert at.toggle(key="bulk_all").value is False
+    assert at.button(key="bulk_apply").label == "Apply to 0 checked" and at.button(key="bulk_apply").disabled
+    at.toggle(key="bulk_all").set_value(True).run()
+    assert at.button(key="bulk_apply").label == "Apply to 25 checked"
     at.button(key="bulk_apply").click().run()
     assert not at.exception, at.exception
     log = L.events(store, "task")
@@ -104,7 +109,7 @@ def test_agreement_view_and_adjudication(labelled_store: Store) -> None:
     at = _session("lead")
     at.sidebar.radio(key="view").set_value("Agreement").run()
     assert not at.exception, at.exception
-    assert any("1 disagreements" in c.value for c in at.caption)
+    assert any(c.value == "1 disagreement" for c in at.caption)
     at.selectbox(key="adj_val_category").set_value("Reasoning").run()
     at.button(key="adj_go_category").click().run()
     assert L.current_labels(store, "task").loc[1, "category__status"] == "adjudicated"
@@ -119,3 +124,32 @@ def test_schema_editor(labelled_store: Store) -> None:
     at.button(key="schema_save").click().run()
     assert not at.exception, at.exception
     assert L.get_schema(store, "keep").fields[0].type == "keep_drop"
+    # Without a reload: the selector lists the new schema and has it selected, ready to label with.
+    assert at.sidebar.radio(key="view").value == "Focus"
+    pick = at.sidebar.selectbox(key="schema_pick")
+    assert "keep" in pick.options and pick.value == "keep"
+    assert any("Saved schema keep" in s.value for s in at.success)
+    assert any(b.label.endswith("keep") for b in at.button)  # the focus view offers its choices
+
+
+def test_start_labelling_without_a_name_says_so(labelled_store: Store) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.button[0].click().run()  # "Start labelling" with the name left empty
+    assert not at.exception, at.exception
+    assert any("Type your name first" in e.value for e in at.error)
+    assert at.text_input(key="annotator_input") is not None  # still asking
+
+
+def test_agreement_with_one_annotator_shows_their_labels(labelled_store: Store) -> None:
+    store = labelled_store
+    schema = L.get_schema(store, "task")
+    for sid, value in ((1, "Math"), (2, "Math"), (3, "Reasoning")):
+        L.record_label(store, schema, sid, {"category": value}, annotator="ann")
+    at = _session("ann")
+    at.sidebar.radio(key="view").set_value("Agreement").run()
+    assert not at.exception, at.exception
+    assert any("at least two annotators labelling the same samples" in i.value for i in at.info)
+    dist = at.dataframe[-1].value
+    assert dist.to_dict("records") == [{"annotator": "ann", "value": "Math", "n": 2},
+                                       {"annotator": "ann", "value": "Reasoning", "n": 1}]
+    assert not any(m.label == "Krippendorff's alpha" for m in at.metric)  # no empty agreement tables

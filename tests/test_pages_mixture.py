@@ -48,3 +48,18 @@ def test_compose_preview_yaml_export(app: AppTest) -> None:
     assert not at.exception
     assert any("export run" in t.value for t in at.text)
     assert at.get("download_button")[0].proto.label == "Download zip"
+
+
+def test_proportions_by_is_a_choice_and_an_unmet_target_is_said_once(app: AppTest) -> None:
+    at = app.run()
+    at.multiselect(key="mix_datasets").set_value(["gsm8k-train", "alpaca-gpt4-demo-1k"]).run()
+    by = at.selectbox(key="mix_by")
+    assert by.options[:2] == ["(nothing: no proportions)", "source"]  # the fields these sources have
+    by.set_value("source").run()
+    at.text_area(key="mix_props").input("gsm8k-train: 0.5\nalpaca-gpt4-demo-1k: 0.5").run()
+    at.number_input(key="mix_total").set_value(5000).run()  # alpaca has 1,000: half of 5,000 cannot be met
+    assert not at.exception, at.exception
+    shown = [e.value for e in at.error] + [w.value for w in at.warning]
+    unmet = [m for m in shown if "alpaca-gpt4-demo-1k" in m.replace("\\", "") and "2,500" in m]
+    assert len(unmet) == 1, shown
+    assert any("1 target cannot be met" in e.value for e in at.error)  # the Arithmetic tab points to it
