@@ -51,7 +51,9 @@ def datasets_table(store: Store) -> None:
 RESUMABLE = ("embed", "tag", "scale-")
 
 
-def _run_note(kind: str, interrupted: bool) -> str:
+def _run_note(kind: str, interrupted: bool, status: str = "") -> str:
+    if status == "cancelled":
+        return "cancelled; can resume: start it again" if kind.startswith(RESUMABLE) else "cancelled"
     if not interrupted:
         return ""
     if kind.startswith(RESUMABLE):
@@ -65,7 +67,8 @@ def recent_runs(store: Store) -> None:
         st.caption("No runs yet.")
         return
     runs = runs.assign(status=runs["state"],  # 'interrupted' where the process of a 'running' run is gone
-                       note=[_run_note(k, i) for k, i in zip(runs["kind"], runs["interrupted"], strict=True)])
+                       note=[_run_note(k, i, s) for k, i, s in zip(runs["kind"], runs["interrupted"], runs["status"],
+                                                                  strict=True)])
     cols = ["run_id", "kind", "dataset", "status", "note", "model", "started_at", "finished_at", "n_samples", "error"]
     st.dataframe(**table(runs.sort_values("run_id", ascending=False).head(20)[cols]), hide_index=True, width="stretch")
 
