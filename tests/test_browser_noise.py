@@ -28,4 +28,4 @@ def test_noise_page_in_a_browser(workbench, browser_page, tmp_path_factory, shar
     page.screenshot(path=str(ARTIFACTS / "noise.png"), full_page=True)
     assert page.locator('[data-testid="stDataFrame"]').count() >= 1
     assert not page.dialogs  # no dataset text ran as script
-    assert page.get_by_text(f"{len(scores):,}").first.is_visible()
+    assert page.get_by_test_id("stMetricValue").get_by_text(f"{len(scores):,}", exact=True).first.is_visible()
