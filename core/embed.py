@@ -395,8 +395,9 @@ def embed(
             progress(0, len(texts))
         for start in range(0, len(texts), commit_every):
             chunk = list(texts[start:start + commit_every])
-            # Progress per batch within the chunk: finer counts, and a cancelled job stops within one batch.
-            step = (lambda d, _t, base=done: progress(base + d, len(texts))) if progress else None
+            # Progress (the committed count) is reported per batch too, so that a cancelled job stops within
+            # one batch rather than one chunk; `done` always means committed.
+            step = (lambda _d, _t, base=done: progress(base, len(texts))) if progress else None
             vectors = embedder.encode(chunk, progress=step)  # type: ignore[union-attr]
             write_vectors(store, run_id, key, list(hashes[start:start + commit_every]), vectors)
             done += len(chunk)

@@ -296,7 +296,8 @@ def test_min_k_score_does_not_depend_on_its_batch_and_long_texts_are_windowed(ti
     alone = contamination.token_scores([short], model, tok, device=device)
     batched = contamination.token_scores([*longer, short], model, tok, device=device, batch_size=6)
     np.testing.assert_allclose(batched.logprob[-1], alone.logprob[0], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(batched.zscore[-1], alone.zscore[0], rtol=0, atol=1e-5)
+    # z-scores divide by a std over the vocabulary: float32 sums in another order differ by ~1e-5 relative
+    np.testing.assert_allclose(batched.zscore[-1], alone.zscore[0], rtol=2e-5, atol=1e-5)
     # A text longer than the window: every token scored once (no truncation), the first window's tokens as
     # in a single pass, later ones with at least half a window of context.
     long_text = " ".join(questions[:3])

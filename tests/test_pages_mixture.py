@@ -60,6 +60,7 @@ def test_proportions_by_is_a_choice_and_an_unmet_target_is_said_once(app: AppTes
     at.number_input(key="mix_total").set_value(5000).run()  # alpaca has 1,000: half of 5,000 cannot be met
     assert not at.exception, at.exception
     shown = [e.value for e in at.error] + [w.value for w in at.warning]
-    unmet = [m for m in shown if "alpaca-gpt4-demo-1k" in m.replace("\\", "") and "2,500" in m]
+    plain = [m.replace("\\", "") for m in shown]  # messages are shown escaped: never markdown
+    unmet = [m for m in plain if "alpaca-gpt4-demo-1k" in m and "2,500" in m]
     assert len(unmet) == 1, shown
     assert any("1 target cannot be met" in e.value for e in at.error)  # the Arithmetic tab points to it

@@ -1,0 +1,126 @@
+"""The seven tasks a researcher does, end to end in one real Chromium session on the demo data (a subset of
+the demo datasets, loaded by the demo loader): browse, map, tag, label, duplicates and contamination, noise,
+mixture export. Each step goes through the page as a user would, waits for its result, checks that no
+exception reached the page, and leaves a screenshot in tests/artifacts/walk-*.png."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from core import labels as L
+from core.demo import load_demo
+from core.store import Store
+from tests.browser_support import ARTIFACTS, choose_option, wait_idle
+
+pytestmark = pytest.mark.browser
+DEMO = ["alpaca-gpt4-demo-1k", "mt-bench", "arena-hard"]
+SCHEMA = {"name": "task", "fields": [{"name": "category", "vocabulary": "magpie_task_category"}]}
+LONG = 420_000  # ms: a background job on a loaded 2-core machine
+
+
+def _step(page, name: str) -> None:
+    wait_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0, name
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"walk-{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def demo_store(tmp_path: Path, shared: Path) -> Store:
+    store = Store(tmp_path / "walk.duckdb", busy_timeout=10)
+    load_demo(store, shared, names=DEMO)
+    L.save_schema(store, L.parse_schema(SCHEMA))
+    store.release()
+    return store
+
+
+def test_seven_tasks_end_to_end(workbench, browser_page, demo_store: Store, tmp_path: Path) -> None:
+    page = browser_page
+    url = workbench(demo_store.path)
+
+    # 1. Browse: a dataset's page, its rows and a sample turn by turn.
+    page.goto(url + "/Datasets?dataset=alpaca-gpt4-demo-1k")
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=90_000)
+    _step(page, "1-browse")
+
+    # 2. Map: embed, project and cluster the first dataset; the new map is drawn.
+    page.goto(url + "/Map")
+    page.get_by_role("button", name="Embed, project and cluster").wait_for(timeout=90_000)
+    wait_idle(page)
+    page.get_by_role("button", name="Embed, project and cluster").click()
+    page.get_by_text("Made map", exact=False).first.wait_for(timeout=LONG)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=90_000)
+    _step(page, "2-map")
+
+    # 3. Tag with the offline backend's own tags.
+    page.goto(url + "/Tags")
+    page.get_by_role("button", name="Start tagging").wait_for(timeout=90_000)
+    wait_idle(page)
+    page.get_by_role("button", name="Start tagging").click()
+    page.get_by_text("computed", exact=False).first.wait_for(timeout=LONG)
+    assert page.get_by_text("[not_computed]").count() == 0
+    _step(page, "3-tags")
+
+    # 4. Label one sample with the keyboard.
+    page.goto(url + "/Label")
+    page.get_by_label("Your name").fill("kim")
+    page.get_by_role("button", name="Start labelling").click()
+    page.get_by_text("Progress (kim): 0 /", exact=False).wait_for(timeout=90_000)
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    wait_idle(page)
+    page.keyboard.press("6")
+    page.locator("[data-testid=stBaseButton-primary]", has_text="6 · Math").wait_for(timeout=60_000)
+    wait_idle(page)
+    page.keyboard.press("Enter")
+    page.get_by_text("Progress (kim): 1 /", exact=False).wait_for(timeout=60_000)
+    _step(page, "4-label")
+
+    # 5. Duplicates (exact, across all datasets), then contamination against the eval sets.
+    page.goto(url + "/Duplicates")
+    page.get_by_role("button", name="Find duplicates").wait_for(timeout=90_000)
+    wait_idle(page)
+    page.get_by_role("button", name="Find duplicates").click()
+    page.get_by_text("Method:", exact=False).first.wait_for(timeout=LONG)
+    _step(page, "5a-duplicates")
+    page.goto(url + "/Contamination")
+    page.get_by_role("button", name="Check contamination").wait_for(timeout=90_000)
+    wait_idle(page)
+    page.get_by_role("button", name="Check contamination").click()
+    page.get_by_text("Per evaluation set").first.wait_for(timeout=LONG)
+    _step(page, "5b-contamination")
+
+    # 6. Noise: the methods on MT-Bench's categories.
+    page.goto(url + "/Noise")
+    page.get_by_role("heading", name="Noisy labels").wait_for(timeout=90_000)
+    choose_option(page, page.locator('[data-testid="stSelectbox"]').first, "mt-bench")
+    wait_idle(page)
+    run = page.get_by_role("button", name="Find noisy labels")
+    if not run.is_visible():
+        page.get_by_text("Run the noise methods").first.click()
+    run.wait_for(timeout=60_000)
+    wait_idle(page)
+    run.click()
+    page.get_by_text("samples flagged", exact=False).first.wait_for(timeout=LONG)
+    _step(page, "6-noise")
+
+    # 7. Mixture: compose from two sources and export a reproducible zip.
+    page.goto(url + "/Mixture")
+    page.get_by_text("Pick one or more sources").wait_for(timeout=90_000)
+    for name in ("alpaca-gpt4-demo-1k", "arena-hard"):
+        choose_option(page, page.locator('[data-testid="stMultiSelect"]').first, name)
+        page.keyboard.press("Escape")
+    page.get_by_text("Samples per source").first.wait_for(timeout=90_000)
+    page.get_by_role("tab", name="Export").click()
+    page.get_by_role("button", name="Export").click()
+    page.get_by_text("export run").wait_for(timeout=120_000)
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download zip").click()
+    path = tmp_path / "mix.zip"
+    info.value.save_as(path)
+    names = zipfile.ZipFile(path).namelist()
+    assert any(n.endswith("manifest.json") for n in names) and any(n.endswith("datasheet.md") for n in names)
+    _step(page, "7-mixture")
+    assert not page.dialogs
