@@ -19,8 +19,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core.errors import InputError
 from core.noise import cleanlab_methods, dynamics, multi_annotator, rescaling
-from core.noise.config import DEFAULT_METHODS, FLAG_COLUMNS, METHODS, SCORE_COLUMNS, NoiseConfig
+from core.noise.config import (
+    DEFAULT_METHODS,
+    FLAG_COLUMNS,
+    METHODS,
+    RESCALER_VARIANTS,
+    SCORE_COLUMNS,
+    NoiseConfig,
+)
 from core.noise.features import LabelData, embedding_matrix, load_labels, parse_label_source
 from core.store import Store
 
@@ -85,12 +93,13 @@ def _run_methods(X: np.ndarray, labels: LabelData, methods: Sequence[str], cfg: 
             parts["series"]["margin"], parts["aum_probs"] = res.margins, res.final_probs
             parts["summary"]["aum_thresholds"] = res.thresholds
         elif method == "rescaler":
-            res = rescaling.rescale_train(X, y, c, epochs=cfg.rescaler_epochs, passes=cfg.passes, progress=report,
-                                          **train)
+            res = rescaling.rescale_train(X, y, c, variant=cfg.rescaler_variant, epochs=cfg.rescaler_epochs,
+                                          passes=cfg.passes, progress=report, **train)
             cut = RESCALER_FLAG_RATIO * float(np.median(res.score))
             table["rescaler_weight"], table["rescaler_flag"] = res.score, res.score < cut
             parts["series"]["rescaler_weight"], parts["rescaler_probs"] = res.weights, res.final_probs
             parts["summary"]["rescaler_flag_below"] = cut
+            parts["summary"]["rescaler_variant"] = cfg.rescaler_variant
         elif method == "multiannotator":
             if labels.annotations is None:
                 raise ValueError("multiannotator needs several labels per sample: use a votes: or annotators: "
@@ -143,6 +152,8 @@ def run_noise(
     """
     methods = _check_methods(methods)
     cfg = config or NoiseConfig()
+    if cfg.rescaler_variant not in RESCALER_VARIANTS:
+        raise InputError(f"rescaler_variant must be one of {', '.join(RESCALER_VARIANTS)}; got {cfg.rescaler_variant!r}")
     stages = _Stages(progress, ["labels", "embed", *methods, "write"])
     src = parse_label_source(label_field)
     report = stages.stage("labels")
