@@ -10,13 +10,15 @@ import pandas as pd
 import streamlit as st
 
 from core.noise import actions
-from core.noise.features import label_sources, parse_label_source
+from core.noise.features import default_label_source, label_sources, parse_label_source
+from core.noise.label_names import display, label_names, set_label_names, with_names
 from core.noise.run import (
     DEFAULT_METHODS,
     METHODS,
     NoiseConfig,
     annotator_quality,
     confusion,
+    flagged_ids,
     load_scores,
     neighbour_evidence,
     noise_runs,
@@ -30,6 +32,12 @@ from core.viz_noise import cartography_map, confusion_figure, weight_distributio
 from ui import open_store
 
 SERIES = {"rescaler_weight": "rescaler weight", "p_given": "p(given label) (cartography)", "margin": "margin (AUM)"}
+RESCALER_METHOD = {
+    "storm": "STORM as Heck et al. 2025 (arXiv 2412.12955) define it: validation batches drawn from the training "
+             "data with the rescaler's own weights, meta loss rescaled by the rescaler with its gradient kept.",
+    "detached-cubed": "this project's earlier tuning, not the paper's method: uniform validation draw, the "
+                      "rescaler's weights detached and cubed.",
+}
 WEIGHT_COLUMNS = ["rescaler_weight", "label_score", "cleanlab_score", "aum", "cartography_confidence",
                   "multiannotator_score"]
 
@@ -41,9 +49,11 @@ def _scores(db: str, run_id: int) -> pd.DataFrame:
 
 def run_panel(store: Store, dataset: str) -> None:
     sources = label_sources(store, dataset)
+    default = default_label_source(store, dataset, sources)
     with st.expander("Run the noise methods", expanded=noise_runs(store, dataset).empty):
         c1, c2 = st.columns([1, 2])
-        picked = c1.selectbox("Label column", sources + ["other…"], key="noise_source",
+        picked = c1.selectbox("Label column", sources + ["other…"], key=f"noise_source_{dataset}",
+                              index=sources.index(default) if default in sources else 0,
                               help="a metadata field, votes:F1,F2,.. (crowd vote counts), annotators:LIST, "
                                    "labels:SCHEMA/FIELD (hand-label consensus)")
         source = c1.text_input("Label source", key="noise_source_text") if picked == "other…" else picked
@@ -96,27 +106,41 @@ def summary_row(info: dict, scores: pd.DataFrame) -> None:
     cols[1].metric("flagged by ≥ half the methods", f"{summary.get('n_label_issues', 0):,}")
     for col, (method, n) in zip(cols[2:], summary.get("flagged", {}).items(), strict=True):
         col.metric(f"{method} flags", f"{n:,}")
+    if "rescaler" in info["methods"]:
+        # Runs made before the variants were named used what is now "detached-cubed".
+        variant = summary.get("rescaler_variant", "detached-cubed")
+        st.caption(f"rescaler: meta loss rescaling, variant {variant}: " + RESCALER_METHOD.get(variant, ""))
     other = summary.get("other_issues") or {}
     if other:
         st.caption("cleanlab also found: " + ", ".join(f"{k.replace('_flag', '')}: {v}" for k, v in other.items()))
 
 
-def suspicious_tab(store: Store, run_id: int, info: dict) -> None:
-    min_flags = st.slider("At least this many methods flag it", 0, len(info["methods"]), 1, key="noise_min_flags")
-    top = suspicious(store, run_id, limit=500, min_flags=min_flags)
+def suspicious_tab(store: Store, run_id: int, info: dict, names: dict[str, str]) -> None:
+    n_methods = len(info["methods"])
+    c1, c2 = st.columns(2)
+    if n_methods > 1:
+        min_flags = c1.slider("At least this many methods flag it", 1, n_methods, 1, key="noise_min_flags")
+    else:  # one method: a sample is flagged or not, nothing to choose
+        min_flags = 1
+        c1.caption(f"Samples flagged by {info['methods'][0]}.")
+    limit = int(c2.number_input("List the most suspicious", 10, 5000, 500, step=50, key="noise_list_limit"))
+    flagged = flagged_ids(store, run_id, min_flags=min_flags)
+    top = suspicious(store, run_id, limit=limit, min_flags=min_flags)
     if top.empty:
         st.info("No sample is flagged that many times.")
         return
+    st.caption(f"{len(flagged):,} samples flagged by at least {min_flags} method(s); the {len(top):,} most "
+               "suspicious are listed.")
     shown = [c for c in ["sample_id", "given_label", "predicted_label", "n_flags", "label_score", "cleanlab_score",
                          "aum", "cartography_confidence", "cartography_region", "rescaler_weight",
                          "multiannotator_score", "consensus_label", "text"] if c in top]
-    event = st.dataframe(top[shown], hide_index=True, on_select="rerun", selection_mode="multi-row",
+    event = st.dataframe(with_names(top[shown], names), hide_index=True, on_select="rerun", selection_mode="multi-row",
                          key="noise_table", height=320)
     rows = list(event.selection.rows) if event and event.selection else []
     chosen = top.iloc[rows]["sample_id"].tolist() if rows else []
     ids = top["sample_id"].tolist()
     sample_id = st.selectbox("Inspect sample", ids, index=ids.index(chosen[0]) if chosen else 0, key="noise_sample")
-    detail(store, run_id, info, top.set_index("sample_id").loc[sample_id], int(sample_id))
+    detail(store, run_id, info, top.set_index("sample_id").loc[sample_id], int(sample_id), names)
     st.subheader("Act on a set")
     targets = chosen or [int(sample_id)]
     a1, a2 = st.columns(2)
@@ -124,20 +148,20 @@ def suspicious_tab(store: Store, run_id: int, info: dict) -> None:
     if a1.button(f"Exclude {len(targets)} selected from mixtures", key="noise_exclude"):
         n = actions.exclude_noisy(store, targets, who=who)
         st.success(f"Excluded {n} samples (reason: {actions.EXCLUDE_REASON}).")
-    if a2.button(f"Send all {len(top)} listed to the labelling queue", key="noise_queue"):
-        sid = actions.send_to_queue(store, run_id, ids, who=who)
-        st.success(f"Saved selection {sid} with {len(ids)} samples; pick it as the queue on the Label page.")
+    if a2.button(f"Send all {len(flagged):,} flagged to the labelling queue", key="noise_queue"):
+        sid = actions.send_to_queue(store, run_id, flagged, who=who)
+        st.success(f"Saved selection {sid} with {len(flagged):,} samples; pick it as the queue on the Label page.")
 
 
-def detail(store: Store, run_id: int, info: dict, row: pd.Series, sample_id: int) -> None:
+def detail(store: Store, run_id: int, info: dict, row: pd.Series, sample_id: int, names: dict[str, str]) -> None:
     st.subheader(f"Sample {sample_id}")
-    st.text(f"given: {row['given_label']}    predicted: {row.get('predicted_label', '?')}    "
-            f"flags: {row['n_flags']}")
+    st.text(f"given: {display(row['given_label'], names)}    "
+            f"predicted: {display(row.get('predicted_label', '?'), names)}    flags: {row['n_flags']}")
     text = store.query_df("SELECT text FROM samples WHERE id = ?", [sample_id]).text
     st.text(text.iloc[0] if len(text) else "")
     st.caption("Nearest neighbours and their labels (evidence)")
     try:
-        st.dataframe(neighbour_evidence(store, run_id, sample_id, k=5), hide_index=True)
+        st.dataframe(with_names(neighbour_evidence(store, run_id, sample_id, k=5), names), hide_index=True)
     except (KeyError, ValueError) as exc:
         st.info(f"No neighbours: {exc}")
     c1, c2, c3 = st.columns([1, 1, 1])
@@ -145,14 +169,31 @@ def detail(store: Store, run_id: int, info: dict, row: pd.Series, sample_id: int
     classes = info["classes"]
     given = str(row["given_label"])
     new = c2.selectbox("Correct label", classes, index=classes.index(given) if given in classes else 0,
-                       key=f"noise_new_label_{sample_id}")
+                       format_func=lambda c: display(c, names), key=f"noise_new_label_{sample_id}")
     if c3.button("Relabel", key="noise_relabel", disabled=not annotator.strip()):
         event_id = actions.relabel(store, run_id, sample_id, new, annotator=annotator)
-        st.success(f"Recorded label {new!r} for sample {sample_id} (event {event_id}); a rerun uses it.")
+        st.success(f"Recorded label {display(new, names)!r} for sample {sample_id} (event {event_id}); "
+                   "a rerun uses it.")
 
 
-def charts(store: Store, run_id: int, info: dict, scores: pd.DataFrame) -> None:
+def names_panel(store: Store, dataset: str, info: dict, names: dict[str, str]) -> None:
+    """Names for the label's values, kept with the dataset (core.noise.label_names) and shown everywhere here."""
+    classes = info["classes"]
+    with st.expander(f"Names of the classes of {info['label_source']}", expanded=False):
+        if len(classes) > 30:
+            st.caption(f"{len(classes)} classes: name them in a notebook with core.noise.label_names.set_label_names.")
+            return
+        cols = st.columns(min(len(classes), 4))
+        typed = {c: cols[i % len(cols)].text_input(f"value {c}", names.get(c, ""), key=f"noise_name_{dataset}_{c}")
+                 for i, c in enumerate(classes)}
+        if st.button("Save names", key="noise_save_names"):
+            set_label_names(store, dataset, info["label_source"], {**names, **typed})
+            st.rerun()  # every view on the page reads the names at the top of the script
+
+
+def charts(store: Store, run_id: int, info: dict, scores: pd.DataFrame, names: dict[str, str]) -> None:
     tabs = st.tabs(["Weights", "Cartography", "Trajectories", "Confusion", "Annotators"])
+    scores = with_names(scores, names)
     with tabs[0]:
         cols = [c for c in WEIGHT_COLUMNS if c in scores]
         column = st.selectbox("Per-class distribution of", cols, key="noise_weight_col")
@@ -168,13 +209,13 @@ def charts(store: Store, run_id: int, info: dict, scores: pd.DataFrame) -> None:
         trajectory_panel(store, run_id, scores)
     with tabs[3]:
         if "predicted_label" in scores:
-            st.plotly_chart(confusion_figure(confusion(store, run_id)), key="noise_confusion_chart")
+            st.plotly_chart(confusion_figure(confusion(store, run_id), names), key="noise_confusion_chart")
     with tabs[4]:
         ann = annotator_quality(store, run_id)
         if ann.empty:
             st.info("Annotator quality needs a votes: or annotators: label source and the multiannotator method.")
         else:
-            st.dataframe(ann, hide_index=True)
+            st.dataframe(with_names(ann, names), hide_index=True)
 
 
 def trajectory_panel(store: Store, run_id: int, scores: pd.DataFrame) -> None:
@@ -203,10 +244,12 @@ def main() -> None:
         return
     info = run_info(store, run_id)
     scores = _scores(str(store.path), run_id)
+    names = label_names(store, dataset, info["label_source"])
     summary_row(info, scores)
-    charts(store, run_id, info, scores)
+    names_panel(store, dataset, info, names)
+    charts(store, run_id, info, scores, names)
     st.header("Suspicious samples")
-    suspicious_tab(store, run_id, info)
+    suspicious_tab(store, run_id, info, names)
 
 
 main()

@@ -27,6 +27,7 @@ def _bar():  # noqa: ANN202 - a progress callback
 
 def _noise(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     from core.noise.features import label_sources
+    from core.noise.label_names import display, label_names
     from core.noise.run import run_noise, suspicious  # torch and cleanlab: only when this command runs
 
     if args.list_sources:
@@ -40,8 +41,9 @@ def _noise(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
                       embedding_run_id=args.embedding_run, text=args.text, config=cfg, progress=_bar())
     run_id, summary = table.attrs["run_id"], table.attrs["summary"]
     top = suspicious(store, run_id, limit=args.top)
+    names = label_names(store, args.dataset, args.label_field)
     lines = [f"run {run_id}: {args.dataset} labelled by {args.label_field}: {len(table)} samples, "
-             f"classes {', '.join(table.attrs['classes'])}",
+             f"classes {', '.join(display(c, names) for c in table.attrs['classes'])}",
              "flagged: " + ", ".join(f"{m} {n}" for m, n in summary["flagged"].items())
              + f"; by at least half the methods: {summary['n_label_issues']}"]
     if summary.get("other_issues"):
@@ -50,7 +52,8 @@ def _noise(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     for r in top.head(args.top).itertuples():
         predicted = getattr(r, "predicted_label", "?")
         preview = " ".join(str(r.text).split())[:80]
-        lines.append(f"  {r.sample_id}: {r.given_label} -> {predicted} ({r.n_flags}) {preview!r}")
+        lines.append(f"  {r.sample_id}: {display(r.given_label, names)} -> {display(predicted, names)} "
+                     f"({r.n_flags}) {preview!r}")
     result = {"run_id": run_id, "summary": summary, "classes": table.attrs["classes"],
               "top": top.drop(columns=["text"]).to_dict("records")}
     return result, "\n".join(lines)

@@ -30,5 +30,6 @@ class NoiseConfig:
     rescaler_variant: str = "storm"  # "storm" (the paper) or "detached-cubed" (see core/noise/rescaling.py)
     knn_k: int = 10             # neighbours for Datalab's outlier / near-duplicate checks
     seed: int = 0
-    threads: int = 1            # torch and BLAS threads (see dynamics.limit_threads)
+    threads: int = 0            # methods run at once, each in its own single-threaded process; 0: one per core
+                                # (core/noise/parallel.py says why not more threads per method)
     extra: dict[str, Any] = field(default_factory=dict)
