@@ -7,7 +7,7 @@ loss rescaling are measured: `rescaler:storm` (Heck et al. 2025, the default) an
 `rescaler:detached-cubed` (this project's earlier tuning; core/noise/rescaling.py). Writes
 bench/results/noise.json and prints one table.
 
-    .venv/bin/python -m bench.noise [--db STORE] [--n N] [--rates 0.1,0.2,0.4] [--threads 1]
+    .venv/bin/python -m bench.noise [--db STORE] [--n N] [--take K] [--rates 0.1,0.2,0.4] [--threads 2]
 
 --n N takes a random N-row sample of the CSV as its own dataset (seed 0), so only those rows are
 embedded (embedding all 24,783 tweets takes minutes on 2 idle cores, much longer on a busy machine;
@@ -100,6 +100,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", default=os.environ.get("ASSAY_BENCH_DB", "/tmp/assay-bench-noise.duckdb"))
     parser.add_argument("--n", type=int, default=0, help="a random N-row sample of the dataset (0: all)")
+    parser.add_argument("--take", type=int, default=0,
+                        help="measure a random K of the embedded samples (seed 0), to keep a busy machine's run short")
     parser.add_argument("--rates", default="0.1,0.2,0.4")
     parser.add_argument("--threads", type=int, default=2, help="methods run at once (worker processes)")
     args = parser.parse_args()
@@ -110,6 +112,9 @@ def main() -> None:
     emb_run, X = embedding_matrix(store, dataset, labels.sample_ids)
     embed_seconds = time.perf_counter() - t
     y0, c = labels.y, len(labels.classes)
+    if args.take and args.take < len(y0):
+        keep = np.sort(np.random.default_rng(0).choice(len(y0), args.take, replace=False))
+        X, y0 = X[keep], y0[keep]
     cfg = NoiseConfig()
     rows, timings, walls = [], {}, []
     for rate in [float(r) for r in args.rates.split(",")]:

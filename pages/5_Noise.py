@@ -65,9 +65,13 @@ def run_panel(store: Store, dataset: str) -> None:
         epochs = s1.number_input("Epochs (cartography, AUM)", 2, 100, NoiseConfig.epochs, key="noise_epochs")
         r_epochs = s2.number_input("Rescaler epochs", 2, 50, NoiseConfig.rescaler_epochs, key="noise_r_epochs")
         hidden = s3.number_input("Hidden units (0 = linear)", 0, 2048, NoiseConfig.hidden, key="noise_hidden")
+        variant = c2.selectbox("Rescaler variant", list(RESCALER_METHOD), key="noise_rescaler_variant",
+                               help=" · ".join(f"{k}: {v}" for k, v in RESCALER_METHOD.items()),
+                               disabled="rescaler" not in methods)
         if st.button("Find noisy labels", type="primary", key="noise_run_button", disabled=not (source and methods)):
             bar = st.progress(0.0, text="starting")
-            cfg = NoiseConfig(epochs=int(epochs), rescaler_epochs=int(r_epochs), hidden=int(hidden))
+            cfg = NoiseConfig(epochs=int(epochs), rescaler_epochs=int(r_epochs), hidden=int(hidden),
+                              rescaler_variant=variant)
             try:
                 table = run_noise(store, dataset, source, methods, config=cfg,
                                   progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
@@ -184,8 +188,11 @@ def names_panel(store: Store, dataset: str, info: dict, names: dict[str, str]) -
             st.caption(f"{len(classes)} classes: name them in a notebook with core.noise.label_names.set_label_names.")
             return
         cols = st.columns(min(len(classes), 4))
-        typed = {c: cols[i % len(cols)].text_input(f"value {c}", names.get(c, ""), key=f"noise_name_{dataset}_{c}")
-                 for i, c in enumerate(classes)}
+        typed = {}
+        for i, c in enumerate(classes):  # the value as plain text: a widget label would render markdown
+            cols[i % len(cols)].text(f"value {c}")
+            typed[c] = cols[i % len(cols)].text_input("name", names.get(c, ""), key=f"noise_name_{dataset}_{c}",
+                                                      label_visibility="collapsed")
         if st.button("Save names", key="noise_save_names"):
             set_label_names(store, dataset, info["label_source"], {**names, **typed})
             st.rerun()  # every view on the page reads the names at the top of the script
