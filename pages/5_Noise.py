@@ -79,6 +79,8 @@ def run_panel(store: Store, dataset: str) -> None:
                 st.error(str(exc))
                 return
             st.session_state["noise_run_id"] = int(table.attrs["run_id"])
+            # The picker below keeps its own state once shown (its index is then ignored): point it at the new run.
+            st.session_state["noise_run_pick"] = int(table.attrs["run_id"])
             st.success(f"Run {table.attrs['run_id']}: {table.attrs['summary']['n_label_issues']} samples flagged "
                        f"by at least half the methods")
 
