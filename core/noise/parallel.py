@@ -50,11 +50,19 @@ def single_threaded() -> None:
     threadpool_limits(1)
 
 
+# Read by OpenBLAS, MKL and libgomp when they load: a worker's pools start at one thread. threadpoolctl
+# alone is not enough, as it only limits the libraries loaded when it is called: scipy's OpenBLAS and
+# scikit-learn's libgomp, loaded later, kept one thread per core, and two workers each running two
+# spinning BLAS threads on two cores made cleanlab 30x and the rescaler 7x slower (measured).
+_ONE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _init_worker(queue: Any) -> None:
     global _QUEUE
     _QUEUE = queue
-    single_threaded()
+    os.environ.update({name: "1" for name in _ONE_THREAD_ENV})  # this worker process only
     _warm_up()
+    single_threaded()  # after the imports, so that it reaches every pool they loaded
 
 
 def _warm_up() -> None:
@@ -89,8 +97,11 @@ def _timed(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any], report: 
 
 
 def _call(name: str, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> tuple[Any, float]:
+    from threadpoolctl import threadpool_limits
+
     report = (lambda f, msg: _QUEUE.put((name, float(f), str(msg)))) if _QUEUE is not None else None
-    return _timed(fn, args, kwargs, report)
+    with threadpool_limits(1):  # any pool a job's own imports loaded since the worker started
+        return _timed(fn, args, kwargs, report)
 
 
 def _drain(queue: Any, progress: dict[str, Progress | None]) -> None:

@@ -36,8 +36,9 @@ from core.store import Store
 Progress = Callable[[float, str], None]
 RESCALER_FLAG_RATIO = 0.5
 # Below this many samples the methods run one after another in this process: starting worker processes
-# (a few seconds each, importing torch) would cost more than the second core saves.
-PARALLEL_MIN_SAMPLES = 3000  # flagged when the weight is below this share of the median weight
+# (seconds each, importing torch) and sharing the cores cost more than the second core saves (measured:
+# 1,400 samples, all four methods, warm workers, light load: 5 s one after another, 7-10 s on two workers).
+PARALLEL_MIN_SAMPLES = 5000  # flagged when the weight is below this share of the median weight
 # Relative cost of each method, for the progress bar (measured on 25k samples, 2 cores).
 _COST = {"labels": 0.02, "embed": 0.1, "cleanlab": 0.25, "cartography": 0.1, "aum": 0.2, "rescaler": 0.3,
          "multiannotator": 0.05, "write": 0.03}
