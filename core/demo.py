@@ -25,6 +25,7 @@ class DemoDataset:
     shape: str | None = None
     mapping: dict[str, str] | None = field(default=None, hash=False)
     description: str = ""
+    label_field: str | None = None  # a class field whose values' names the dataset's README states
 
 
 DEMO: tuple[DemoDataset, ...] = (
@@ -44,7 +45,8 @@ DEMO: tuple[DemoDataset, ...] = (
     DemoDataset("hh-rlhf-harmless-test", "hh-rlhf-harmless-test/harmless-base_test.jsonl", "MIT",
                 description="Anthropic HH harmless preference pairs (offensive content by design)"),
     DemoDataset("hate-offensive-crowd", "hate-offensive-crowd/labeled_data.csv", "MIT", shape="mapped",
-                mapping={"text": "tweet"}, description="Tweets with 3-class crowd votes (offensive content by design)"),
+                mapping={"text": "tweet"}, description="Tweets with 3-class crowd votes (offensive content by design)",
+                label_field="class"),
 )
 
 
@@ -70,6 +72,8 @@ def load_demo(store: Store, shared: Path | None = None, *, if_empty: bool = True
             store, folder / demo.path, name=demo.name, shape=demo.shape, mapping=demo.mapping,
             license=demo.license, synthetic=demo.synthetic, is_eval=demo.is_eval, description=demo.description,
         ))
+        if demo.label_field:
+            _name_labels(store, demo, (folder / demo.path).parent)
     return reports
 
 
@@ -208,3 +212,23 @@ def demo_source(shared: Path | None = None) -> str:
     if (shared or shared_datasets_dir()).is_dir():
         return "folder"
     return "hub" if hub_reachable() else "none"
+
+
+def readme_class_names(text: str) -> dict[str, str]:
+    """Class names as a dataset README states them: "3-class (0 hate_speech, 1 offensive_language, 2 neither)"
+    -> {"0": "hate speech", "1": "offensive language", "2": "neither"}; {} when it states none."""
+    import re
+
+    found = re.search(r"\d+-class \(([^)]*)\)", text)
+    pairs = re.findall(r"(\d+)\s+([^,]+)", found.group(1)) if found else []
+    return {value: name.strip().replace("_", " ") for value, name in pairs}
+
+
+def _name_labels(store: Store, demo: DemoDataset, folder: Path) -> None:
+    from core.noise.label_names import set_label_names
+
+    for readme in sorted(folder.glob("README*")):
+        names = readme_class_names(readme.read_text(encoding="utf-8", errors="replace"))
+        if names:
+            set_label_names(store, demo.name, demo.label_field, names)
+            return

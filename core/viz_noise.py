@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.noise.label_names import display
+
 POINT_BUDGET = 20_000
 PALETTE = ["#4C78A8", "#E45756", "#54A24B", "#F58518", "#72B7B2", "#EECA3B", "#B279A2", "#FF9DA6", "#9D755D",
            "#BAB0AC"]
@@ -74,12 +76,17 @@ def weight_trajectories(long: pd.DataFrame, *, series: str = "rescaler_weight",
     return fig
 
 
-def confusion_figure(matrix: pd.DataFrame) -> go.Figure:
-    """Given (rows) x predicted (columns) counts, with the counts written in the cells."""
-    rows, cols = [_esc(r) for r in matrix.index], [_esc(c) for c in matrix.columns]
+def confusion_figure(matrix: pd.DataFrame, names: dict[str, str] | None = None) -> go.Figure:
+    """Given (rows) x predicted (columns) counts, with the counts written in the cells. Both axes are
+    categorical (class codes such as 0, 1, 2 would otherwise make a numeric axis, ticks at -0.5, 0.5),
+    one tick per class, named from `names` ({value: name}) where given."""
+    rows = [_esc(display(r, names or {})) for r in matrix.index]
+    cols = [_esc(display(c, names or {})) for c in matrix.columns]
     values = matrix.to_numpy()
     fig = go.Figure(go.Heatmap(z=values, x=cols, y=rows, colorscale="Blues", text=values, texttemplate="%{text}",
                                hovertemplate="given %{y}<br>predicted %{x}<br>%{z} samples<extra></extra>"))
-    fig.update_layout(xaxis_title="predicted", yaxis_title="given", yaxis_autorange="reversed", height=360,
-                      margin=dict(l=40, r=10, t=30, b=40))
+    fig.update_layout(xaxis=dict(title="predicted", type="category", tickmode="array", tickvals=cols, ticktext=cols),
+                      yaxis=dict(title="given", type="category", tickmode="array", tickvals=rows, ticktext=rows,
+                                 autorange="reversed"),
+                      height=360, margin=dict(l=40, r=10, t=30, b=40))
     return fig

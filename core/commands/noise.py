@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from core.commands import add_command
-from core.noise.config import DEFAULT_METHODS, METHODS, NoiseConfig
+from core.noise.config import DEFAULT_METHODS, METHODS, RESCALER_VARIANTS, NoiseConfig
 from core.store import Store
 
 
@@ -27,6 +27,7 @@ def _bar():  # noqa: ANN202 - a progress callback
 
 def _noise(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     from core.noise.features import label_sources
+    from core.noise.label_names import display, label_names
     from core.noise.run import run_noise, suspicious  # torch and cleanlab: only when this command runs
 
     if args.list_sources:
@@ -35,13 +36,14 @@ def _noise(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     if not args.label_field:
         raise ValueError("name the label with --label-field (see --list-sources)")
     cfg = NoiseConfig(epochs=args.epochs, hidden=args.hidden, folds=args.folds, rescaler_epochs=args.rescaler_epochs,
-                      seed=args.seed)
+                      rescaler_variant=args.rescaler_variant, seed=args.seed, threads=args.threads)
     table = run_noise(store, args.dataset, args.label_field, args.methods.split(","),
                       embedding_run_id=args.embedding_run, text=args.text, config=cfg, progress=_bar())
     run_id, summary = table.attrs["run_id"], table.attrs["summary"]
     top = suspicious(store, run_id, limit=args.top)
+    names = label_names(store, args.dataset, args.label_field)
     lines = [f"run {run_id}: {args.dataset} labelled by {args.label_field}: {len(table)} samples, "
-             f"classes {', '.join(table.attrs['classes'])}",
+             f"classes {', '.join(display(c, names) for c in table.attrs['classes'])}",
              "flagged: " + ", ".join(f"{m} {n}" for m, n in summary["flagged"].items())
              + f"; by at least half the methods: {summary['n_label_issues']}"]
     if summary.get("other_issues"):
@@ -50,7 +52,8 @@ def _noise(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     for r in top.head(args.top).itertuples():
         predicted = getattr(r, "predicted_label", "?")
         preview = " ".join(str(r.text).split())[:80]
-        lines.append(f"  {r.sample_id}: {r.given_label} -> {predicted} ({r.n_flags}) {preview!r}")
+        lines.append(f"  {r.sample_id}: {display(r.given_label, names)} -> {display(predicted, names)} "
+                     f"({r.n_flags}) {preview!r}")
     result = {"run_id": run_id, "summary": summary, "classes": table.attrs["classes"],
               "top": top.drop(columns=["text"]).to_dict("records")}
     return result, "\n".join(lines)
@@ -68,6 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text", default="instruction", help="text to embed when no embedding run exists")
     p.add_argument("--epochs", type=int, default=NoiseConfig.epochs, help="cartography/AUM training epochs")
     p.add_argument("--rescaler-epochs", type=int, default=NoiseConfig.rescaler_epochs)
+    p.add_argument("--rescaler-variant", choices=RESCALER_VARIANTS, default=NoiseConfig.rescaler_variant,
+                   help="storm: meta loss rescaling as Heck et al. 2025 define it; detached-cubed: this project's "
+                        "earlier tuning (uniform validation draw, detached weights cubed)")
+    p.add_argument("--threads", type=int, default=NoiseConfig.threads,
+                   help="methods run at once, one thread each (0: one per core)")
     p.add_argument("--hidden", type=int, default=NoiseConfig.hidden, help="hidden units of the head (0: linear)")
     p.add_argument("--folds", type=int, default=NoiseConfig.folds)
     p.add_argument("--seed", type=int, default=0)

@@ -42,7 +42,10 @@ def confident_learning(y: np.ndarray, pred_probs: np.ndarray) -> pd.DataFrame:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        flags = find_label_issues(labels=y, pred_probs=pred_probs, filter_by="prune_by_noise_rate")
+        # n_jobs=1: cleanlab would otherwise start its own pool of one process per core (a pool nested in
+        # ours, see core/noise/parallel.py), sharing data through fork-only globals that a spawned worker
+        # lacks (NameError: pred_probs_by_class). The pruning per class takes milliseconds.
+        flags = find_label_issues(labels=y, pred_probs=pred_probs, filter_by="prune_by_noise_rate", n_jobs=1)
     scores = get_label_quality_scores(y, pred_probs, method="self_confidence")
     return pd.DataFrame({"cleanlab_score": scores, "cleanlab_flag": flags.astype(bool),
                          "predicted": pred_probs.argmax(axis=1)})

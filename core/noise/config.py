@@ -12,6 +12,8 @@ FLAG_COLUMNS = {"cleanlab": "cleanlab_flag", "cartography": "cartography_flag", 
 SCORE_COLUMNS = {"cleanlab": "cleanlab_score", "cartography": "cartography_confidence", "aum": "aum",
                  "rescaler": "rescaler_weight", "multiannotator": "multiannotator_score"}
 
+# The rescaler's variants (core/noise/rescaling.py explains both); "storm" follows Heck et al. 2025.
+RESCALER_VARIANTS = ("storm", "detached-cubed")
 METHODS = ("cleanlab", "cartography", "aum", "rescaler", "multiannotator")
 DEFAULT_METHODS = ("cleanlab", "cartography", "aum", "rescaler")
 
@@ -25,7 +27,9 @@ class NoiseConfig:
     folds: int = 5              # cross-validation folds for out-of-fold probabilities
     rescaler_epochs: int = 10
     passes: int = 4             # stochastic forward passes for the rescaler's features
+    rescaler_variant: str = "storm"  # "storm" (the paper) or "detached-cubed" (see core/noise/rescaling.py)
     knn_k: int = 10             # neighbours for Datalab's outlier / near-duplicate checks
     seed: int = 0
-    threads: int = 1            # torch and BLAS threads (see dynamics.limit_threads)
+    threads: int = 0            # methods run at once, each in its own single-threaded process; 0: one per core
+                                # (core/noise/parallel.py says why not more threads per method)
     extra: dict[str, Any] = field(default_factory=dict)

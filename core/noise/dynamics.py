@@ -32,9 +32,9 @@ EASY_CONFIDENCE = 0.5        # below it (and not ambiguous) a sample is "hard to
 
 @contextmanager
 def limit_threads(n: int = 1) -> Iterator[None]:
-    """Cap torch and BLAS/OpenMP threads for a block. The heads and the logistic regression work on small
-    batches; on a busy 2-core machine two spinning threads per library made them 10-20x slower (measured:
-    5 epochs on 3,000 samples 53 s with 2 torch threads under load, 2.6 s with 1)."""
+    """Cap torch and every BLAS/OpenMP pool at `n` threads for a block. The heads train on small batches,
+    where extra threads cost more at each op's barrier than they save (core/noise/parallel.py: measured
+    6x slower with 2 torch threads on a busy 2-core machine); parallel.run_jobs uses the cores instead."""
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
@@ -128,25 +128,33 @@ class AumResult:
     final_probs: np.ndarray    # n x classes (real classes only), from the pass the sample kept its label
 
 
-def aum(X: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 20, percentile: float = 99.0,
-        seed: int = 0, progress: Progress | None = None, **train_kwargs: float) -> AumResult:
-    """Area under the margin with threshold samples, two passes (see the module docstring)."""
-    n = len(y)
+def aum_subsets(n: int, n_classes: int, seed: int = 0) -> list[np.ndarray]:
+    """The two disjoint sets of threshold samples, N/(c+1) each."""
     perm = np.random.default_rng(seed + 1).permutation(n)
     n_thr = max(1, n // (n_classes + 1))
-    subsets = [perm[:n_thr], perm[n_thr:2 * n_thr]]
+    return [perm[:n_thr], perm[n_thr:2 * n_thr]]
+
+
+def aum_pass(X: np.ndarray, y: np.ndarray, n_classes: int, subset: np.ndarray, k: int, *, epochs: int = 20,
+             seed: int = 0, progress: Progress | None = None, **train_kwargs: float) -> Trajectories:
+    """Pass k: train with `subset` moved to a fake extra class (independent of the other pass)."""
+    fake = y.copy()
+    fake[subset] = n_classes
+    return train_dynamics(X, fake, n_classes + 1, epochs=epochs, seed=seed + 10 + k, progress=progress,
+                          **train_kwargs)
+
+
+def aum_combine(subsets: list[np.ndarray], trajs: list[Trajectories], n_classes: int,
+                percentile: float = 99.0) -> AumResult:
+    """Each sample's AUM from the first pass where it kept its own label; thresholds per pass."""
+    n, epochs = trajs[0].margin.shape
     values = np.zeros(n, dtype=np.float32)
     flags = np.zeros(n, dtype=bool)
     margins = np.zeros((n, epochs), dtype=np.float32)
     final = np.zeros((n, n_classes), dtype=np.float32)
     done = np.zeros(n, dtype=bool)
     thresholds = []
-    for k, subset in enumerate(subsets):
-        fake = y.copy()
-        fake[subset] = n_classes
-        report = (lambda f, m, k=k: progress((k + f) / 2, f"AUM pass {k + 1}/2, {m}")) if progress else None
-        traj = train_dynamics(X, fake, n_classes + 1, epochs=epochs, seed=seed + 10 + k, progress=report,
-                              **train_kwargs)
+    for subset, traj in zip(subsets, trajs, strict=True):
         area = traj.margin.mean(axis=1)
         threshold = float(np.percentile(area[subset], percentile))
         thresholds.append(threshold)
@@ -157,3 +165,14 @@ def aum(X: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 20, perce
         probs = traj.final_probs[:, :n_classes]
         final[mine] = probs[mine] / probs[mine].sum(axis=1, keepdims=True)
     return AumResult(pd.DataFrame({"aum": values, "aum_flag": flags}), margins, thresholds, final)
+
+
+def aum(X: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 20, percentile: float = 99.0,
+        seed: int = 0, progress: Progress | None = None, **train_kwargs: float) -> AumResult:
+    """Area under the margin with threshold samples, two passes (see the module docstring)."""
+    subsets = aum_subsets(len(y), n_classes, seed)
+    trajs = []
+    for k, subset in enumerate(subsets):
+        report = (lambda f, m, k=k: progress((k + f) / 2, f"AUM pass {k + 1}/2, {m}")) if progress else None
+        trajs.append(aum_pass(X, y, n_classes, subset, k, epochs=epochs, seed=seed, progress=report, **train_kwargs))
+    return aum_combine(subsets, trajs, n_classes, percentile)

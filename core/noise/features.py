@@ -16,6 +16,7 @@ the source's label, so a rerun sees the corrected labels.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -291,7 +292,7 @@ def label_sources(store: Store, dataset: str, *, max_classes: int = MAX_CLASSES)
     out: list[str] = []
     numeric = [f["name"] for f in info.fields if f["name"]]
     stats = _field_stats(store, info.dataset_id, numeric)
-    for name, (n_distinct, kind) in stats.items():
+    for name, (n_distinct, kind, _) in stats.items():
         if kind == "scalar" and 2 <= n_distinct <= max_classes:
             out.append(name)
         elif kind == "list":
@@ -310,15 +311,47 @@ def label_sources(store: Store, dataset: str, *, max_classes: int = MAX_CLASSES)
     return out
 
 
-def _field_stats(store: Store, dataset_id: int, names: list[str]) -> dict[str, tuple[int, str]]:
-    stats: dict[str, tuple[int, str]] = {}
+# The default label source, so the page does not open on a count of annotators (hate-offensive-crowd's
+# first categorical field is `count`, the number of annotators, 3-9): the first categorical field with
+# few values (2-20) whose name reads like a label (a word of LABEL_WORDS: class, label, category, ...),
+# else the first such field holding text, else a hand-label or crowd source; a field named like a count
+# (a word of COUNT_WORDS: count, n, num, votes, total, ...) only when there is nothing else.
+LABEL_WORDS = frozenset({"label", "labels", "class", "classes", "category", "categories", "target", "gold", "y",
+                         "sentiment", "topic", "intent", "stance", "emotion", "tag", "genre", "verdict", "rating"})
+COUNT_WORDS = frozenset({"count", "counts", "n", "num", "number", "total", "votes", "size", "length", "len", "id",
+                         "idx", "index"})
+MAX_DEFAULT_CLASSES = 20
+
+
+def _words(name: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()))
+
+
+def default_label_source(store: Store, dataset: str, sources: list[str] | None = None) -> str | None:
+    """The label source the page starts on (rule above); None when the dataset offers none."""
+    sources = label_sources(store, dataset) if sources is None else sources
+    plain = [s for s in sources if ":" not in s]
+    stats = _field_stats(store, store.dataset(dataset).dataset_id, plain)
+    few = [s for s in plain if 2 <= stats[s][0] <= MAX_DEFAULT_CLASSES and not _words(s) & COUNT_WORDS]
+    for candidates in ([s for s in few if _words(s) & LABEL_WORDS], [s for s in few if stats[s][2] == "VARCHAR"],
+                       [s for s in sources if s.startswith("labels:")],
+                       [s for s in sources if s.startswith(("votes:", "annotators:"))], few,
+                       [s for s in plain if not _words(s) & COUNT_WORDS], sources):
+        if candidates:
+            return candidates[0]
+    return None
+
+
+def _field_stats(store: Store, dataset_id: int, names: list[str]) -> dict[str, tuple[int, str, str]]:
+    """Per metadata field: distinct values (in the first 20,000 samples), scalar or list, JSON type."""
+    stats: dict[str, tuple[int, str, str]] = {}
     for name in names:
         pointer = f"$.{name}" if name.isidentifier() else "$." + json.dumps(name)
         row = store.query_df(
             "SELECT count(DISTINCT v) AS n, any_value(json_type(v)) AS t FROM (SELECT json_extract(meta, ?) AS v "
             "FROM samples WHERE dataset_id = ? LIMIT 20000) WHERE v IS NOT NULL", [pointer, dataset_id])
         n, t = int(row.n[0]), row.t[0]
-        stats[name] = (n, "list" if t == "ARRAY" else "scalar")
+        stats[name] = (n, "list" if t == "ARRAY" else "scalar", str(t))
     return stats
 
 

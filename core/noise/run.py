@@ -19,31 +19,49 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.noise import cleanlab_methods, dynamics, multi_annotator, rescaling
-from core.noise.config import DEFAULT_METHODS, FLAG_COLUMNS, METHODS, SCORE_COLUMNS, NoiseConfig
+from core.errors import InputError
+from core.noise import cleanlab_methods, dynamics, multi_annotator, parallel, rescaling
+from core.noise.config import (
+    DEFAULT_METHODS,
+    FLAG_COLUMNS,
+    METHODS,
+    RESCALER_VARIANTS,
+    SCORE_COLUMNS,
+    NoiseConfig,
+)
 from core.noise.features import LabelData, embedding_matrix, load_labels, parse_label_source
+from core.noise.parallel import resolve_workers, run_jobs
 from core.store import Store
 
 Progress = Callable[[float, str], None]
-RESCALER_FLAG_RATIO = 0.5  # flagged when the weight is below this share of the median weight
+RESCALER_FLAG_RATIO = 0.5
+# Below this many samples the methods run one after another in this process: starting worker processes
+# (seconds each, importing torch) and sharing the cores cost more than the second core saves (measured:
+# 1,400 samples, all four methods, warm workers, light load: 5 s one after another, 7-10 s on two workers).
+PARALLEL_MIN_SAMPLES = 5000  # flagged when the weight is below this share of the median weight
 # Relative cost of each method, for the progress bar (measured on 25k samples, 2 cores).
 _COST = {"labels": 0.02, "embed": 0.1, "cleanlab": 0.25, "cartography": 0.1, "aum": 0.2, "rescaler": 0.3,
          "multiannotator": 0.05, "write": 0.03}
 
 
 class _Stages:
-    """Maps each stage's own 0..1 progress onto the overall bar."""
+    """Overall progress: the sum over stages of each stage's cost share times its own 0..1 progress
+    (stages may run at the same time in worker processes)."""
 
     def __init__(self, progress: Progress | None, stages: list[str]) -> None:
         self.progress, self.total = progress, sum(_COST[s] for s in stages)
-        self.done = 0.0
+        self.done: dict[str, float] = {}
 
-    def stage(self, name: str) -> Progress | None:
+    def stage(self, name: str, part: int | None = None, of: int = 1) -> Progress | None:
         if not self.progress:
             return None
-        start, share = self.done, _COST[name] / self.total
-        self.done += share
-        return lambda f, msg: self.progress(min(1.0, start + share * f), f"{name}: {msg}")
+        key, share = f"{name}:{part}", _COST[name] / self.total / of
+
+        def report(f: float, msg: str) -> None:
+            self.done[key] = share * min(max(f, 0.0), 1.0)
+            self.progress(min(1.0, sum(self.done.values())), f"{name}: {msg}")
+
+        return report
 
 
 def _predicted_probs(parts: dict[str, Any]) -> np.ndarray | None:
@@ -53,56 +71,112 @@ def _predicted_probs(parts: dict[str, Any]) -> np.ndarray | None:
     return None
 
 
+def _cleanlab_job(X: np.ndarray, y: np.ndarray, c: int, *, folds: int, seed: int, knn_k: int | None,
+                  progress: Progress | None = None) -> tuple[np.ndarray, pd.DataFrame | None, pd.DataFrame | None]:
+    """Out-of-fold probabilities; with knn_k, also confident learning and Datalab's outliers/near duplicates."""
+    if progress:
+        progress(0.0, "out-of-fold probabilities")
+    probs = cleanlab_methods.out_of_fold_probs(X, y, c, folds=folds, seed=seed)
+    if knn_k is None:
+        return probs, None, None
+    cl = cleanlab_methods.confident_learning(y, probs)
+    if progress:
+        progress(0.8, "outliers and near duplicates")
+    return probs, cl, cleanlab_methods.datalab_issues(X, y, probs, k=knn_k)
+
+
+def _cartography_job(X: np.ndarray, y: np.ndarray, c: int, *, progress: Progress | None = None,
+                     **train: Any) -> dynamics.Trajectories:
+    return dynamics.train_dynamics(X, y, c, progress=progress, **train)
+
+
+# Rough cost of each job (minutes on 25k samples), so the longest start first.
+_JOB_COST = {"rescaler": 4.0, "cleanlab": 2.5, "oof": 1.5, "aum:0": 1.0, "aum:1": 1.0, "cartography": 1.0}
+
+
+def method_jobs(X: np.ndarray, y: np.ndarray, c: int, methods: Sequence[str], cfg: NoiseConfig,
+                stages: _Stages | None = None) -> tuple[dict[str, Any], dict[str, Progress | None]]:
+    """The independent pieces of work of a run, longest first, for parallel.run_jobs (functions that take
+    progress=), and their progress callbacks. Job names: cleanlab (or oof), cartography, aum:0, aum:1, rescaler."""
+    stages = stages or _Stages(None, [])
+    train = {"hidden": cfg.hidden, "seed": cfg.seed, "epochs": cfg.epochs}
+    jobs: dict[str, Any] = {}
+    bars: dict[str, Progress | None] = {}
+    for method in methods:
+        report = stages.stage(method) if method != "aum" else None
+        if method == "cleanlab":
+            jobs["cleanlab"] = (_cleanlab_job, (X, y, c), {"folds": cfg.folds, "seed": cfg.seed, "knn_k": cfg.knn_k})
+            bars["cleanlab"] = report
+        elif method == "multiannotator" and "cleanlab" not in methods:
+            jobs["oof"] = (_cleanlab_job, (X, y, c), {"folds": cfg.folds, "seed": cfg.seed, "knn_k": None})
+            bars["oof"] = report
+        elif method == "multiannotator":
+            bars["multiannotator"] = report  # runs here after the jobs, on cleanlab's probabilities
+        elif method == "cartography":
+            jobs["cartography"], bars["cartography"] = (_cartography_job, (X, y, c), train), report
+        elif method == "aum":
+            for k, subset in enumerate(dynamics.aum_subsets(len(y), c, cfg.seed)):
+                jobs[f"aum:{k}"] = (dynamics.aum_pass, (X, y, c, subset, k), train)
+                part = stages.stage("aum", part=k, of=2)
+                bars[f"aum:{k}"] = (lambda f, m, k=k, r=part: r(f, f"pass {k + 1}/2, {m}")) if part else None
+        elif method == "rescaler":
+            jobs["rescaler"] = (rescaling.rescale_train, (X, y, c), {
+                "variant": cfg.rescaler_variant, "epochs": cfg.rescaler_epochs, "passes": cfg.passes,
+                "hidden": cfg.hidden, "seed": cfg.seed})
+            bars["rescaler"] = report
+    order = sorted(jobs, key=lambda name: -_JOB_COST.get(name, 1.0))
+    return {name: jobs[name] for name in order}, bars
+
+
 def _run_methods(X: np.ndarray, labels: LabelData, methods: Sequence[str], cfg: NoiseConfig,
                  stages: _Stages) -> tuple[pd.DataFrame, dict[str, Any]]:
     y, c = labels.y, len(labels.classes)
     table = pd.DataFrame(index=pd.Index(labels.sample_ids, name="sample_id"))
     parts: dict[str, Any] = {"series": {}, "summary": {}, "seconds": {}}
-    train = {"hidden": cfg.hidden, "seed": cfg.seed}
-    for method in methods:
-        t0, report = time.monotonic(), stages.stage(method)
-        if method == "cleanlab" or (method == "multiannotator" and "pred_probs" not in parts):
-            if report:
-                report(0.0, "out-of-fold probabilities")
-            parts["pred_probs"] = cleanlab_methods.out_of_fold_probs(X, y, c, folds=cfg.folds, seed=cfg.seed)
-        if method == "cleanlab":
-            cl = cleanlab_methods.confident_learning(y, parts["pred_probs"])
-            table[["cleanlab_score", "cleanlab_flag"]] = cl[["cleanlab_score", "cleanlab_flag"]].to_numpy()
-            if report:
-                report(0.8, "outliers and near duplicates")
-            dl = cleanlab_methods.datalab_issues(X, y, parts["pred_probs"], k=cfg.knn_k)
-            for col in dl.columns:
-                table[col] = dl[col].to_numpy()
-        elif method == "cartography":
-            traj = dynamics.train_dynamics(X, y, c, epochs=cfg.epochs, progress=report, **train)
-            carto = dynamics.cartography(traj)
-            for col in carto.columns:
-                table[col] = carto[col].to_numpy()
-            parts["series"]["p_given"], parts["cartography_probs"] = traj.p_given, traj.final_probs
-        elif method == "aum":
-            res = dynamics.aum(X, y, c, epochs=cfg.epochs, progress=report, **train)
-            table["aum"], table["aum_flag"] = res.table["aum"].to_numpy(), res.table["aum_flag"].to_numpy()
-            parts["series"]["margin"], parts["aum_probs"] = res.margins, res.final_probs
-            parts["summary"]["aum_thresholds"] = res.thresholds
-        elif method == "rescaler":
-            res = rescaling.rescale_train(X, y, c, epochs=cfg.rescaler_epochs, passes=cfg.passes, progress=report,
-                                          **train)
-            cut = RESCALER_FLAG_RATIO * float(np.median(res.score))
-            table["rescaler_weight"], table["rescaler_flag"] = res.score, res.score < cut
-            parts["series"]["rescaler_weight"], parts["rescaler_probs"] = res.weights, res.final_probs
-            parts["summary"]["rescaler_flag_below"] = cut
-        elif method == "multiannotator":
-            if labels.annotations is None:
-                raise ValueError("multiannotator needs several labels per sample: use a votes: or annotators: "
-                                 "label source")
-            ma = multi_annotator.multiannotator(labels.annotations, parts["pred_probs"], y)
-            classes = np.asarray(labels.classes + [None], dtype=object)
-            table["multiannotator_score"] = ma.table["multiannotator_score"].to_numpy()
-            table["multiannotator_flag"] = ma.table["multiannotator_flag"].to_numpy()
-            table["consensus_label"] = classes[ma.table["consensus_label"].to_numpy()]
-            table["annotator_agreement"] = ma.table["annotator_agreement"].to_numpy()
-            parts["annotators"] = ma.annotators
-        parts["seconds"][method] = round(time.monotonic() - t0, 2)
+    if "multiannotator" in methods and labels.annotations is None:
+        raise ValueError("multiannotator needs several labels per sample: use a votes: or annotators: label source")
+    jobs, bars = method_jobs(X, y, c, methods, cfg, stages)
+    workers = resolve_workers(cfg.threads) if len(y) >= PARALLEL_MIN_SAMPLES else 1
+    t0 = time.monotonic()
+    timed = run_jobs(jobs, workers, bars)
+    results = {name: result for name, (result, _) in timed.items()}
+    parts["seconds"].update({name: secs for name, (_, secs) in timed.items()})
+    parts["seconds"]["all_methods_wall"] = round(time.monotonic() - t0, 2)
+    parts["summary"]["workers"] = min(workers, len(jobs))
+    if "cleanlab" in results or "oof" in results:
+        parts["pred_probs"], cl, dl = results.get("cleanlab") or results["oof"]
+    if "cleanlab" in results:
+        table[["cleanlab_score", "cleanlab_flag"]] = cl[["cleanlab_score", "cleanlab_flag"]].to_numpy()
+        for col in dl.columns:
+            table[col] = dl[col].to_numpy()
+    if "cartography" in results:
+        traj = results["cartography"]
+        carto = dynamics.cartography(traj)
+        for col in carto.columns:
+            table[col] = carto[col].to_numpy()
+        parts["series"]["p_given"], parts["cartography_probs"] = traj.p_given, traj.final_probs
+    if "aum:0" in results:
+        res = dynamics.aum_combine(dynamics.aum_subsets(len(y), c, cfg.seed), [results["aum:0"], results["aum:1"]], c)
+        table["aum"], table["aum_flag"] = res.table["aum"].to_numpy(), res.table["aum_flag"].to_numpy()
+        parts["series"]["margin"], parts["aum_probs"] = res.margins, res.final_probs
+        parts["summary"]["aum_thresholds"] = res.thresholds
+    if "rescaler" in results:
+        res = results["rescaler"]
+        cut = RESCALER_FLAG_RATIO * float(np.median(res.score))
+        table["rescaler_weight"], table["rescaler_flag"] = res.score, res.score < cut
+        parts["series"]["rescaler_weight"], parts["rescaler_probs"] = res.weights, res.final_probs
+        parts["summary"]["rescaler_flag_below"] = cut
+        parts["summary"]["rescaler_variant"] = cfg.rescaler_variant
+    if "multiannotator" in methods:
+        ma = multi_annotator.multiannotator(labels.annotations, parts["pred_probs"], y)
+        classes = np.asarray(labels.classes + [None], dtype=object)
+        table["multiannotator_score"] = ma.table["multiannotator_score"].to_numpy()
+        table["multiannotator_flag"] = ma.table["multiannotator_flag"].to_numpy()
+        table["consensus_label"] = classes[ma.table["consensus_label"].to_numpy()]
+        table["annotator_agreement"] = ma.table["annotator_agreement"].to_numpy()
+        parts["annotators"] = ma.annotators
+        if bars.get("multiannotator"):
+            bars["multiannotator"](1.0, "done")
     return table, parts
 
 
@@ -143,8 +217,13 @@ def run_noise(
     """
     methods = _check_methods(methods)
     cfg = config or NoiseConfig()
+    if cfg.rescaler_variant not in RESCALER_VARIANTS:
+        raise InputError(f"rescaler_variant must be one of {', '.join(RESCALER_VARIANTS)}; got {cfg.rescaler_variant!r}")
     stages = _Stages(progress, ["labels", "embed", *methods, "write"])
     src = parse_label_source(label_field)
+    workers = resolve_workers(cfg.threads)
+    if workers > 1 and store.dataset(dataset).n_samples >= PARALLEL_MIN_SAMPLES:
+        parallel.pool(workers)  # workers warm up (imports, torch) while the labels and embeddings load
     report = stages.stage("labels")
     labels = load_labels(store, dataset, src.spec)
     if report:
@@ -157,8 +236,7 @@ def run_noise(
     run_id = store.start_run("noise", dataset_id=info.dataset_id, params=params,
                              sample_filter=f"dataset {dataset}: samples labelled by {src.spec}")
     try:
-        with dynamics.limit_threads(cfg.threads):
-            table, parts = _run_methods(X, labels, methods, cfg, stages)
+        table, parts = _run_methods(X, labels, methods, cfg, stages)
         table = _combine(table, labels, methods, parts)
         summary = _summary(table, methods, parts)
         report = stages.stage("write")
@@ -304,6 +382,12 @@ def suspicious(store: Store, run_id: int, *, limit: int = 200, min_flags: int = 
         "SELECT n.* EXCLUDE (run_id), left(s.text, 300) AS text FROM noise_scores n JOIN samples s ON s.id = n.sample_id "
         "WHERE n.run_id = ? AND n.n_flags >= ? ORDER BY n.n_flags DESC, n.label_score ASC, n.sample_id LIMIT ?",
         [run_id, min_flags, limit]).dropna(axis=1, how="all")
+
+
+def flagged_ids(store: Store, run_id: int, *, min_flags: int = 1) -> list[int]:
+    """Every sample flagged by at least `min_flags` methods, most suspicious first (no limit)."""
+    return store.query_df("SELECT sample_id FROM noise_scores WHERE run_id = ? AND n_flags >= ? "
+                          "ORDER BY n_flags DESC, label_score ASC, sample_id", [run_id, min_flags]).sample_id.tolist()
 
 
 def confusion(store: Store, run_id: int) -> pd.DataFrame:
