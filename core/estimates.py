@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core import embed
+from core.jobs import duration
 from core.store import Store
 
 __all__ = ["WorkPlan", "embedding_plan", "run_rate", "describe_seconds"]
@@ -48,12 +49,8 @@ class WorkPlan:
 
 
 def describe_seconds(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 90:
-        return f"{max(seconds, 1)} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
+    """A duration for people ("45 s", "3 min 20 s", "1 h 05 min"): the job views' own wording."""
+    return duration(max(seconds, 1))
 
 
 def embedding_plan(store: Store, datasets: str | Sequence[str], *, model: str | None = None,

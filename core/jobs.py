@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Job", "JobCancelled", "Report", "start_job", "jobs", "get_job", "cancel_job", "forget_finished"]
+__all__ = ["Job", "JobCancelled", "Report", "start_job", "jobs", "get_job", "cancel_job", "forget_finished",
+           "duration"]
 
 log = logging.getLogger(__name__)
 Report = Callable[..., None]
@@ -88,14 +89,15 @@ class Job:
         counts = f" ({self.done:,}/{self.total:,})" if self.done is not None and self.total else ""
         if self.status == "running":
             eta = self.eta_s
-            left = f", about {_duration(eta)} left" if eta is not None else ""
+            left = f", about {duration(eta)} left" if eta is not None else ""
             state = "cancelling" if self.cancelling else f"{self.fraction:.0%}"
-            return f"{self.title}: {self.message}{counts}, {state}, {_duration(self.elapsed_s)} so far{left}"
+            return f"{self.title}: {self.message}{counts}, {state}, {duration(self.elapsed_s)} so far{left}"
         detail = f": {self.error}" if self.error else ""
-        return f"{self.title}: {self.status} after {_duration(self.elapsed_s)}{detail}"
+        return f"{self.title}: {self.status} after {duration(self.elapsed_s)}{detail}"
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A duration for people: "45 s", "3 min 20 s", "1 h 05 min"."""
     seconds = max(0, int(round(seconds)))
     if seconds < 90:
         return f"{seconds} s"

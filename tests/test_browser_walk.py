@@ -46,6 +46,15 @@ def test_seven_tasks_end_to_end(workbench, browser_page, demo_store: Store, tmp_
         raise
 
 
+def _press(page, url: str, button: str, done: str) -> None:
+    """Open a page, press its button once the app is idle, and wait for the text that says it is done."""
+    page.goto(url)
+    page.get_by_role("button", name=button).wait_for(timeout=90_000)
+    wait_idle(page)
+    page.get_by_role("button", name=button).click()
+    page.get_by_text(done, exact=False).first.wait_for(timeout=LONG)
+
+
 def _walk(page, url: str, tmp_path: Path) -> None:
     # 1. Browse: a dataset's page, its rows and a sample turn by turn.
     page.goto(url + "/Datasets?dataset=self-instruct-user-oriented")
@@ -53,20 +62,12 @@ def _walk(page, url: str, tmp_path: Path) -> None:
     _step(page, "1-browse")
 
     # 2. Map: embed, project and cluster the first dataset; the new map is drawn.
-    page.goto(url + "/Map")
-    page.get_by_role("button", name="Embed, project and cluster").wait_for(timeout=90_000)
-    wait_idle(page)
-    page.get_by_role("button", name="Embed, project and cluster").click()
-    page.get_by_text("Made map", exact=False).first.wait_for(timeout=LONG)
+    _press(page, url + "/Map", "Embed, project and cluster", "Made map")
     page.locator(".js-plotly-plot").first.wait_for(timeout=90_000)
     _step(page, "2-map")
 
     # 3. Tag with the offline backend's own tags.
-    page.goto(url + "/Tags")
-    page.get_by_role("button", name="Start tagging").wait_for(timeout=90_000)
-    wait_idle(page)
-    page.get_by_role("button", name="Start tagging").click()
-    page.get_by_text("computed", exact=False).first.wait_for(timeout=LONG)
+    _press(page, url + "/Tags", "Start tagging", "computed")
     assert page.get_by_text("[not_computed]").count() == 0
     _step(page, "3-tags")
 
@@ -85,17 +86,9 @@ def _walk(page, url: str, tmp_path: Path) -> None:
     _step(page, "4-label")
 
     # 5. Duplicates (exact, across all datasets), then contamination against the eval sets.
-    page.goto(url + "/Duplicates")
-    page.get_by_role("button", name="Find duplicates").wait_for(timeout=90_000)
-    wait_idle(page)
-    page.get_by_role("button", name="Find duplicates").click()
-    page.get_by_text("Method:", exact=False).first.wait_for(timeout=LONG)
+    _press(page, url + "/Duplicates", "Find duplicates", "Method:")
     _step(page, "5a-duplicates")
-    page.goto(url + "/Contamination")
-    page.get_by_role("button", name="Check contamination").wait_for(timeout=90_000)
-    wait_idle(page)
-    page.get_by_role("button", name="Check contamination").click()
-    page.get_by_text("Per evaluation set").first.wait_for(timeout=LONG)
+    _press(page, url + "/Contamination", "Check contamination", "Per evaluation set")
     _step(page, "5b-contamination")
 
     # 6. Noise: the methods on MT-Bench's categories.

@@ -68,18 +68,10 @@ class LlamaGuardModel:
     """A Llama Guard causal LM: one generate call per batch, left-padded, greedy."""
 
     def __init__(self, model: str, *, device: str = "auto", batch_size: int = 8, max_new_tokens: int = 16) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from core.taggers.llm_judge import load_generation_lm
 
-        from core.taggers.reward_models import pick_device
-
-        self.name, self.device = model, pick_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+        self.name = model
+        self.tokenizer, self.lm, self.device = load_generation_lm(model, device)
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
     def render(self, messages: list[dict[str, str]]) -> tuple[str, bool]:

@@ -204,6 +204,23 @@ class OpenAIClient:
             return list(pool.map(self.complete, requests))
 
 
+def load_generation_lm(model: str, device: str = "auto") -> tuple[Any, Any, str]:
+    """(tokenizer, causal LM, device) for batched greedy generation: left padding (the new tokens follow
+    every prompt directly), a pad token where the tokenizer has none, bf16 on CUDA."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.taggers.reward_models import pick_device
+
+    device = pick_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return tokenizer, AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval(), device
+
+
 class LocalGenerator:
     """Greedy generation with a local transformers causal LM (any name or path), batched, left-padded,
     the chat template applied where the tokenizer has one, the answer prefilled with "{"."""
@@ -211,18 +228,8 @@ class LocalGenerator:
     prefill = True
 
     def __init__(self, model: str, *, device: str = "auto", batch_size: int = 8, max_new_tokens: int = 256) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from core.taggers.reward_models import pick_device
-
-        self.model_name, self.device = model, pick_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+        self.model_name = model
+        self.tokenizer, self.lm, self.device = load_generation_lm(model, device)
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
     def render(self, messages: list[dict[str, str]]) -> str:
