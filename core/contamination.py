@@ -718,13 +718,8 @@ def eval_summary(store: Store, run_id: int) -> pd.DataFrame:
 def eval_item_scores(store: Store, run_id: int, eval_set: str | None = None) -> pd.DataFrame:
     """Per eval item: Min-K% Prob and Min-K%++ under the run's LM (NaN where not computed), and training
     samples flagged against it."""
-    sql = ("SELECT i.eval_dataset_id, d.name AS eval_set, i.eval_sample_id, i.mink_score, i.n_train_hits "
-           "FROM contamination_eval_items i JOIN datasets d ON d.dataset_id = i.eval_dataset_id WHERE i.run_id = ?")
-    args: list[Any] = [run_id]
-    if eval_set:
-        sql += " AND d.name = ?"
-        args.append(eval_set)
-    df = store.query_df(sql + " ORDER BY i.eval_dataset_id, i.eval_sample_id", args)
+    df = _eval_items(store, run_id, eval_set, "i.eval_dataset_id, d.name AS eval_set, i.eval_sample_id, "
+                     "i.mink_score, i.n_train_hits", order="i.eval_dataset_id, i.eval_sample_id")
     pp = run_params(store, run_id).get("minkpp_scores", {})
     df["minkpp_score"] = df["eval_sample_id"].map(lambda i: pp.get(str(int(i)))).astype(float)
     return df
@@ -739,13 +734,20 @@ def capped_ngrams(store: Store, run_id: int) -> pd.DataFrame:
 
 
 def eval_items_hit(store: Store, run_id: int, eval_set: str | None = None) -> pd.DataFrame:
-    sql = ("SELECT i.*, d.name AS eval_set FROM contamination_eval_items i JOIN datasets d "
-           "ON d.dataset_id = i.eval_dataset_id WHERE i.run_id = ? AND i.n_train_hits > 0")
+    return _eval_items(store, run_id, eval_set, "i.*, d.name AS eval_set", where="i.n_train_hits > 0",
+                       order="i.n_train_hits DESC, i.eval_sample_id")
+
+
+def _eval_items(store: Store, run_id: int, eval_set: str | None, columns: str, *, order: str,
+                where: str = "true") -> pd.DataFrame:
+    """A run's eval-item rows with their eval set's name, of one eval set where given (bound parameters)."""
+    sql = (f"SELECT {columns} FROM contamination_eval_items i JOIN datasets d ON d.dataset_id = i.eval_dataset_id "
+           f"WHERE i.run_id = ? AND {where}")
     params: list[Any] = [run_id]
     if eval_set:
         sql += " AND d.name = ?"
         params.append(eval_set)
-    return store.query_df(sql + " ORDER BY i.n_train_hits DESC, i.eval_sample_id", params)
+    return store.query_df(f"{sql} ORDER BY {order}", params)
 
 
 def flagged_ids(store: Store, run_id: int) -> set[int]:
