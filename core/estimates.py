@@ -58,15 +58,34 @@ def embedding_plan(store: Store, datasets: str | Sequence[str], *, model: str | 
     """How many texts an `embed.embed` call with these arguments would compute, and how long it would take."""
     names, ids = embed.dataset_ids(store, datasets)
     key = embed.model_key(model, backend, device)
-    row = store.query_df(
-        f"WITH h AS (SELECT DISTINCT md5({embed.text_sql(text)}) AS content_hash FROM samples s "
-        "WHERE s.dataset_id IN (SELECT unnest(?::INTEGER[]))) "
-        "SELECT (SELECT count(*) FROM samples WHERE dataset_id IN (SELECT unnest(?::INTEGER[]))) AS n_samples, "
-        "count(*) AS n_distinct, count(v.content_hash) AS n_cached FROM h "
-        "LEFT JOIN (SELECT content_hash FROM embedding_vectors WHERE model_key = ?) v USING (content_hash)",
-        [ids, ids, key]).iloc[0]
+    counts = _hash_counts(store, ids, key, text)
     rate, source = _embed_rate(store, key, backend)
-    return WorkPlan(int(row.n_samples), int(row.n_distinct), int(row.n_cached), rate, source)
+    return WorkPlan(*counts, rate, source)
+
+
+_COUNTS: dict[tuple, tuple[int, int, int]] = {}
+
+
+def _hash_counts(store: Store, ids: list[int], key: str, text: str) -> tuple[int, int, int]:
+    """(samples, distinct texts, distinct texts cached). Pages ask on every rerun, and hashing every text
+    is the cost, so the answer is kept until the model's cached vectors or the datasets change."""
+    stamp = store.query_df(
+        "SELECT (SELECT count(*) FROM embedding_vectors WHERE model_key = ?) AS n_vectors, "
+        "(SELECT CAST(max(loaded_at) AS VARCHAR) FROM datasets WHERE dataset_id IN (SELECT unnest(?::INTEGER[]))) "
+        "AS loaded", [key, ids]).iloc[0]
+    memo = (str(store.path), tuple(ids), key, text, int(stamp.n_vectors), stamp.loaded)
+    if memo not in _COUNTS:
+        row = store.query_df(
+            f"WITH h AS (SELECT DISTINCT md5({embed.text_sql(text)}) AS content_hash FROM samples s "
+            "WHERE s.dataset_id IN (SELECT unnest(?::INTEGER[]))) "
+            "SELECT (SELECT count(*) FROM samples WHERE dataset_id IN (SELECT unnest(?::INTEGER[]))) AS n_samples, "
+            "count(*) AS n_distinct, count(v.content_hash) AS n_cached FROM h "
+            "LEFT JOIN (SELECT content_hash FROM embedding_vectors WHERE model_key = ?) v USING (content_hash)",
+            [ids, ids, key]).iloc[0]
+        if len(_COUNTS) >= 64:
+            _COUNTS.clear()
+        _COUNTS[memo] = (int(row.n_samples), int(row.n_distinct), int(row.n_cached))
+    return _COUNTS[memo]
 
 
 def _embed_rate(store: Store, key: str, backend: str) -> tuple[float, str]:
