@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 import ui_jobs
-from core.display import computed_kinds, plural, table
-from core.store import Store, StoreError, default_db_path
+from core.browse.display import computed_kinds, plural, table
+from core.store.database import Store, StoreError, default_db_path
 from ui import error, guard, md_text, success
 
 UPLOAD_TYPES = ["jsonl", "ndjson", "json", "parquet", "csv", "txt", "gz", "zst"]
@@ -102,7 +102,7 @@ def parse_mapping(text: str) -> dict[str, str] | None:
 
 
 def upload_form(store: Store) -> None:
-    from core.ingest import ingest  # imported here so that the page still draws if ingest is broken
+    from core.ingest.importer import ingest  # imported here so that the page still draws if ingest is broken
 
     with st.form("upload", clear_on_submit=False):
         upload = st.file_uploader("Dataset file (JSONL, JSON, Parquet, CSV; .gz or .zst compressed)",
@@ -175,7 +175,7 @@ def last_load_report() -> None:
 
 
 def how_to_load(store: Store) -> None:
-    from core.demo import demo_source, shared_datasets_dir
+    from core.ingest.demo import demo_source, shared_datasets_dir
 
     if "demo_source" not in st.session_state:  # asked once per session: the hub check may wait seconds
         st.session_state["demo_source"] = demo_source()
@@ -198,7 +198,7 @@ def how_to_load(store: Store) -> None:
 
 
 def demo_from_hub(store: Store) -> None:
-    from core.demo import load_demo_from_hub
+    from core.ingest.demo import load_demo_from_hub
 
     bar = st.progress(0.0, text="Loading the demo datasets from the Hugging Face hub …")
     try:

@@ -26,7 +26,7 @@ from typing import Any
 import streamlit as st
 
 from core.errors import UserError
-from core.store import Store, StoreError, default_db_path
+from core.store.database import Store, StoreError, default_db_path
 
 EMPTY_STORE = ("The store has no datasets yet. Load one with the upload form on the home page, or from a terminal "
                "with `assay ingest PATH --name NAME` (or `assay demo` for the demo datasets).")

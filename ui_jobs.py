@@ -1,4 +1,4 @@
-"""Streamlit views of background jobs (core/jobs.py): a job's live progress with a Cancel button, and the
+"""Streamlit views of background jobs (core/store/jobs.py): a job's live progress with a Cancel button, and the
 list of running jobs shown on every page's sidebar and on the home page."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import jobs as J
+import core.store.jobs as J
 from ui import error, md_text, warning
 
 POLL_S = 1.0

@@ -1,7 +1,7 @@
 """Benchmark: a filtered, sorted page of 50 rows from a 1,000,000-row dataset (target: under 300 ms).
 
 Builds (once, in a temporary folder unless --db is given) a store whose dataset `big` holds 1M samples made
-by repeating the real gsm8k train and hate-offensive-crowd samples with new ids, then times core.browse
+by repeating the real gsm8k train and hate-offensive-crowd samples with new ids, then times core.browse.samples
 queries the way the dataset page runs them (open the store, count, fetch one page, close).
 
     .venv/bin/python -m bench.browse_page [--rows 1000000] [--db PATH] [--repeat 5]
@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.browse import Filter, query_samples
-from core.ingest import ingest
-from core.store import Store, now_utc
+from core.browse.samples import Filter, query_samples
+from core.ingest.importer import ingest
+from core.store.database import Store, now_utc
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ASSAY_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))

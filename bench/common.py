@@ -15,7 +15,7 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def shared_dir() -> Path:
-    from core.demo import shared_datasets_dir
+    from core.ingest.demo import shared_datasets_dir
 
     folder = shared_datasets_dir()
     if not folder.is_dir():

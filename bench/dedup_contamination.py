@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+import core.contamination.check as C
+import core.dedup.groups as dedup
 from bench.common import peak_rss_mb, run_isolated, shared_dir, write_results
-from core import contamination as C
-from core import dedup, textnorm
+from core import textnorm
 
 N_DOCS = 100_000
 N_NEAR = 5_000

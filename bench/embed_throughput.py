@@ -1,5 +1,5 @@
 """Embedding throughput on real GSM8K questions: plain SentenceTransformer.encode vs Assay's default path
-(core.embed.embed into a store, cache cold) vs the ONNX fp32 and ONNX int8 paths, with agreement figures.
+(core.maps.embed.embed into a store, cache cold) vs the ONNX fp32 and ONNX int8 paths, with agreement figures.
 
     .venv/bin/python -m bench.embed_throughput [--n 1000]   -> bench/results/embed_throughput.json
 """
@@ -42,9 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1000)
     args = parser.parse_args()
-    from core.embed import OnnxEmbedder, embed, get_embedder, load_vectors
-    from core.ingest import ingest_records
-    from core.store import Store
+    from core.ingest.importer import ingest_records
+    from core.maps.embed import OnnxEmbedder, embed, get_embedder, load_vectors
+    from core.store.database import Store
 
     rows = [json.loads(line) for line in (shared_dir() / "gsm8k" / "train.jsonl").open()][: args.n]
     texts = [r["question"] for r in rows]

@@ -53,8 +53,8 @@ def _write_zst_one_line(path: Path, mb: int) -> None:
 
 
 def _ingest_case(path: str) -> dict:
-    from core.ingest import IngestError, ingest
-    from core.store import Store
+    from core.ingest.importer import IngestError, ingest
+    from core.store.database import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "b.duckdb")
@@ -88,7 +88,7 @@ def _yaml_case() -> dict:
 
 
 def _lines_case(mb: int) -> dict:
-    from core import readers
+    import core.ingest.readers as readers
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lines.jsonl"

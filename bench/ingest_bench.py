@@ -111,8 +111,8 @@ def chat_main(rows: int) -> None:
 
 
 def measure_assay(path: str, db: str, columnar: bool = True) -> dict:
-    from core.ingest import ingest
-    from core.store import Store
+    from core.ingest.importer import ingest
+    from core.store.database import Store
 
     store = Store(db)
     started = time.perf_counter()
@@ -145,8 +145,8 @@ def measure_pandas(path: str, db: str) -> dict:
 
 def measure_page(db: str) -> dict:
     """A filtered, sorted page of 50 rows from the big store (what the dataset page asks for)."""
-    from core.browse import Filter, query_samples
-    from core.store import Store
+    from core.browse.samples import Filter, query_samples
+    from core.store.database import Store
 
     store = Store(db)
     timings = {}

@@ -2,9 +2,9 @@
 
     .venv/bin/python -m bench.label_latency [--samples 100000] [--presses 30]
 
-Builds the dataset by repeating GSM8K train (real data, new ids) through core.ingest, starts the
+Builds the dataset by repeating GSM8K train (real data, new ids) through core.ingest.importer, starts the
 workbench, names an annotator, then times Enter (submit a picked label) -> the next sample's id shown,
-measured from Python around the key press. Then 8 threads write labels through core.labels.record_label
+measured from Python around the key press. Then 8 threads write labels through core.labels.labelling.record_label
 (the page's path) and one bulk write of 1,000 samples. Writes bench/results/label_latency.json.
 """
 
@@ -19,9 +19,9 @@ import threading
 import time
 from pathlib import Path
 
-from core import labels as L
-from core.ingest import ingest
-from core.store import Store
+import core.labels.labelling as L
+from core.ingest.importer import ingest
+from core.store.database import Store
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, _stop, start_workbench
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,7 +32,7 @@ def synthetic_points(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def figure_bench() -> list[dict]:
-    from core.viz_map import map_figure
+    from core.maps.figures import map_figure
 
     out = []
     for n in (10_000, 100_000, 1_000_000):
@@ -52,9 +52,9 @@ def figure_bench() -> list[dict]:
 
 
 def heavy_bench(n: int) -> dict:
-    from core.cluster import ctfidf_keywords, distinct_labels, fit_labels
-    from core.neighbours import approximate_knn
-    from core.project import umap_2d
+    from core.maps.cluster import ctfidf_keywords, distinct_labels, fit_labels
+    from core.maps.neighbours import approximate_knn
+    from core.maps.project import umap_2d
 
     rng = np.random.default_rng(1)
     topics = rng.integers(0, 60, n)

@@ -56,8 +56,8 @@ def _variants(records: list[dict], keys: tuple[str, ...], n: int) -> pa.Table:
 
 
 def build(store_path: Path, work: Path, rows: int) -> dict:
-    from core.ingest import ingest
-    from core.store import Store
+    from core.ingest.importer import ingest
+    from core.store.database import Store
 
     shared = shared_dir()
     math = [json.loads(x) for x in (shared / "gsm8k/train.jsonl").read_text().splitlines()]
@@ -80,7 +80,7 @@ def build(store_path: Path, work: Path, rows: int) -> dict:
 def child(store_path: str, recipe_path: str, out: str) -> None:
     from core.mixture.export import export_mixture
     from core.mixture.recipe import load_recipe
-    from core.store import Store
+    from core.store.database import Store
 
     t0 = time.perf_counter()
     result = export_mixture(Store(store_path, busy_timeout=60), load_recipe(Path(recipe_path)), out, overwrite=True)
@@ -100,8 +100,8 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
-    from core.dedup import find_duplicates
-    from core.store import Store
+    from core.dedup.groups import find_duplicates
+    from core.store.database import Store
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

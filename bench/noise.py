@@ -31,7 +31,7 @@ from core.noise import dynamics
 from core.noise.features import embedding_matrix, load_labels
 from core.noise.parallel import run_jobs
 from core.noise.run import RESCALER_FLAG_RATIO, NoiseConfig, method_jobs
-from core.store import Store
+from core.store.database import Store
 
 DATASET = "hate-offensive-crowd"
 METHODS = ["cleanlab", "cartography", "aum", "rescaler"]
@@ -82,13 +82,13 @@ def _dataset(store: Store, n: int) -> str:
     """The dataset to measure: the whole demo set, or a random n-row sample of its CSV loaded on its own."""
     if not n:
         if DATASET not in store.dataset_names():
-            from core.demo import load_demo
+            from core.ingest.demo import load_demo
 
             load_demo(store, shared_dir(), if_empty=False, names=[DATASET])
         return DATASET
     name = f"{DATASET}-sample-{n}"
     if name not in store.dataset_names():
-        from core.ingest import ingest_records
+        from core.ingest.importer import ingest_records
 
         df = pd.read_csv(shared_dir() / DATASET / "labeled_data.csv", dtype=str).sample(n, random_state=0)
         ingest_records(store, df.drop(columns=df.columns[0]).to_dict("records"), name=name, shape="mapped",

@@ -24,8 +24,8 @@ from bench.common import shared_dir, write_results
 
 
 def _store(folder: Path, records: list[dict]):  # noqa: ANN202
-    from core.ingest import ingest_records
-    from core.store import Store
+    from core.ingest.importer import ingest_records
+    from core.store.database import Store
 
     store = Store(folder / "store.duckdb")
     ingest_records(store, records, name="gsm8k-bench", shape="qa", license="MIT")

@@ -3,7 +3,7 @@
 - offline tagging throughput (samples/s) on alpaca-gpt4-demo-1k: structure only, language (lingua high
   accuracy), zero-shot category, and all offline tags together; model load times reported apart;
 - offline category accuracy on a labelled real set, per benchmark and per MT-Bench category: MT-Bench
-  (80, its 8 categories mapped to Magpie's as in core/taggers/zeroshot.MT_BENCH_MAP; extraction = Data
+  (80, its 8 categories mapped to Magpie's as in core/tags/taggers/zeroshot.MT_BENCH_MAP; extraction = Data
   analysis or Information seeking) and GSM8K test (Math); the tagger's examples contain none of them;
 - lingua's language accuracy on oasst-sample's `lang` labels;
 - the Bradley-Terry preference proxy's (tag preference_proxy) held-out pairwise accuracy on hh-rlhf-harmless-test (all pairs, 20% held out).
@@ -27,8 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench.common import peak_rss_mb, shared_dir, write_results  # noqa: E402
-from core.demo import DEMO, load_demo  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.ingest.demo import DEMO, load_demo  # noqa: E402
+from core.store.database import Store  # noqa: E402
 
 
 def _timed(fn, *args, **kwargs) -> tuple[Any, float]:  # noqa: ANN001
@@ -40,10 +40,10 @@ def _timed(fn, *args, **kwargs) -> tuple[Any, float]:  # noqa: ANN001
 def throughput(store: Store, dataset: str) -> dict[str, Any]:
     """Offline tagging speed; the in-process vector memory is cleared before each timing so nothing is
     reused from an earlier step (model loads are timed apart, first thing in the process)."""
-    from core import embed
-    from core.taggers import offline, vectors, zeroshot
-    from core.taggers.base import load_samples
-    from core.taggers.job import run_tagging
+    import core.maps.embed as embed
+    from core.tags.taggers import offline, vectors, zeroshot
+    from core.tags.taggers.base import load_samples
+    from core.tags.taggers.job import run_tagging
 
     n = store.dataset(dataset).n_samples
     out: dict[str, Any] = {"dataset": dataset, "n": n}
@@ -68,7 +68,7 @@ def throughput(store: Store, dataset: str) -> dict[str, Any]:
 
 
 def language_accuracy(store: Store) -> dict[str, Any]:
-    from core.taggers.job import run_tagging
+    from core.tags.taggers.job import run_tagging
 
     report = run_tagging(store, dataset="oasst-sample", tags="language", language_mode="high", resume=False)
     return report.metrics["language"] | {"dataset": "oasst-sample (meta.oasst_lang)"}
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--rm-throughput", help="reward model to time by batch size (GPU)")
     parser.add_argument("--category-only", action="store_true", help="only the category accuracy (MT-Bench, GSM8K)")
     args = parser.parse_args()
-    from core.taggers import reward_proxy, zeroshot
+    from core.tags.taggers import reward_proxy, zeroshot
 
     folder = Path(tempfile.mkdtemp(prefix="assay-bench-tags-"))
     store = Store(folder / "bench.duckdb")
@@ -115,8 +115,8 @@ def main() -> None:
 
 def rm_throughput(store: Store, model: str) -> dict[str, Any]:
     """Conversations/s of one reward model by batch size on alpaca-gpt4-demo-1k (GPU where present)."""
-    from core.taggers.base import load_samples
-    from core.taggers.reward_models import RewardModel
+    from core.tags.taggers.base import load_samples
+    from core.tags.taggers.reward_models import RewardModel
 
     ids = store.query_df("SELECT s.id FROM samples s JOIN datasets d USING (dataset_id) "
                          "WHERE d.name = 'alpaca-gpt4-demo-1k' ORDER BY s.id LIMIT 512")["id"].tolist()

@@ -8,7 +8,8 @@ from typing import Any
 
 import streamlit as st
 
-from core.browse import (
+from core.browse.display import label, plural, table
+from core.browse.samples import (
     Column,
     Filter,
     column_catalog,
@@ -19,8 +20,8 @@ from core.browse import (
     top_values,
     value_range,
 )
-from core.display import label, plural, table
-from core.store import DatasetInfo, Store, StoreError, default_db_path
+from core.browse.selections import save_selection
+from core.store.database import DatasetInfo, Store, StoreError, default_db_path
 from ui import error, md_text, run_page, success, warning
 
 PAGE_SIZES = [25, 50, 100, 200]
@@ -198,10 +199,6 @@ def results(store: Store, info: DatasetInfo, catalog: list[Column], query: dict[
 
 
 def save_selection_form(store: Store, info: DatasetInfo, query: dict[str, Any], total: int) -> None:
-    try:
-        from core.selection import save_selection
-    except ImportError:
-        return
     with st.expander(f"Save these {total:,} results as a selection"):
         name = st.text_input("Selection name", key="selection_name")
         if st.button("Save selection", disabled=not total):

@@ -8,11 +8,12 @@ import pandas as pd
 import streamlit as st
 
 import ui_jobs
-from core.cluster import cluster_table
-from core.embed import BACKENDS, DEFAULT_MODEL, TEXT_FIELDS
-from core.estimates import embedding_plan
-from core.jobs import Job
-from core.maps import (
+from core.maps.cluster import cluster_table
+from core.maps.embed import BACKENDS, DEFAULT_MODEL, TEXT_FIELDS
+from core.maps.estimates import embedding_plan
+from core.maps.figures import map_figure
+from core.maps.neighbours import neighbours, search
+from core.maps.points import (
     POINT_BUDGET,
     act_on_selection,
     clicked_point,
@@ -24,9 +25,8 @@ from core.maps import (
     make_map,
     selected_rows,
 )
-from core.neighbours import neighbours, search
-from core.store import Store, StoreError
-from core.viz_map import map_figure
+from core.store.database import Store, StoreError
+from core.store.jobs import Job
 from ui import error, md_text, open_store, run_page
 
 

@@ -8,12 +8,13 @@ import os
 import pandas as pd
 import streamlit as st
 
+import core.tags.figures as V
+import core.tags.results as T
+import core.tags.vocabulary as vocab
 import ui_jobs
-from core import tags as T
-from core import viz_tags as V
-from core.estimates import run_rate
-from core.jobs import Job
-from core.store import Store
+from core.maps.estimates import run_rate
+from core.store.database import Store
+from core.store.jobs import Job
 from ui import error, md_text, open_store, run_page
 
 st.set_page_config(page_title="Tags · Assay", layout="wide")
@@ -42,9 +43,9 @@ ENSEMBLE_NOTE = ("Several reward models make an ensemble (Coste et al. 2023): ea
 
 def backend_text(backend: str) -> str:
     """What the backend computes and how to get the rest, in full (shown before a run)."""
-    made, others = T.backend_summary(backend)
+    made, others = vocab.backend_summary(backend)
     lines = [f"The {backend} backend computes: {', '.join(made)}."]
-    lines += [f"(The {b} backend computes: {', '.join(g)}.)" for b, g in T.BACKEND_GROUPS.items() if b != backend]
+    lines += [f"(The {b} backend computes: {', '.join(g)}.)" for b, g in vocab.BACKEND_GROUPS.items() if b != backend]
     lines += ["How to get the others:"] + [f"{group}: {how}." for group, how in others.items()]
     lines.append("A classifier trained on your own labels (below) makes any tag, the category included.")
     return "\n".join(lines)
@@ -52,7 +53,7 @@ def backend_text(backend: str) -> str:
 
 def _trained_classifiers(store: Store) -> dict[int, tuple[str, str]]:
     """Finished classifier runs: {run id: (tag, "tag (run N, cv accuracy)")}."""
-    from core.taggers.learned import list_models
+    from core.tags.taggers.learned import list_models
 
     models = list_models(store, "classifier")
     models = models[models["status"] == "finished"]
@@ -61,8 +62,8 @@ def _trained_classifiers(store: Store) -> dict[int, tuple[str, str]]:
 
 
 def job_panel(store: Store, names: list[str]) -> None:
-    from core.selection import list_selections
-    from core.taggers.job import BACKENDS, JobConfig, run_tagging
+    from core.browse.selections import list_selections
+    from core.tags.taggers.job import BACKENDS, JobConfig, run_tagging
 
     with st.expander("Start a tagging job", expanded=T.tag_runs(store).empty):
         c1, c2, c3 = st.columns([1, 2, 1])
@@ -105,7 +106,7 @@ def job_panel(store: Store, names: list[str]) -> None:
                                     format_func=lambda r: trained[r][1], key="job_classifiers")
             opts["classifiers"] = {trained[r][0]: int(r) for r in chosen}
         cfg = JobConfig(backend=backend, reward_models=opts["reward_models"], guard_model=opts["guard_model"])
-        groups = st.multiselect("Tags", list(T.TAG_GROUPS), default=cfg.default_tags(store),
+        groups = st.multiselect("Tags", list(vocab.TAG_GROUPS), default=cfg.default_tags(store),
                                 key=f"job_tags_{backend}", help="By default: what the chosen backend computes")
         opts["language_mode"] = st.radio("Language detection", ["high", "low"], horizontal=True, key="job_lang",
                                          help="high: lingua's accurate mode (loads ~1 GB once); low: fast, less "
@@ -138,7 +139,7 @@ def _tagging_done(job: Job) -> None:
 
 
 def train_panel(store: Store, names: list[str]) -> None:
-    from core.taggers import learned, reward_proxy
+    from core.tags.taggers import learned, reward_proxy
 
     with st.expander("Offline models: reward proxy and classifiers from labels"):
         prefs = store.query_df("SELECT DISTINCT d.name FROM samples s JOIN datasets d USING (dataset_id) "
@@ -260,7 +261,7 @@ def crosstabs(store: Store, df: pd.DataFrame) -> None:
 def agreement(store: Store, df: pd.DataFrame, datasets: list[str]) -> None:
     st.markdown("**Machine tags vs hand labels**")
     try:
-        from core.labels import list_schemas
+        from core.labels.labelling import list_schemas
         schemas = list_schemas(store)
     except Exception:  # noqa: BLE001 - the labelling module or its tables are absent
         schemas = pd.DataFrame()

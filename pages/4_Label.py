@@ -1,6 +1,6 @@
 """Label: hand-label samples one at a time (focus) or a page at a time (bulk), see agreement, adjudicate.
 
-Thin page: every read and write goes through core.labels / core.agreement. Dataset text is shown with
+Thin page: every read and write goes through core.labels.labelling / core.labels.agreement. Dataset text is shown with
 st.text (never markdown); the guidelines are the user's own markdown. Keyboard: number keys pick,
 Enter submits, arrows move, S skips, U or Ctrl+Z undoes (Streamlit's own button shortcuts, plus a tiny
 listener for Ctrl+Z that ignores keys typed into text fields).
@@ -15,20 +15,16 @@ import pandas as pd
 import streamlit as st
 import streamlit.components.v1 as components
 
-from core import agreement as A
-from core import labels as L
+import core.labels.agreement as A
+import core.labels.labelling as L
+import core.maps.neighbours as N
 from core import safe_yaml
-from core.browse import get_sample, matching_ids
-from core.display import column_labels, plural, table
-from core.embed import embedding_runs
-from core.selection import list_selections, selection_ids
-from core.store import Store
+from core.browse.display import column_labels, plural, table
+from core.browse.samples import get_sample, matching_ids
+from core.browse.selections import list_selections, selection_ids
+from core.maps.embed import embedding_runs
+from core.store.database import Store
 from ui import error, md_text, run_page, success
-
-try:  # the maps helper's module; the queue option appears only where it exists
-    from core import neighbours as N  # type: ignore[attr-defined]
-except ImportError:
-    N = None
 
 st.set_page_config(page_title="Label · Assay", layout="wide")
 store = Store()
@@ -118,9 +114,7 @@ def schema_editor() -> None:
 
 def queue_source(schema: L.LabelSchema) -> tuple[tuple, list[int]] | None:
     """Sidebar controls for where samples come from; returns (cache key, candidate ids)."""
-    kinds = ["Dataset filter", "Saved selection", "Most uncertain first"]
-    if N is not None:
-        kinds.append("Nearest neighbours")
+    kinds = ["Dataset filter", "Saved selection", "Most uncertain first", "Nearest neighbours"]
     kind = st.sidebar.radio("Queue from", kinds, key="queue_kind")
     if kind == "Saved selection":
         sels = list_selections(store)

@@ -1,7 +1,7 @@
 """Noise: find probably-mislabelled samples, see how a reweighting method would down-weight them, fix them.
 
 Thin page: every computation and write goes through core.noise (run, actions) and the figures come from
-core.viz_noise. Dataset text and labels are shown with st.text / st.dataframe, never as markdown.
+core.noise.figures. Dataset text and labels are shown with st.text / st.dataframe, never as markdown.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pandas as pd
 import streamlit as st
 
 import ui_jobs
-from core.embed import DEFAULT_MODEL
-from core.estimates import describe_seconds, embedding_plan, run_rate
-from core.jobs import Job
+from core.maps.embed import DEFAULT_MODEL
+from core.maps.estimates import describe_seconds, embedding_plan, run_rate
 from core.noise import actions
 from core.noise.features import default_label_source, label_sources, parse_label_source
+from core.noise.figures import cartography_map, confusion_figure, weight_distribution, weight_trajectories
 from core.noise.label_names import display, label_names, set_label_names, with_names
 from core.noise.run import (
     DEFAULT_METHODS,
@@ -31,8 +31,8 @@ from core.noise.run import (
     suspicious,
     trajectories,
 )
-from core.store import Store
-from core.viz_noise import cartography_map, confusion_figure, weight_distribution, weight_trajectories
+from core.store.database import Store
+from core.store.jobs import Job
 from ui import md_text, open_store, run_page, success
 
 SERIES = {"rescaler_weight": "rescaler weight", "p_given": "p(given label) (cartography)", "margin": "margin (AUM)"}

@@ -6,9 +6,10 @@ import json
 
 import streamlit as st
 
-from core import dedup, selection
-from core.display import plural, table
-from core.store import Store, StoreError
+import core.browse.selections as selection
+import core.dedup.groups as dedup
+from core.browse.display import plural, table
+from core.store.database import Store, StoreError
 from ui import caption, error, marked_html, open_store, run_page
 
 

@@ -6,13 +6,13 @@ import json
 
 import streamlit as st
 
+import core.browse.selections as selection
+import core.contamination.check as contam
 import ui_jobs
-from core import contamination as contam
-from core import selection
-from core.display import plural, table
-from core.estimates import describe_seconds, embedding_plan
-from core.jobs import Job
-from core.store import Store
+from core.browse.display import plural, table
+from core.maps.estimates import describe_seconds, embedding_plan
+from core.store.database import Store
+from core.store.jobs import Job
 from ui import caption, chart, marked_html, md_text, open_store, run_page
 
 METHOD_LABELS = {"ngram13": "n-gram (GPT-3, N per benchmark)", "ngram8": "8-gram (PaLM)", "embedding": "embedding",

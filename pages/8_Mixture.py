@@ -10,14 +10,15 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from core import safe_yaml, viz_mixture
-from core.display import plural, table
+import core.mixture.figures as viz_mixture
+from core import safe_yaml
+from core.browse.display import plural, table
 from core.mixture.build import Composition, preview
 from core.mixture.export import export_mixture, zip_export
 from core.mixture.fields import grouping_fields
 from core.mixture.recipe import FLAGS, FORMATS, SELECTION_METHODS, Recipe, RecipeError, load_recipe
 from core.mixture.saved import get_recipe, list_recipes, save_recipe
-from core.store import Store, StoreError
+from core.store.database import Store, StoreError
 from ui import error, md_text, open_store, run_page
 
 MODES = ("weight", "count", "tokens")

@@ -1,4 +1,4 @@
-"""Pages start long work as background jobs (core/jobs.py); AppTest tests wait for them, then rerun the
+"""Pages start long work as background jobs (core/store/jobs.py); AppTest tests wait for them, then rerun the
 page so that it picks up the outcome as a user's next rerun would."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
+import core.store.jobs as jobs
 
 
 def finish_jobs(at: AppTest, timeout: float = 300.0) -> AppTest:

@@ -1,4 +1,4 @@
-"""core.browse and `assay datasets` / `assay show` against real ingested data, checked against pandas."""
+"""core.browse.samples and `assay datasets` / `assay show` against real ingested data, checked against pandas."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.browse import (
+from core.browse.samples import (
     Filter,
     column_catalog,
     get_sample,
@@ -17,9 +17,9 @@ from core.browse import (
     top_values,
     value_range,
 )
-from core.cli import main as cli_main
-from core.ingest import ingest, ingest_records
-from core.store import Store
+from core.cli.main import main as cli_main
+from core.ingest.importer import ingest, ingest_records
+from core.store.database import Store
 
 XSS = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.browse import query_samples
-from core.ingest import ingest, ingest_records
-from core.store import Store
+from core.browse.samples import query_samples
+from core.ingest.importer import ingest, ingest_records
+from core.store.database import Store
 from tests.browser_support import ARTIFACTS
 
 XSS = "<script>alert(1)</script>"

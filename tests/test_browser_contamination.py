@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.ingest import ingest_records
-from core.store import Store
+from core.ingest.importer import ingest_records
+from core.store.database import Store
 from tests.browser_support import _IDLE, ARTIFACTS
 from tests.test_pages_dedup import PARAPHRASE, embedding_only_run
 

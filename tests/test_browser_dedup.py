@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from core import contamination, dedup
-from core.ingest import ingest_records
-from core.store import Store
+import core.contamination.check as contamination
+import core.dedup.groups as dedup
+from core.ingest.importer import ingest_records
+from core.store.database import Store
 from tests.browser_support import ARTIFACTS
 
 

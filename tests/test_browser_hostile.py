@@ -10,10 +10,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core import contamination, dedup
-from core import labels as L
-from core.ingest import ingest_records
-from core.store import Store
+import core.contamination.check as contamination
+import core.dedup.groups as dedup
+import core.labels.labelling as L
+from core.ingest.importer import ingest_records
+from core.store.database import Store
 from tests.browser_support import ARTIFACTS, wait_idle
 
 EVIL = "evil.example"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from core.embed import embed
-from core.estimates import embedding_plan
-from core.ingest import ingest_records
-from core.jobs import JobCancelled
-from core.store import Store
+from core.ingest.importer import ingest_records
+from core.maps.embed import embed
+from core.maps.estimates import embedding_plan
+from core.store.database import Store
+from core.store.jobs import JobCancelled
 from tests.browser_support import ARTIFACTS, wait_idle
 from tests.test_embed import read_jsonl
 

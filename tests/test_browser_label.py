@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core import labels as L
-from core.ingest import ingest
+import core.labels.labelling as L
+from core.ingest.importer import ingest
 from tests.browser_support import ARTIFACTS, wait_idle
 
 SCHEMA = {"name": "task", "guidelines": "Pick the **main** task.",

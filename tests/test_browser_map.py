@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.maps import make_map
+from core.maps.points import make_map
 from tests.browser_support import ARTIFACTS
 from tests.test_embed import embedded_store
 
@@ -93,8 +93,8 @@ def _isolated(points: list[dict], p: dict, radius: float = 8.0) -> bool:
 @pytest.mark.browser
 def test_new_map_is_shown_click_reads_a_point_unclustered_is_grey(tmp_path_factory, shared: Path, workbench,
                                                                    browser_page) -> None:
-    from core.maps import list_maps
-    from core.viz_map import UNCLUSTERED, UNCLUSTERED_COLOUR
+    from core.maps.figures import UNCLUSTERED, UNCLUSTERED_COLOUR
+    from core.maps.points import list_maps
     from tests.browser_support import wait_idle
 
     store, run = embedded_store(tmp_path_factory.getbasetemp(), shared)

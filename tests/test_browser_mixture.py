@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.demo import load_demo
-from core.store import Store
+from core.ingest.demo import load_demo
+from core.store.database import Store
 from tests.browser_support import ARTIFACTS, choose_option
 
 pytestmark = pytest.mark.browser

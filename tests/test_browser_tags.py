@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from core import tags as T
-from core.ingest import ingest_records
-from core.store import Store
-from core.taggers.base import row
-from core.taggers.job import run_tagging
+import core.tags.results as T
+from core.ingest.importer import ingest_records
+from core.store.database import Store
+from core.tags.taggers.base import row
+from core.tags.taggers.job import run_tagging
 from tests.browser_support import ARTIFACTS
 
 pytestmark = pytest.mark.browser

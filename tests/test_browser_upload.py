@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.store import Store
+from core.store.database import Store
 from tests.browser_support import ARTIFACTS
 
 pytestmark = pytest.mark.browser

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from core import labels as L
-from core.demo import load_demo
-from core.store import Store
+import core.labels.labelling as L
+from core.ingest.demo import load_demo
+from core.store.database import Store
 from tests.browser_support import ARTIFACTS, choose_option, wait_idle
 
 pytestmark = pytest.mark.browser

@@ -13,16 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _assay(*args: str, db: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "ASSAY_DB": str(db)}
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "core.cli.main", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
 
 
 def test_help_lists_every_command_without_loading_models() -> None:
-    code = ("import sys, core.cli; core.cli.build_parser(); "
+    code = ("import sys, core.cli.main; core.cli.main.build_parser(); "
             "print(sorted(m for m in ('torch', 'sentence_transformers', 'ray', 'cleanlab') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # `assay --help` stays quick: heavy libraries load only when used
-    help_text = subprocess.run([sys.executable, "-m", "core.cli", "--help"], cwd=ROOT, capture_output=True,
+    help_text = subprocess.run([sys.executable, "-m", "core.cli.main", "--help"], cwd=ROOT, capture_output=True,
                                text=True, check=True).stdout
     for command in ("ingest", "datasets", "show", "embed", "map", "tag", "noise", "dedup", "contamination", "mix",
                     "scale"):

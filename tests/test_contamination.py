@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import cli, contamination, selection, textnorm
-from core.ingest import ingest_records
-from core.store import Store
+import core.browse.selections as selection
+import core.cli.main as cli
+import core.contamination.check as contamination
+from core import textnorm
+from core.ingest.importer import ingest_records
+from core.store.database import Store
 
 N_EVAL = 150  # a slice of the GSM8K test split keeps the embedding step to seconds on 2 cores
 N_TRAIN = 150

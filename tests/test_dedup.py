@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from datasketch import MinHash
 
-from core import cli, dedup, textnorm
-from core.ingest import ingest_records
-from core.store import Store
+import core.cli.main as cli
+import core.dedup.groups as dedup
+from core import textnorm
+from core.ingest.importer import ingest_records
+from core.store.database import Store
 
 N_BASE = 300
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.demo import (
+from core.ingest.demo import (
     DEMO,
     HUB_SOURCES,
     UNPINNED,
@@ -23,7 +23,7 @@ from core.demo import (
     hub_reachable,
     load_demo_from_hub,
 )
-from core.store import Store
+from core.store.database import Store
 
 N = 30  # records per file: small, real
 FAKE_MAIN = "0123456789abcdef0123456789abcdef01234567"  # the commit `main` points at in this cache

@@ -1,10 +1,10 @@
-"""core.display: human headers, missing values as a dash, plurals, the home page's computed kinds."""
+"""core.browse.display: human headers, missing values as a dash, plurals, the home page's computed kinds."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from core.display import MISSING, computed_kinds, label, plural, table
+from core.browse.display import MISSING, computed_kinds, label, plural, table
 
 
 def test_plural() -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.embed import embed, embedding_runs, get_embedder, load_vectors
-from core.ingest import ingest_records
-from core.store import Store
+from core.ingest.importer import ingest_records
+from core.maps.embed import embed, embedding_runs, get_embedder, load_vectors
+from core.store.database import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 N_GSM8K = 200
@@ -88,7 +88,7 @@ def test_onnx_int8_backend_agrees_with_torch(store: Store, shared: Path, tmp_pat
     monkeypatch.setenv("ASSAY_CACHE", str(tmp_path / "cache"))
     texts = [r["question"] for r in read_jsonl(shared / "gsm8k" / "test.jsonl", 40)]
     reference = get_embedder().encode(texts)
-    from core.embed import OnnxEmbedder
+    from core.maps.embed import OnnxEmbedder
 
     fast = OnnxEmbedder(int8=True).encode(texts)
     cosine = (fast * reference).sum(axis=1)
@@ -97,8 +97,8 @@ def test_onnx_int8_backend_agrees_with_torch(store: Store, shared: Path, tmp_pat
 
 _CHILD = """
 import sys, time
-from core.embed import embed
-from core.store import Store
+from core.maps.embed import embed
+from core.store.database import Store
 def progress(done, total):
     print(f"committed {done}/{total}", flush=True)
     if done > 0:

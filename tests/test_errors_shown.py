@@ -13,11 +13,11 @@ import tomllib
 from streamlit.testing.v1 import AppTest
 
 from core.errors import NotFoundError
-from core.ingest import ingest_records
-from core.store import Store
+from core.ingest.importer import ingest_records
+from core.store.database import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "/srv/secret/assay/core/dedup.py"  # stands for a server path inside an error message
+SECRET = "/srv/secret/assay/core/dedup/groups.py"  # stands for a server path inside an error message
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def _everything_shown(at: AppTest) -> str:
 
 
 def test_page_bug_shows_a_reference_and_logs_the_traceback(page_store: Store, monkeypatch) -> None:
-    from core import dedup
+    import core.dedup.groups as dedup
 
     def broken(*_args, **_kwargs):
         raise RuntimeError(f"boom in {SECRET}")
@@ -64,7 +64,7 @@ def test_page_bug_shows_a_reference_and_logs_the_traceback(page_store: Store, mo
 
 
 def test_page_user_error_shows_its_sentence(page_store: Store, monkeypatch) -> None:
-    from core import dedup
+    import core.dedup.groups as dedup
 
     def missing(*_args, **_kwargs):
         raise NotFoundError("No duplicate run 7: run a duplicate search first")
@@ -106,7 +106,7 @@ def _cli(code_or_args: list[str], tmp_path: Path) -> subprocess.CompletedProcess
 def test_cli_user_error_is_one_line_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "broken.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": \n')
-    result = _cli(["-m", "core.cli", "ingest", str(bad), "--name", "broken"], tmp_path)
+    result = _cli(["-m", "core.cli.main", "ingest", str(bad), "--name", "broken"], tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("assay: error:") and "broken.jsonl" in lines[0]
@@ -114,11 +114,11 @@ def test_cli_user_error_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def test_cli_bug_is_one_line_naming_the_log(tmp_path: Path) -> None:
-    code = ("import sys, core.cli, core.store\n"
+    code = ("import sys, core.cli.main, core.store.database\n"
             "def broken(self):\n"
             f"    raise RuntimeError('boom in {SECRET}')\n"
-            "core.store.Store.datasets = broken\n"
-            "sys.exit(core.cli.main(['datasets']))\n")
+            "core.store.database.Store.datasets = broken\n"
+            "sys.exit(core.cli.main.main(['datasets']))\n")
     result = _cli(["-c", code], tmp_path)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()

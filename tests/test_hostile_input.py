@@ -19,14 +19,14 @@ import orjson
 import pytest
 import zstandard
 
-from core import readers
-from core.cli import main as cli_main
+import core.ingest.readers as readers
+from core.cli.main import main as cli_main
 from core.errors import ConflictError, InputError, NameRuleError, UserError
-from core.ingest import DatasetExistsError, IngestError, check_dataset_name, ingest, ingest_records
-from core.labels import LabelError, load_schema_file, load_schema_text
+from core.ingest.importer import DatasetExistsError, IngestError, check_dataset_name, ingest, ingest_records
+from core.ingest.readers import FormatError, LineTooLongError, iter_batches
+from core.labels.labelling import LabelError, load_schema_file, load_schema_text
 from core.mixture.recipe import RecipeError, load_recipe
-from core.readers import FormatError, LineTooLongError, iter_batches
-from core.store import Store
+from core.store.database import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1 << 20
@@ -88,7 +88,7 @@ def test_alias_bomb_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path,
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(_bomb(9))  # the real thing: gigabytes and a MemoryError after 30 s without the fix
     db = str(tmp_path / "s.duckdb")
-    done = subprocess.run([sys.executable, "-m", "core.cli", "--db", db, "mix", str(bomb), "--out",
+    done = subprocess.run([sys.executable, "-m", "core.cli.main", "--db", db, "mix", str(bomb), "--out",
                            str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()

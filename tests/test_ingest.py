@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from core.cli import main as cli_main
-from core.demo import DEMO, load_demo
-from core.ingest import IngestError, drop_dataset, ingest, ingest_records
-from core.store import Store
-from core.tokens import estimate_tokens
+from core.cli.main import main as cli_main
+from core.ingest.demo import DEMO, load_demo
+from core.ingest.importer import IngestError, drop_dataset, ingest, ingest_records
+from core.ingest.tokens import estimate_tokens
+from core.store.database import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,8 +197,8 @@ def test_killed_load_leaves_no_half_dataset(tmp_path: Path, shared: Path) -> Non
             out.write(json.dumps({"id": i, **rec}) + "\n")
     store = Store(db)
     ingest_records(store, [{"question": "kept", "answer": "yes"}], name="before")
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from core.store import Store; "
-            f"from core.ingest import ingest; "
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from core.store.database import Store; "
+            f"from core.ingest.importer import ingest; "
             f"ingest(Store({str(db)!r}), {str(big)!r}, name='big', progress=lambda d, t: print(d, flush=True))")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert int(proc.stdout.readline()) > 0  # it is reading
@@ -226,8 +226,8 @@ def test_cli_ingest_datasets_and_json(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_dropping_a_dataset_leaves_no_orphans(store: Store, shared: Path) -> None:
-    from core.selection import exclude, save_selection
-    from core.tags import rows_frame, write_tags
+    from core.browse.selections import exclude, save_selection
+    from core.tags.results import rows_frame, write_tags
 
     ingest(store, shared / "mt-bench" / "mt_bench_question.jsonl", name="mt")
     ingest(store, shared / "gsm8k" / "test.jsonl", name="gsm")

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.ingest import IngestError, ingest, ingest_records
-from core.store import Store
+from core.ingest.importer import IngestError, ingest, ingest_records
+from core.store.database import Store
 
 SAMPLE_COLUMNS = "source_id, row_idx, messages, rejected, text, n_turns, n_chars, n_tokens, meta, raw"
 EDGE_SPACES = ["", " ", "\u00a0\u2028", "\t\n", "x", " lead", "\u3000y"]
@@ -222,7 +222,7 @@ def test_jsonl_bad_lines_get_the_record_paths_message(store: Store, tmp_path: Pa
 
 
 def test_lone_surrogate_escapes_are_told_from_pairs() -> None:
-    from core.ingest_columnar import _has_lone_surrogate
+    from core.ingest.columnar import _has_lone_surrogate
 
     assert not _has_lone_surrogate(rb'{"q": "smile \ud83d\ude00 and \uD83D\uDE00 \u00e9"}')
     for lone in (rb'"\ud83d"', rb'"\ude00"', rb'"\ud83d x \ude00"', rb'"\ud83d\ude00\ude00"', rb'"\ud83d\ud83d"'):

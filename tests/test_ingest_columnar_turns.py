@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.ingest import IngestError, ingest
-from core.store import Store
+from core.ingest.importer import IngestError, ingest
+from core.store.database import Store
 from tests.test_ingest_columnar import _jsonl, _load_both_ways
 
 

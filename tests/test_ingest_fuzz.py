@@ -24,8 +24,8 @@ import pytest
 import zstandard
 
 from core.errors import UserError
-from core.ingest import ingest
-from core.store import Store
+from core.ingest.importer import ingest
+from core.store.database import Store
 
 SEED = 14
 CASES = 80

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.ingest import ingest_records
+from core.ingest.importer import ingest_records
 from core.mixture.export import export_mixture
 from core.mixture.recipe import load_recipe
-from core.store import Store, now_utc, run_interrupted
+from core.store.database import Store, now_utc, run_interrupted
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = "name: killed\nsources: [{dataset: gsm8k-slice, count: 150}]\n"
@@ -29,7 +29,7 @@ _CHILD = """
 import sys, time
 from core.mixture.export import export_mixture
 from core.mixture.recipe import load_recipe
-from core.store import Store
+from core.store.database import Store
 
 def progress(stage, fraction):
     print(stage, flush=True)

@@ -1,4 +1,4 @@
-"""Background jobs (core/jobs.py) and the estimates shown before them (core/estimates.py), with a real
+"""Background jobs (core/store/jobs.py) and the estimates shown before them (core/maps/estimates.py), with a real
 embedding run: cancelling stops it at its next committed chunk, the run is recorded as cancelled with what
 it committed kept, and starting it again resumes the same run."""
 
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
-from core.embed import embed
+import core.store.jobs as jobs
 from core.errors import InputError
-from core.estimates import embedding_plan
-from core.ingest import ingest_records
-from core.store import Store
+from core.ingest.importer import ingest_records
+from core.maps.embed import embed
+from core.maps.estimates import embedding_plan
+from core.store.database import Store
 from tests.test_embed import read_jsonl
 
 N = 200

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from core import labels as L
-from core.ingest import ingest_records
-from core.store import Store
+import core.labels.labelling as L
+from core.ingest.importer import ingest_records
+from core.store.database import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 N_THREADS = 8
@@ -36,8 +36,8 @@ def _setup(store: Store, n: int = PER_WRITER) -> list[int]:
 CHILD = textwrap.dedent(
     """
     import sys
-    from core import labels as L
-    from core.store import Store
+    import core.labels.labelling as L
+    from core.store.database import Store
     path, annotator, n, delay, bulk = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
     store = Store(path, busy_timeout=60)
     schema = L.get_schema(store, "keep")

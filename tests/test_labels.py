@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import agreement as A
-from core import labels as L
-from core.cli import main as cli
-from core.ingest import ingest
-from core.store import Store
+import core.labels.agreement as A
+import core.labels.labelling as L
+from core.cli.main import main as cli
+from core.ingest.importer import ingest
+from core.store.database import Store
 
 TASK = {
     "name": "task", "title": "Task category", "guidelines": "Pick the **main** task.",
@@ -125,7 +125,7 @@ def test_uncertainty_ignores_reward_scores(loaded) -> None:
 def test_suggestions_from_a_tags_table(loaded) -> None:
     store, schema, ids = loaded
     run = store.start_run("tag")
-    with store.transaction() as con:  # rows as core/tags.py writes them (migration 0006)
+    with store.transaction() as con:  # rows as core/tags/results.py writes them (migration 0006)
         con.execute("INSERT INTO tags (run_id, sample_id, tag, value, score, status) VALUES "
                     "(?, ?, 'task_category', 'Math', 0.9, 'ok'), (?, ?, 'task_category', 'Coding & Debugging', 0.3, 'ok'), "
                     "(?, ?, 'task_category', NULL, NULL, 'parse_error')", [run, ids[0], run, ids[1], run, ids[2]])

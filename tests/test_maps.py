@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import selection
-from core.cli import main as cli_main
-from core.cluster import cluster_table, ctfidf_keywords, distinct_labels, phrases, stop_words
-from core.maps import (
+import core.browse.selections as selection
+from core.cli.main import main as cli_main
+from core.maps.cluster import cluster_table, ctfidf_keywords, distinct_labels, phrases, stop_words
+from core.maps.figures import escape_hover, map_figure
+from core.maps.neighbours import knn_graph, neighbours, search
+from core.maps.points import (
     act_on_selection,
     clicked_point,
     downsample,
@@ -21,9 +23,7 @@ from core.maps import (
     load_points,
     make_map,
 )
-from core.neighbours import knn_graph, neighbours, search
-from core.store import Store
-from core.viz_map import escape_hover, map_figure
+from core.store.database import Store
 from tests.test_embed import N_ARENA, N_GSM8K, embedded_store, read_jsonl
 
 
@@ -181,8 +181,8 @@ CODE_WORDS = ("code", "python", "function", "script", "program", "sql", "javascr
 
 
 def _tag_run(store: Store, rows: list[dict], *, finished: bool = True) -> int:
-    """A tagging run recorded as core.taggers.job records one: runs + tag_runs rows, then write_tags."""
-    from core import tags as T
+    """A tagging run recorded as core.tags.taggers.job records one: runs + tag_runs rows, then write_tags."""
+    import core.tags.results as T
 
     with store.transaction() as con:
         run = store.start_run("tag", params={"backend": "test", "n": len(rows)}, sample_filter="test", con=con)
@@ -198,13 +198,13 @@ def coloured_map(tmp_root: Path, shared: Path) -> tuple[Store, int, dict]:
     """A PCA map of real GSM8K and Arena-Hard samples, with real tags, hand labels, a real cleanlab
     noise run on those labels, a duplicate run and a real 13-gram contamination run on part of it.
     Returns the store, the map id and what each source should show for some sample ids."""
-    from core import labels as L
-    from core.contamination import check_contamination
-    from core.dedup import write_groups
-    from core.ingest import ingest_records
+    import core.labels.labelling as L
+    from core.contamination.check import check_contamination
+    from core.dedup.groups import write_groups
+    from core.ingest.importer import ingest_records
     from core.noise import NoiseConfig, run_noise
-    from core.taggers.base import row
-    from core.taggers.job import run_tagging
+    from core.tags.taggers.base import row
+    from core.tags.taggers.job import run_tagging
 
     store, run = embedded_store(tmp_root, shared)
     info = make_map(store, ["gsm8k", "arena"], embedding_run_id=run, method="pca", clusters="kmeans", k=4)
@@ -258,7 +258,7 @@ def coloured(tmp_path_factory, shared: Path) -> tuple[Store, int, dict]:
 
 
 def test_colour_columns_offer_tags_labels_noise_duplicates_contamination(coloured) -> None:
-    from core.maps import colour_columns
+    from core.maps.points import colour_columns
 
     store, map_id, x = coloured
     offered = colour_columns(store, ["gsm8k", "arena"], map_id)
@@ -336,7 +336,7 @@ def test_unknown_colour_columns_are_refused(coloured) -> None:
 
 
 def test_figure_shows_missing_values_in_grey_never_drops_them(coloured) -> None:
-    from core.viz_map import MISSING, MISSING_COLOUR
+    from core.maps.figures import MISSING, MISSING_COLOUR
 
     store, map_id, x = coloured
     points = load_points(store, map_id, ["tag:difficulty", "tag:response_quality", f"noise:{x['noise']}/cleanlab flag"])
@@ -355,7 +355,7 @@ def test_figure_shows_missing_values_in_grey_never_drops_them(coloured) -> None:
 def test_palette_is_distinct_and_never_grey() -> None:
     import colorsys
 
-    from core.viz_map import MISSING_COLOUR, UNCLUSTERED_COLOUR, palette
+    from core.maps.figures import MISSING_COLOUR, UNCLUSTERED_COLOUR, palette
 
     for n in (10, 40, 60, 150):
         colours = palette(n)
@@ -366,7 +366,7 @@ def test_palette_is_distinct_and_never_grey() -> None:
 
 
 def test_unclustered_is_grey_beneath_and_clusters_keep_distinct_colours() -> None:
-    from core.viz_map import MISSING, UNCLUSTERED, UNCLUSTERED_COLOUR
+    from core.maps.figures import MISSING, UNCLUSTERED, UNCLUSTERED_COLOUR
 
     n, k = 3_000, 25
     rng = np.random.default_rng(3)

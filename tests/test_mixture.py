@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.demo import load_demo
+from core.ingest.demo import load_demo
 from core.mixture.build import MixturePlanError, preview
 from core.mixture.export import export_mixture, sha256_file, zip_export
 from core.mixture.plan import largest_remainder
 from core.mixture.recipe import RecipeError, load_recipe
-from core.store import Store
+from core.store.database import Store
 
 DEMO = ["gsm8k-train", "gsm8k-test", "alpaca-gpt4-demo-1k", "hh-rlhf-harmless-test", "oasst-sample",
         "self-instruct-user-oriented"]
@@ -119,7 +119,7 @@ def test_upsampling_and_impossible_target(demo: Store, tmp_path: Path) -> None:
 
 
 def test_filter_counts_examples_dedup_and_exclusions(demo: Store) -> None:
-    from core.selection import exclude
+    from core.browse.selections import exclude
 
     ids = demo.query_df("SELECT s.id FROM samples s JOIN datasets d USING (dataset_id) "
                         "WHERE d.name = 'oasst-sample' ORDER BY s.id LIMIT 7").id.tolist()
@@ -171,7 +171,7 @@ def test_licence_synthetic_and_dominance_warnings(demo: Store) -> None:
 
 
 def test_unsafe_and_eval_warnings(demo: Store) -> None:
-    from core import labels
+    import core.labels.labelling as labels
 
     schema = labels.save_schema(demo, labels.parse_schema(
         {"name": "safety-check", "fields": [{"name": "safety", "type": "single_choice", "options": ["safe", "unsafe"]}]}))
@@ -188,8 +188,8 @@ def test_unsafe_and_eval_warnings(demo: Store) -> None:
 
 
 def test_contamination_warning_and_filter(demo: Store, shared: Path) -> None:
-    from core.contamination import check_contamination
-    from core.ingest import ingest_records
+    from core.contamination.check import check_contamination
+    from core.ingest.importer import ingest_records
 
     train = [json.loads(line) for line in (shared / "gsm8k/train.jsonl").read_text().splitlines()[:150]]
     test = [json.loads(line) for line in (shared / "gsm8k/test.jsonl").read_text().splitlines()[:10]]
@@ -267,7 +267,7 @@ def test_other_seed_changes_selection(demo: Store) -> None:
 
 
 def test_cli_preview_and_mix(demo: Store, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from core.cli import main
+    from core.cli.main import main
 
     path = tmp_path / "r.yaml"
     path.write_text("name: cli\nsources: [{dataset: gsm8k-train, count: 20}]\nexport: {formats: [openai]}\n")

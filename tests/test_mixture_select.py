@@ -10,7 +10,7 @@ import pytest
 from core.mixture import select as sel
 from core.mixture.build import preview
 from core.mixture.recipe import load_recipe
-from core.store import Store
+from core.store.database import Store
 
 
 def test_take_counts_budgets_and_repeats() -> None:
@@ -51,8 +51,8 @@ def test_top_order_and_determinism() -> None:
 
 
 def test_diverse_selection_on_real_embeddings(store: Store, shared: Path) -> None:
-    from core.demo import load_demo
-    from core.embed import embed
+    from core.ingest.demo import load_demo
+    from core.maps.embed import embed
 
     load_demo(store, shared, names=["self-instruct-user-oriented"])
     r = load_recipe("name: d\nseed: 4\nsources: [{dataset: self-instruct-user-oriented, count: 40}]\n"

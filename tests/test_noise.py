@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from core.cli import main as cli_main
-from core.demo import load_demo
+from core.cli.main import main as cli_main
 from core.errors import InputError
-from core.ingest import ingest_records
+from core.ingest.demo import load_demo
+from core.ingest.importer import ingest_records
 from core.noise import actions
 from core.noise.features import (
     default_label_source,
@@ -36,7 +36,7 @@ from core.noise.run import (
     suspicious,
     trajectories,
 )
-from core.store import Store
+from core.store.database import Store
 
 DATASET = "hoc-noisy"
 N_PER_CLASS = {"0": 200, "1": 700, "2": 500}  # unanimous rows only: their labels are (nearly) clean
@@ -148,7 +148,7 @@ def test_run_is_recorded_with_trajectories_and_readers(noisy) -> None:
     matrix = confusion(store, run_id)
     assert list(matrix.index) == ["0", "1", "2"] and matrix.to_numpy().sum() == len(scores)
     # The labelling page's "most uncertain first" reads noise_scores.
-    from core.labels import noise_flag_uncertainty, parse_schema
+    from core.labels.labelling import noise_flag_uncertainty, parse_schema
 
     schema = parse_schema({"name": "s", "fields": [{"name": "label", "options": ["0", "1", "2"]}]})
     order = noise_flag_uncertainty(store, schema, scores.index.tolist())
@@ -164,7 +164,7 @@ def test_relabel_exclude_and_queue(noisy) -> None:
     labels = load_labels(store, DATASET, "class")
     assert labels.n_relabelled == 1
     assert labels.given[list(labels.sample_ids).index(sid)] == true
-    from core.selection import excluded_ids, selection_ids
+    from core.browse.selections import excluded_ids, selection_ids
 
     ids = scores[scores.is_label_issue].index[:5].tolist()
     assert actions.exclude_noisy(store, ids, who="tester") == 5

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.browse import Filter, query_samples
-from core.ingest import ingest, ingest_records
-from core.store import Store
+from core.browse.samples import Filter, query_samples
+from core.ingest.importer import ingest, ingest_records
+from core.store.database import Store
 
 XSS = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -159,7 +159,7 @@ def test_unknown_dataset_in_link_falls_back(monkeypatch: pytest.MonkeyPatch, loa
 
 
 def test_save_results_as_selection(monkeypatch: pytest.MonkeyPatch, loaded: Store) -> None:
-    selection = pytest.importorskip("core.selection")
+    selection = pytest.importorskip("core.browse.selections")
     at = _page(monkeypatch, loaded, "gsm8k-train")
     at.text_input(key="search").input("apples").run()
     at.text_input(key="selection_name").input("apple problems").run()
@@ -184,9 +184,9 @@ def test_home_row_opens_the_dataset_in_this_tab(monkeypatch: pytest.MonkeyPatch,
 
 def test_home_computed_column_lists_embeddings_and_maps(monkeypatch: pytest.MonkeyPatch, store: Store,
                                                          shared: Path) -> None:
-    from core.embed import embed
-    from core.maps import record_map
-    from core.project import project
+    from core.maps.embed import embed
+    from core.maps.points import record_map
+    from core.maps.project import project
 
     questions = pd.read_json(shared / "gsm8k" / "test.jsonl", lines=True).question.tolist()[:24]
     for name, part in (("first", questions[:12]), ("second", questions[12:])):

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import contamination, dedup, selection
-from core.ingest import ingest_records
-from core.store import Store
+import core.browse.selections as selection
+import core.contamination.check as contamination
+import core.dedup.groups as dedup
+from core.ingest.importer import ingest_records
+from core.store.database import Store
 from tests.jobs_support import finish_jobs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import labels as L
-from core.ingest import ingest
-from core.store import Store
+import core.labels.labelling as L
+from core.ingest.importer import ingest
+from core.store.database import Store
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "4_Label.py")
 SCHEMA = {"name": "task", "guidelines": "Pick the **main** task.",

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import selection
-from core.maps import ids_in_selection, list_maps, load_points
+import core.browse.selections as selection
+from core.maps.points import ids_in_selection, list_maps, load_points
 from tests.jobs_support import finish_jobs
 from tests.test_embed import N_ARENA, N_GSM8K, embedded_store
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.demo import load_demo
-from core.store import Store
+from core.ingest.demo import load_demo
+from core.store.database import Store
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "8_Mixture.py")
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.labels import events
+from core.browse.selections import excluded_ids, list_selections, selection_ids
+from core.labels.labelling import events
 from core.noise.features import relabel_schema_name
 from core.noise.label_names import label_names, set_label_names
 from core.noise.run import flagged_ids
-from core.selection import excluded_ids, list_selections, selection_ids
-from core.store import Store
+from core.store.database import Store
 from tests.jobs_support import finish_jobs
 from tests.test_noise import DATASET, build_noisy_store, copy_store
 

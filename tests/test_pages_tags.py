@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import tags as T
-from core.ingest import ingest_records
-from core.store import Store
-from core.taggers.base import row
-from core.taggers.job import run_tagging
+import core.tags.results as T
+from core.ingest.importer import ingest_records
+from core.store.database import Store
+from core.tags.taggers.base import row
+from core.tags.taggers.job import run_tagging
 from tests.jobs_support import finish_jobs
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "3_Tags.py")

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from core.readers import FORMATS, FormatError, RawRecord, count_hint, detect_format, iter_batches
+from core.ingest.readers import FORMATS, FormatError, RawRecord, count_hint, detect_format, iter_batches
 
 ROWS = [{"id": i, "text": f"sample {i}", "label": i % 3} for i in range(10)]
 

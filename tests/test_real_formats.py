@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from core.browse import get_sample
-from core.ingest import IngestError, ingest
-from core.store import Store
+from core.browse.samples import get_sample
+from core.ingest.importer import IngestError, ingest
+from core.store.database import Store
 
 REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "real-formats"
 
@@ -194,7 +194,7 @@ def test_unknown_shape_message_is_short_with_a_map_line(store: Store, tmp_path: 
     msg = str(e.value)
     assert len(msg) < 600 and "title (3)" in msg and "--map prompt=title --map response=body" in msg
     assert msg.count(":") < 12  # two or three closest shapes, not all of them
-    from core.ingest import ingest as again
+    from core.ingest.importer import ingest as again
     assert again(store, path, name="odd", mapping={"prompt": "title", "response": "body"}).n_samples == 3
 
 
@@ -210,7 +210,7 @@ def test_txt_line_and_paragraph_modes(store: Store, tmp_path: Path, mode: str, e
 
 
 def test_txt_overlong_line_is_a_named_bad_record(tmp_path: Path) -> None:
-    from core.readers import FormatError, iter_txt_batches
+    from core.ingest.readers import FormatError, iter_txt_batches
 
     path = tmp_path / "long.txt"
     path.write_bytes(b"ok\n" + b"x" * 5000 + b"\nfine\n")
@@ -230,8 +230,8 @@ def test_sample_view_shows_tool_calls_results_reasoning_and_rejected(monkeypatch
                                                                      store: Store) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from core.browse import query_samples
-    from core.ingest import ingest_records
+    from core.browse.samples import query_samples
+    from core.ingest.importer import ingest_records
 
     call = {"id": "c9", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "' + XSS + '"}'}}
     ingest_records(store, [{"messages": [
@@ -276,7 +276,7 @@ def _history_file(tmp_path: Path) -> Path:
 
 def test_cli_reports_fields_and_strict_refuses(store: Store, tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
-    from core.cli import main
+    from core.cli.main import main
 
     path = _history_file(tmp_path)
     assert main(["--db", str(store.path), "ingest", str(path), "--name", "h", "--shape", "qa"]) == 0

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from core.ingest import ingest, ingest_records
+from core.ingest.importer import ingest, ingest_records
 from core.mixture.export import export_mixture
 from core.mixture.recipe import load_recipe
-from core.store import Store
+from core.store.database import Store
 
 REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "real-formats"
 

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.ingest import ingest_records
+from core.ingest.importer import ingest_records
 from core.scale import EmbedStep, Job, MinHashStep, TagStep, run_step
 from core.scale.engine import init_ray
-from core.store import Store
+from core.store.database import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 N_SAMPLES = 64
@@ -58,7 +58,7 @@ def outputs(job_dir: str, key: str) -> pd.DataFrame:
 
 
 def test_embedding_ray_equals_local(base_store: Path, tmp_path: Path, ray_cluster: str) -> None:
-    from core.embed import load_vectors
+    from core.maps.embed import load_vectors
 
     stores = {e: copy_store(base_store, tmp_path / e) for e in ("local", "ray")}
     reports = {e: run_step(EmbedStep(), s, "gsm8k-sample", engine=e, rows_per_shard=22, batch_size=11,
@@ -76,7 +76,7 @@ def test_embedding_ray_equals_local(base_store: Path, tmp_path: Path, ray_cluste
 
 
 def test_tagging_ray_equals_local(base_store: Path, tmp_path: Path, ray_cluster: str) -> None:
-    from core.tags import run_tags
+    from core.tags.results import run_tags
 
     stores = {e: copy_store(base_store, tmp_path / e) for e in ("local", "ray")}
     step = TagStep(groups=["language", "turns", "lengths", "category"], language_mode="low")
@@ -94,7 +94,7 @@ def test_interrupted_ray_run_resumes_without_redoing_shards(base_store: Path, tm
                                                              ray_cluster: str) -> None:
     store = copy_store(base_store, tmp_path / "kill")
     job_dir = tmp_path / "kill" / "job"
-    script = ("import sys; from core.store import Store; from core.scale import EmbedStep, run_step; "
+    script = ("import sys; from core.store.database import Store; from core.scale import EmbedStep, run_step; "
               "run_step(EmbedStep(), Store(sys.argv[1]), 'gsm8k-sample', engine='ray', ray_address=sys.argv[2], "
               "rows_per_shard=4, batch_size=4, job_dir=sys.argv[3])")
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
@@ -123,7 +123,7 @@ def test_interrupted_ray_run_resumes_without_redoing_shards(base_store: Path, tm
     assert not resumed & done_before  # nothing finished before the kill was computed again
     assert report.shards_skipped >= len(done_before)
     assert len(resumed) == report.shards_computed == 16 - report.shards_skipped
-    from core.embed import load_vectors
+    from core.maps.embed import load_vectors
 
     ids, vectors = load_vectors(store, report.run_id)
     assert len(ids) == N_SAMPLES and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
@@ -131,7 +131,7 @@ def test_interrupted_ray_run_resumes_without_redoing_shards(base_store: Path, tm
 
 
 def test_minhash_on_ray_matches_core_dedup(base_store: Path, tmp_path: Path, ray_cluster: str) -> None:
-    from core import dedup
+    import core.dedup.groups as dedup
 
     store = copy_store(base_store, tmp_path / "dd")
     report = run_step(MinHashStep(threshold=0.5), store, "gsm8k-sample", engine="ray", rows_per_shard=40,
@@ -184,7 +184,7 @@ def _tiny_reward_model(folder: Path) -> str:
 
 def test_reward_scoring_ray_equals_local(base_store: Path, tmp_path: Path, ray_cluster: str) -> None:
     from core.scale import RewardStep
-    from core.tags import run_tags
+    from core.tags.results import run_tags
 
     model = _tiny_reward_model(tmp_path / "rm")
     stores = {e: copy_store(base_store, tmp_path / e) for e in ("local", "ray")}
@@ -199,8 +199,8 @@ def test_reward_scoring_ray_equals_local(base_store: Path, tmp_path: Path, ray_c
 def test_assay_tag_engine_ray_matches_assay_tag(base_store: Path, tmp_path: Path, ray_cluster: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """`assay tag --engine ray` (the command users run) gives the same offline tags as plain `assay tag`."""
-    from core.cli import main as cli_main
-    from core.tags import run_tags
+    from core.cli.main import main as cli_main
+    from core.tags.results import run_tags
 
     stores = {e: copy_store(base_store, tmp_path / e) for e in ("local", "ray")}
     common = ["tag", "--dataset", "gsm8k-sample", "--tags", "turns,lengths", "--json"]

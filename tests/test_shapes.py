@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from core.shapes import (
+from core.ingest.shapes import (
     MAPPING_KEYS,
     SHAPES,
     Normalised,
@@ -644,7 +644,7 @@ def test_tool_calls_in_every_form_become_openai_calls() -> None:
 
 
 def test_turn_text_makes_calls_and_reasoning_searchable() -> None:
-    from core.shapes import turn_text
+    from core.ingest.shapes import turn_text
 
     turn = {"role": "assistant", "content": "ok", "reasoning": "why",
             "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}

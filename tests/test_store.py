@@ -11,8 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from core.migrations import LATEST_VERSION, MIGRATIONS
-from core.store import Store, StoreBusy, StoreVersionError, migrate
+from core.store.database import Store, StoreBusy, StoreVersionError, migrate
+from core.store.migrations import LATEST_VERSION, MIGRATIONS
 
 
 def test_fresh_store_is_at_latest_version(store: Store) -> None:
@@ -106,7 +106,7 @@ def test_threads_sharing_a_store_while_another_process_writes(tmp_path: Path) ->
     writer = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from core.store import Store
+        from core.store.database import Store
         s = Store({str(path)!r}, busy_timeout=60)
         for i in range(30):
             s.start_run("other-process")
@@ -135,7 +135,7 @@ def test_two_processes_writing_lose_nothing(tmp_path: Path) -> None:
     writer = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from core.store import Store
+        from core.store.database import Store
         s = Store({str(path)!r}, busy_timeout=60)
         for i in range(40):
             s.start_run("other-process", params={{"i": i}})

@@ -1,4 +1,4 @@
-"""core/tags.py: vocabulary checks, the long tags table, current tags, comparing runs; the CLI."""
+"""core/tags/results.py: vocabulary checks, the long tags table, current tags, comparing runs; the CLI."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from core import tags as T
-from core.cli import main as cli_main
-from core.ingest import ingest_records
-from core.store import Store
-from core.taggers.base import row
-from core.taggers.job import run_tagging
-from core.taggers.reward_models import aggregate
+import core.tags.results as T
+import core.tags.vocabulary as vocab
+from core.cli.main import main as cli_main
+from core.ingest.importer import ingest_records
+from core.store.database import Store
+from core.tags.taggers.base import row
+from core.tags.taggers.job import run_tagging
+from core.tags.taggers.reward_models import aggregate
 
 RECORDS = [
     {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]},
@@ -34,29 +35,29 @@ def _ids(store: Store) -> list[int]:
 
 
 def test_vocabulary_matches_magpie_and_the_labels_module() -> None:
-    assert T.TASK_CATEGORIES == ["Information seeking", "Reasoning", "Planning", "Editing", "Coding & Debugging",
+    assert vocab.TASK_CATEGORIES == ["Information seeking", "Reasoning", "Planning", "Editing", "Coding & Debugging",
                                  "Math", "Role playing", "Data analysis", "Creative writing", "Advice seeking",
                                  "Brainstorming", "Others"]
-    assert T.DIFFICULTY == ["very easy", "easy", "medium", "hard", "very hard"]
-    assert T.INPUT_QUALITY == ["very poor", "poor", "average", "good", "excellent"]
-    assert list(T.HAZARDS) == [f"S{i}" for i in range(1, 12)] and T.HAZARDS["S9"] == "Hate"
-    labels = pytest.importorskip("core.labels")
-    assert labels.MAGPIE_TASK_CATEGORIES == T.TASK_CATEGORIES
+    assert vocab.DIFFICULTY == ["very easy", "easy", "medium", "hard", "very hard"]
+    assert vocab.INPUT_QUALITY == ["very poor", "poor", "average", "good", "excellent"]
+    assert list(vocab.HAZARDS) == [f"S{i}" for i in range(1, 12)] and vocab.HAZARDS["S9"] == "Hate"
+    labels = pytest.importorskip("core.labels.labelling")
+    assert labels.MAGPIE_TASK_CATEGORIES == vocab.TASK_CATEGORIES
 
 
 def test_check_value_never_passes_an_unknown_value_as_real() -> None:
-    assert T.check_value("category", " math ") == ("Math", "ok", None)
-    assert T.check_value("category", "Mathematics") == (None, "out_of_vocabulary", "Mathematics")
-    assert T.check_value("difficulty", 3)[1] == "out_of_vocabulary"
-    assert T.check_value("difficulty", "")[1] == "parse_error"
-    assert T.check_value("hazards", ["S1", "s9"]) == ("S1,S9", "ok", None)
-    assert T.check_value("hazards", ["S12"])[1] == "out_of_vocabulary"
-    assert T.check_value("other_categories", ["Reasoning"]) == (json.dumps(["Reasoning"]), "ok", None)
-    assert T.check_value("intent", "The user wants X")[1] == "ok"
-    assert T.expand_groups("category,safety,lengths") == ["category", "other_categories", "safety", "hazards",
+    assert vocab.check_value("category", " math ") == ("Math", "ok", None)
+    assert vocab.check_value("category", "Mathematics") == (None, "out_of_vocabulary", "Mathematics")
+    assert vocab.check_value("difficulty", 3)[1] == "out_of_vocabulary"
+    assert vocab.check_value("difficulty", "")[1] == "parse_error"
+    assert vocab.check_value("hazards", ["S1", "s9"]) == ("S1,S9", "ok", None)
+    assert vocab.check_value("hazards", ["S12"])[1] == "out_of_vocabulary"
+    assert vocab.check_value("other_categories", ["Reasoning"]) == (json.dumps(["Reasoning"]), "ok", None)
+    assert vocab.check_value("intent", "The user wants X")[1] == "ok"
+    assert vocab.expand_groups("category,safety,lengths") == ["category", "other_categories", "safety", "hazards",
                                                           "n_chars", "n_tokens"]
     with pytest.raises(ValueError, match="unknown tag"):
-        T.expand_groups("category,vibes")
+        vocab.expand_groups("category,vibes")
 
 
 def test_write_read_current_and_compare(small: Store) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import dedup
-from core import tags as T
-from core.ingest import ingest_records
-from core.store import Store
-from core.taggers.job import JobConfig, run_tagging
-from core.taggers.llama_guard import build_prompt, parse_output
-from core.taggers.reward_models import UWO_LAMBDA, aggregate
+import core.dedup.groups as dedup
+import core.tags.results as T
+import core.tags.vocabulary as vocab
+from core.ingest.importer import ingest_records
+from core.store.database import Store
+from core.tags.taggers.job import JobConfig, run_tagging
+from core.tags.taggers.llama_guard import build_prompt, parse_output
+from core.tags.taggers.reward_models import UWO_LAMBDA, aggregate
 
 PAIRS = [
     {"prompt": f"How do I {task}?", "chosen": f"Here is a careful, safe way to {task}: step one, step two.",
@@ -42,7 +43,7 @@ def test_uwo_is_mean_minus_lambda_variance_and_wco_is_min() -> None:
 
 
 def test_the_proxy_is_its_own_tag_and_never_response_quality(prefs: Store) -> None:
-    from core.taggers import reward_proxy
+    from core.tags.taggers import reward_proxy
 
     model = reward_proxy.train_reward_proxy(prefs, "prefs", test_frac=0.25)
     assert model.tag == "preference_proxy" and model.metrics["trained_on"] == "prefs"
@@ -60,12 +61,12 @@ def test_the_proxy_is_its_own_tag_and_never_response_quality(prefs: Store) -> No
 
 
 def test_default_tags_are_what_the_backend_computes(prefs: Store) -> None:
-    assert T.available_groups("offline") == ["category", "language", "turns", "lengths"]
-    assert "difficulty" in T.available_groups("openai")
-    assert {"response_quality", "preference_proxy"} <= set(T.available_groups("offline", reward_models=True,
+    assert vocab.available_groups("offline") == ["category", "language", "turns", "lengths"]
+    assert "difficulty" in vocab.available_groups("openai")
+    assert {"response_quality", "preference_proxy"} <= set(vocab.available_groups("offline", reward_models=True,
                                                                                proxy=True))
-    assert "safety" in T.available_groups("offline", guard_model=True)
-    made, others = T.backend_summary("offline")
+    assert "safety" in vocab.available_groups("offline", guard_model=True)
+    made, others = vocab.backend_summary("offline")
     assert "difficulty" in others and "LLM judge" in others["difficulty"] and "reward model" in others["response_quality"]
     assert JobConfig().default_tags(prefs) == ["category", "language", "turns", "lengths"]
     report = run_tagging(prefs, dataset="prefs", tags=None, language_mode="low", limit=3)
@@ -101,15 +102,15 @@ def test_llama_guard_prompt_and_answers() -> None:
     assert parse_output("unsafe\nS10, S2\n") == ("unsafe", "S2,S10", None)
     assert parse_output("unsafe\nS12")[1] is None and "unknown categories" in parse_output("unsafe\nS12")[2]
     assert parse_output("maybe")[0] is None and "not a Llama Guard answer" in parse_output("maybe")[2]
-    assert T.HAZARDS["S3"] == "Sex Crimes" and T.HAZARDS["S10"] == "Suicide & Self-Harm"
+    assert vocab.HAZARDS["S3"] == "Sex Crimes" and vocab.HAZARDS["S10"] == "Suicide & Self-Harm"
 
 
 def test_judge_prompts_define_each_category_and_safety_says_it_is_a_judge() -> None:
-    from core.taggers.llm_judge import PROMPTS, JudgeTagger
+    from core.tags.taggers.llm_judge import PROMPTS, JudgeTagger
 
-    for cat, definition in T.CATEGORY_DEFINITIONS.items():
+    for cat, definition in vocab.CATEGORY_DEFINITIONS.items():
         assert f"- {cat}: {definition}" in PROMPTS["category"]
-    assert list(T.CATEGORY_DEFINITIONS) == T.TASK_CATEGORIES
+    assert list(vocab.CATEGORY_DEFINITIONS) == vocab.TASK_CATEGORIES
     assert "S4: Child Sexual Exploitation" in PROMPTS["safety"]
     judge = JudgeTagger(object(), ["safety", "category"], label="m at u")  # type: ignore[arg-type]
     assert "not a Llama Guard model" in judge.methods()["safety"]

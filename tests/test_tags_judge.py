@@ -17,11 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
-from core import tags as T
-from core.ingest import ingest_records
-from core.store import Store
-from core.taggers import llm_judge
-from core.taggers.job import run_tagging
+import core.tags.results as T
+from core.ingest.importer import ingest_records
+from core.store.database import Store
+from core.tags.taggers import llm_judge
+from core.tags.taggers.job import run_tagging
 
 KEYS = ["GOOD", "MALFORMED", "OOV", "SLOW", "FLAKY", "DOWN", "FENCED"]
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from core import tags as T
-from core.ingest import ingest
-from core.selection import save_selection
-from core.store import Store
-from core.taggers import learned, reward_proxy, zeroshot
-from core.taggers.job import run_tagging
+import core.tags.results as T
+import core.tags.vocabulary as vocab
+from core.browse.selections import save_selection
+from core.ingest.importer import ingest
+from core.store.database import Store
+from core.tags.taggers import learned, reward_proxy, zeroshot
+from core.tags.taggers.job import run_tagging
 
 ROOT = Path(__file__).resolve().parent.parent
 BT_PAIRS = 800  # 200 held out: the accuracy's standard error is about 0.035
@@ -46,7 +47,7 @@ def test_offline_category_accuracy_per_benchmark_and_category(real: Store) -> No
 
 
 def test_category_examples_are_not_benchmark_prompts(shared: Path) -> None:
-    from core.taggers.category_examples import EXAMPLES
+    from core.tags.taggers.category_examples import EXAMPLES
 
     mt = [json.loads(line)["turns"][0] for line in (shared / "mt-bench" / "mt_bench_question.jsonl").open()]
     gsm = [json.loads(line)["question"] for line in (shared / "gsm8k" / "test.jsonl").open()]
@@ -60,7 +61,7 @@ def test_offline_run_on_mt_bench_says_how_each_tag_was_made(real: Store) -> None
                          language_mode="low")
     cur = T.current_tags(real, "mt-bench")
     assert len(cur) == 80 and (cur["category__status"] == "ok").all()
-    assert set(cur["category"]) <= set(T.TASK_CATEGORIES)
+    assert set(cur["category"]) <= set(vocab.TASK_CATEGORIES)
     assert (cur["language"] == "en").mean() > 0.9
     assert (cur["turns"] == "multi").all() and (cur["turns__score"] == 2).all()
     assert (cur["difficulty__status"] == "not_computed").all()
@@ -110,8 +111,8 @@ def test_bradley_terry_proxy_held_out_accuracy(real: Store) -> None:
 
 KILLER = """
 import os, signal, sys
-from core.store import Store
-from core.taggers.job import run_tagging
+from core.store.database import Store
+from core.tags.taggers.job import run_tagging
 def progress(done, total, what):
     if done >= 300:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import tags as T
-from core.ingest import ingest_records
-from core.store import Store
-from core.taggers.job import run_tagging
-from core.taggers.llm_judge import LocalGenerator
-from core.taggers.reward_models import RewardModel, aggregate, calibrate
+import core.tags.results as T
+from core.ingest.importer import ingest_records
+from core.store.database import Store
+from core.tags.taggers.job import run_tagging
+from core.tags.taggers.llm_judge import LocalGenerator
+from core.tags.taggers.reward_models import RewardModel, aggregate, calibrate
 
 RECORDS = [
     {"instruction": "What is the capital of France?", "output": "Paris is the capital of France."},
@@ -183,7 +183,7 @@ def _guard_model(folder: Path, answer: str) -> str:
 
 
 def test_llama_guard_model_makes_safety(loaded: Store, tmp_path: Path) -> None:
-    from core.taggers.llama_guard import LlamaGuardModel
+    from core.tags.taggers.llama_guard import LlamaGuardModel
 
     path = _guard_model(tmp_path / "guard", "unsafe\nS1,S3")
     assert LlamaGuardModel(path, device="cpu").generate([[{"role": "user", "content": "hi"}]]) == ["unsafe\nS1,S3"]

@@ -6,7 +6,7 @@ import random
 
 import pyarrow as pa
 
-from core.tokens import count_tokens, estimate_tokens
+from core.ingest.tokens import count_tokens, estimate_tokens
 
 EDGES = ["", " ", "a", " a b ", "hello, world!", "x\n\ny", "ümlaut—dash …", "  lead", "trail  ", "a\x0bb",
          "a\x1cb", "\t\r\n\x0c", "(nested [brackets]) {x}", "e\u0301 😀 中文", None, "ok."]

@@ -10,14 +10,24 @@ Modules: recipe (YAML <-> dataclasses), filters (candidate table, hooks to tags/
 arithmetic), select (random, top, diverse, kMQ), build (composition), warnings, export, datasheet, saved.
 """
 
-from core.mixture.build import Composition, MixturePlanError, preview
-from core.mixture.export import ExportExistsError, ExportResult, export_mixture, zip_export
-from core.mixture.filters import MixtureDataError
-from core.mixture.recipe import Recipe, RecipeError, dump_recipe, load_recipe, recipe_from_dict
-from core.mixture.saved import get_recipe, list_exports, list_recipes, save_recipe
+from core._exports import lazy_exports
 
-__all__ = [
-    "Composition", "ExportExistsError", "ExportResult", "MixtureDataError", "MixturePlanError", "Recipe",
-    "RecipeError", "dump_recipe", "export_mixture", "get_recipe", "list_exports", "list_recipes", "load_recipe",
-    "preview", "recipe_from_dict", "save_recipe", "zip_export",
-]
+__all__, __getattr__ = lazy_exports(__name__, {
+    "Composition": "build",
+    "MixturePlanError": "build",
+    "preview": "build",
+    "ExportExistsError": "export",
+    "ExportResult": "export",
+    "export_mixture": "export",
+    "zip_export": "export",
+    "MixtureDataError": "filters",
+    "Recipe": "recipe",
+    "RecipeError": "recipe",
+    "dump_recipe": "recipe",
+    "load_recipe": "recipe",
+    "recipe_from_dict": "recipe",
+    "get_recipe": "saved",
+    "list_exports": "saved",
+    "list_recipes": "saved",
+    "save_recipe": "saved",
+})

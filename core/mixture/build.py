@@ -23,7 +23,7 @@ from core.mixture import select as sel
 from core.mixture.plan import ALL, Plan, make_plan
 from core.mixture.recipe import Recipe, RecipeError
 from core.mixture.warnings import MixWarning, mixture_warnings
-from core.store import DatasetInfo, Store
+from core.store.database import DatasetInfo, Store
 
 Progress = Callable[[str, float], None]
 TURN_BUCKETS = "CASE WHEN n_turns <= 1 THEN '1' WHEN n_turns = 2 THEN '2' WHEN n_turns <= 4 THEN '3-4' " \
@@ -103,17 +103,15 @@ def resolve_dedup_run(store: Store, recipe: Recipe, infos: list[DatasetInfo]) ->
         raise flt.MixtureDataError(f"dedup: no finished {spec.method} dedup run covers "
                                    f"{', '.join(recipe.datasets)}; run `assay dedup --method {spec.method}` "
                                    f"with those datasets first, or name a run (dedup: {{run: N}})")
-    from core.dedup import find_duplicates
+    from core.dedup.groups import find_duplicates
 
     return find_duplicates(store, recipe.datasets, method="exact").run_id
 
 
 def weights_table(store: Store, run: int) -> pa.Table:
     """Per-sample loss weights of a noise run (core.noise.noise_weights: mean 1 over the run's samples)."""
-    try:
-        from core.noise import noise_weights
-    except ImportError as exc:
-        raise flt.MixtureDataError("weights.run: the noise module is not available in this Assay") from exc
+    from core.noise import noise_weights
+
     try:
         df = noise_weights(store, run)
     except KeyError as exc:

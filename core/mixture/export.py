@@ -34,7 +34,7 @@ from core.mixture.build import Composition, MixturePlanError, Progress, compose_
 from core.mixture.datasheet import datasheet_markdown, write_charts
 from core.mixture.recipe import Recipe, RecipeError
 from core.mixture.saved import record_export
-from core.store import CODE_VERSION, PROJECT_ROOT, Store, memory_limit, now_utc
+from core.store.database import CODE_VERSION, PROJECT_ROOT, Store, memory_limit, now_utc
 
 _SPLITS = ("train", "validation")
 # DuckDB's buffer pool during an export: without a bound a 1M-sample export peaked at 3.8 GB.

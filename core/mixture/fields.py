@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.browse import column_catalog
-from core.store import Store
+from core.browse.samples import column_catalog
+from core.store.database import Store
 
 GROUP_KINDS = ("category", "bool")  # a proportion is a share per value: only fields with few values
 
@@ -27,7 +27,7 @@ def grouping_fields(store: Store, datasets: Sequence[str]) -> list[str]:
             "WHERE d.name IN (SELECT unnest(?::VARCHAR[])) AND t.status = 'ok' AND t.value IS NOT NULL ORDER BY t.tag",
             [names])
         fields += [f"tag.{t}" for t in tags["tag"]]
-    from core import labels  # imported here: labels pulls in the schema vocabularies
+    import core.labels.labelling as labels  # imported here: labels pulls in the schema vocabularies
 
     for schema in labels.list_schemas(store)["name"]:
         fields += [f"label.{schema}.{f.name}" for f in labels.get_schema(store, schema).fields

@@ -8,9 +8,9 @@ that passed filters 0..k-1 and fail filter k. De-duplication then keeps one pass
 
 Where the values come from (hooks that return nothing when that part of Assay is absent):
 - `tag.<name>`: table `tags` (a later migration), latest value per sample;
-- `label.<schema>.<field>`: core.labels.current_labels (the consensus of hand labels);
-- not_contaminated: core.contamination results, the latest finished run per dataset (or a given run);
-- not_excluded: core.selection.excluded_ids (hand exclusions);
+- `label.<schema>.<field>`: core.labels.labelling.current_labels (the consensus of hand labels);
+- not_contaminated: core.contamination.check results, the latest finished run per dataset (or a given run);
+- not_excluded: core.browse.selections.excluded_ids (hand exclusions);
 - not_unsafe: a `safety` tag or hand-label field whose value says unsafe.
 
 Safety: user values are bound parameters; only field expressions built here from whitelisted names (and
@@ -28,10 +28,10 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from core.browse import json_pointer
+from core.browse.samples import json_pointer
 from core.errors import UserError
 from core.mixture.recipe import FilterSpec, Recipe, RecipeError
-from core.store import Store
+from core.store.database import Store
 
 UNSAFE_VALUES = ("unsafe", "harmful", "toxic", "unsafe_content", "no")  # "no" for a field named is_safe
 LANGUAGE_META_KEYS = ("language", "lang", "oasst_lang")
@@ -53,7 +53,7 @@ def _table_columns(store: Store, table: str) -> list[str]:
 
 
 def tag_values(store: Store, name: str) -> pd.DataFrame | None:
-    """(sample_id, value) of machine tag `name` (core/tags.py), newest ok run per sample; None without tags.
+    """(sample_id, value) of machine tag `name` (core/tags/results.py), newest ok run per sample; None without tags.
 
     `name` may end in `.score` for the tag's score (reward, counts); otherwise the value, or the score where
     the tag has no value (pure score tags such as response_quality).
@@ -68,11 +68,9 @@ def tag_values(store: Store, name: str) -> pd.DataFrame | None:
 
 
 def label_values(store: Store, schema: str, field_name: str) -> pd.DataFrame | None:
-    """(sample_id, value) of the current hand label; None when the labels module is absent."""
-    try:
-        from core import labels
-    except ImportError:
-        return None
+    """(sample_id, value) of the current hand label; None when the schema has no such field."""
+    import core.labels.labelling as labels
+
     df = labels.current_labels(store, schema)
     if df.empty or field_name not in df.columns:
         return pd.DataFrame({"sample_id": pd.Series(dtype="int64"), "value": pd.Series(dtype="str")})
@@ -108,7 +106,7 @@ def unsafe_ids(store: Store) -> tuple[set[int], list[str]]:
         found |= {int(x) for x in hit["sample_id"]}
         origins.append("tag safety")
     try:
-        from core import labels
+        import core.labels.labelling as labels
         schemas = labels.list_schemas(store)
     except (ImportError, duckdb.Error):
         schemas = pd.DataFrame()
@@ -125,10 +123,8 @@ def unsafe_ids(store: Store) -> tuple[set[int], list[str]]:
 
 
 def excluded_sample_ids(store: Store) -> set[int]:
-    try:
-        from core.selection import excluded_ids
-    except ImportError:
-        return set()
+    from core.browse.selections import excluded_ids
+
     return excluded_ids(store)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.mixture.recipe import Recipe, dump_recipe, load_recipe
-from core.store import Store, now_utc
+from core.store.database import Store, now_utc
 
 
 def save_recipe(store: Store, recipe: Recipe, *, created_by: str = "") -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.mixture.filters import MixtureDataError
-from core.store import Store
+from core.store.database import Store
 
 
 def cell_rng(seed: int, src: int, category: str, purpose: str = "select") -> np.random.Generator:
@@ -91,7 +91,7 @@ def take(order: np.ndarray, tokens: np.ndarray, count: int | None, budget: int |
 
 @dataclass
 class EmbeddingSource:
-    """Stored embeddings (core/embed.py), one run per dataset, loaded once."""
+    """Stored embeddings (core/maps/embed.py), one run per dataset, loaded once."""
 
     store: Store
     run_id: int | None = None
@@ -100,10 +100,8 @@ class EmbeddingSource:
     def run_for(self, dataset: str) -> int:
         if self.run_id is not None:
             return self.run_id
-        try:
-            from core.embed import embedding_runs
-        except ImportError as exc:
-            raise MixtureDataError("diversity-aware selection needs embeddings: embed the dataset first") from exc
+        from core.maps.embed import embedding_runs
+
         runs = embedding_runs(self.store, dataset)
         runs = runs[runs.status == "finished"] if "status" in runs else runs
         if runs.empty:
@@ -112,7 +110,7 @@ class EmbeddingSource:
         return int(runs.run_id.iloc[0])
 
     def vectors(self, dataset: str, ids: np.ndarray) -> tuple[np.ndarray, int]:
-        from core.embed import load_vectors
+        from core.maps.embed import load_vectors
 
         run = self.run_for(dataset)
         self._cache = self._cache or {}

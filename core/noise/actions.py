@@ -7,14 +7,14 @@ from collections.abc import Iterable
 
 from core.noise.features import relabel_schema_name
 from core.noise.run import run_info
-from core.store import Store
+from core.store.database import Store
 
 EXCLUDE_REASON = "noisy label"
 
 
-def relabel_schema(store: Store, run_id: int):  # noqa: ANN201 - core.labels.LabelSchema
+def relabel_schema(store: Store, run_id: int):  # noqa: ANN201 - core.labels.labelling.LabelSchema
     """The (saved) single-choice schema that holds hand corrections for this run's dataset and label source."""
-    from core.labels import parse_schema, save_schema
+    from core.labels.labelling import parse_schema, save_schema
 
     info = run_info(store, run_id)
     name = relabel_schema_name(info["dataset"], info["label_source"])
@@ -27,7 +27,7 @@ def relabel(store: Store, run_id: int, sample_id: int, label: str, *, annotator:
             session: str | None = None) -> int:
     """Record a hand correction of one sample's label (origin 'noise'); returns the event id.
     A rerun of the same dataset and label source uses it in place of the original label."""
-    from core.labels import record_label
+    from core.labels.labelling import record_label
 
     schema = relabel_schema(store, run_id)
     return record_label(store, schema, int(sample_id), {"label": label}, annotator=annotator, origin="noise",
@@ -36,7 +36,7 @@ def relabel(store: Store, run_id: int, sample_id: int, label: str, *, annotator:
 
 def exclude_noisy(store: Store, sample_ids: Iterable[int], *, who: str = "") -> int:
     """Mark samples as excluded from mixtures with the reason 'noisy label'."""
-    from core.selection import exclude
+    from core.browse.selections import exclude
 
     return exclude(store, sample_ids, reason=EXCLUDE_REASON, origin="noise", who=who)
 
@@ -44,7 +44,7 @@ def exclude_noisy(store: Store, sample_ids: Iterable[int], *, who: str = "") -> 
 def send_to_queue(store: Store, run_id: int, sample_ids: Iterable[int], *, name: str | None = None,
                   who: str = "") -> int:
     """Save the samples as a selection (origin 'noise') that the labelling page offers as a queue."""
-    from core.selection import save_selection
+    from core.browse.selections import save_selection
 
     ids = list(sample_ids)
     info = run_info(store, run_id)

@@ -53,7 +53,7 @@ def confident_learning(y: np.ndarray, pred_probs: np.ndarray) -> pd.DataFrame:
 
 def knn_csr(X: np.ndarray, k: int = 10) -> csr_matrix:
     """The k-NN graph (self excluded, cosine distances, sorted) in the CSR form Datalab accepts."""
-    from core.neighbours import approximate_knn, exact_knn
+    from core.maps.neighbours import approximate_knn, exact_knn
 
     k = min(k, len(X) - 1)
     idx, dist = (exact_knn if len(X) <= EXACT_KNN_LIMIT else approximate_knn)(X, k + 1)

@@ -7,7 +7,7 @@ A label source is a short string, the same in the page, the CLI and notebooks:
   majority vote and the votes become a (pseudo-)annotator matrix for the multi-annotator method;
 - ``annotators:LABELS[:WHO]``: a metadata list of several labels per sample (optionally a parallel
   list naming who gave each); the label is the majority vote;
-- ``labels:SCHEMA/FIELD``: the hand-label consensus of a labelling schema (core.labels).
+- ``labels:SCHEMA/FIELD``: the hand-label consensus of a labelling schema (core.labels.labelling).
 
 Hand relabels made from the noise page (schema ``relabel_schema_name(dataset, source)``) override
 the source's label, so a rerun sees the corrected labels.
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.store import Store
+from core.store.database import Store
 
 Progress = Callable[[float, str], None]
 MIN_CLASS_SIZE = 5  # fewer samples than cross-validation folds breaks out-of-fold probabilities
@@ -179,7 +179,7 @@ def _from_annotators(store: Store, dataset: str, fields: tuple[str, ...]) -> tup
 
 
 def _from_hand_labels(store: Store, dataset: str, fields: tuple[str, ...]) -> tuple[pd.Series, None]:
-    from core.labels import current_labels
+    from core.labels.labelling import current_labels
 
     schema, field = fields
     current = current_labels(store, schema, dataset)
@@ -190,7 +190,7 @@ def _from_hand_labels(store: Store, dataset: str, fields: tuple[str, ...]) -> tu
 
 def _relabels(store: Store, dataset: str, source: str) -> pd.Series:
     try:
-        from core.labels import current_labels
+        from core.labels.labelling import current_labels
 
         current = current_labels(store, relabel_schema_name(dataset, source), dataset)
     except (ImportError, KeyError):
@@ -247,7 +247,7 @@ def _remap_annotations(ann: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 
 
 def _covering_run(store: Store, dataset: str, ids: np.ndarray, text: str | None) -> int | None:
-    from core.embed import embedding_runs
+    from core.maps.embed import embedding_runs
 
     runs = embedding_runs(store, dataset)
     if runs.empty:
@@ -271,7 +271,7 @@ def embedding_matrix(store: Store, dataset: str, ids: np.ndarray, *, embedding_r
     Uses the given embedding run, else the newest finished one of this text field that covers every
     id, else embeds the dataset now (a recorded, cached embed run).
     """
-    from core.embed import embed, load_vectors
+    from core.maps.embed import embed, load_vectors
 
     run_id = embedding_run_id or _covering_run(store, dataset, ids, text)
     if run_id is None:
@@ -300,14 +300,11 @@ def label_sources(store: Store, dataset: str, *, max_classes: int = MAX_CLASSES)
     votes = [n for n in ("hate_speech", "offensive_language", "neither") if n in stats]
     if len(votes) == 3:
         out.append("votes:" + ",".join(votes))
-    try:
-        from core.labels import list_schemas
+    from core.labels.labelling import list_schemas
 
-        for schema in list_schemas(store)["name"]:
-            if not str(schema).startswith("noise-relabel:"):
-                out.extend(f"labels:{schema}/{f}" for f in _schema_fields(store, schema, dataset))
-    except ImportError:
-        pass
+    for schema in list_schemas(store)["name"]:
+        if not str(schema).startswith("noise-relabel:"):
+            out.extend(f"labels:{schema}/{f}" for f in _schema_fields(store, schema, dataset))
     return out
 
 
@@ -356,7 +353,7 @@ def _field_stats(store: Store, dataset_id: int, names: list[str]) -> dict[str, t
 
 
 def _schema_fields(store: Store, schema: str, dataset: str) -> list[str]:
-    from core.labels import consensus_labels
+    from core.labels.labelling import consensus_labels
 
     df = consensus_labels(store, schema, dataset)
     return sorted(df["field"].unique()) if not df.empty else []

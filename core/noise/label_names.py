@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from core.errors import InputError
-from core.store import Store
+from core.store.database import Store
 
 KEY = "label_names"
 MAX_NAME = 100

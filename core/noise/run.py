@@ -31,7 +31,7 @@ from core.noise.config import (
 )
 from core.noise.features import LabelData, embedding_matrix, load_labels, parse_label_source
 from core.noise.parallel import resolve_workers, run_jobs
-from core.store import Store
+from core.store.database import Store
 
 Progress = Callable[[float, str], None]
 RESCALER_FLAG_RATIO = 0.5
@@ -401,7 +401,7 @@ def confusion(store: Store, run_id: int) -> pd.DataFrame:
 
 def neighbour_evidence(store: Store, run_id: int, sample_id: int, k: int = 5) -> pd.DataFrame:
     """The sample's nearest neighbours in the run's embedding with their given labels (plain text)."""
-    from core.neighbours import neighbours
+    from core.maps.neighbours import neighbours
 
     info = run_info(store, run_id)
     near = neighbours(store, int(info["embedding_run_id"]), int(sample_id), k=k)

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from core.scale.shards import DEFAULT_ROWS_PER_SHARD, Job, user_shards, write_parquet_atomic
 from core.scale.steps import Step
-from core.store import Store
+from core.store.database import Store
 
 ENGINES = ("local", "ray")
 DEFAULT_BATCH_SIZE = 1024

@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.store import Store
+from core.store.database import Store
 
 DEFAULT_ROWS_PER_SHARD = 50_000  # ~75 MB of float32 384-d vectors per embedding result shard
 

@@ -2,13 +2,13 @@
 
 Each step only wraps the project's own functions (no second implementation of any model or tagger):
 
-- EmbedStep:   core.embed.get_embedder(...).encode; results go into core/embed.py's cache tables through
-               core.embed's own writer, so a scale run is an ordinary embedding run for the map pages.
+- EmbedStep:   core.maps.embed.get_embedder(...).encode; results go into core/maps/embed.py's cache tables through
+               core.maps.embed's own writer, so a scale run is an ordinary embedding run for the map pages.
 - TagStep:     the offline taggers of core/taggers (language, turns, lengths, zero-shot category); rows go
-               into the `tags` table through core.tags.write_tags.
-- MinHashStep: core.dedup.MinHasher.signatures on the workers; the LSH pass and grouping run once on the
-               driver, streaming the signature shards, then core.dedup's grouping and representative rules.
-- RewardStep:  core/taggers/reward_models.py's RewardModelTagger (one reward model or an ensemble).
+               into the `tags` table through core.tags.results.write_tags.
+- MinHashStep: core.dedup.groups.MinHasher.signatures on the workers; the LSH pass and grouping run once on the
+               driver, streaming the signature shards, then core.dedup.groups's grouping and representative rules.
+- RewardStep:  core/tags/taggers/reward_models.py's RewardModelTagger (one reward model or an ensemble).
 
 A step object is pickled to the workers, so it holds configuration only until `setup()` loads models.
 Driver-side methods (`begin`, `export`, `import_shard`, `finish`) talk to the store; workers never do.
@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from core.scale.shards import Job, export_query
-from core.store import Store
+from core.store.database import Store
 
 OFFLINE_TAGS = ("language", "turns", "n_chars", "n_tokens", "category")
 
@@ -90,19 +90,19 @@ class EmbedStep(Step):
         return self.backend == "torch" and (self.device == "auto" or self.device.startswith("cuda"))
 
     def resolve_device(self, cluster_has_gpu: bool) -> None:
-        from core import embed
+        import core.maps.embed as embed
 
         if self.device == "auto":
             self.device = "cuda" if cluster_has_gpu and self.backend == "torch" else embed.pick_device("auto")
 
     @property
     def model_key(self) -> str:
-        from core import embed
+        import core.maps.embed as embed
 
         return embed.model_key(self.model, self.backend, self.device)
 
     def setup(self) -> None:
-        from core import embed
+        import core.maps.embed as embed
 
         self._embedder = embed.get_embedder(self.model, backend=self.backend, device=self.device,
                                             batch_size=self.model_batch_size)
@@ -120,17 +120,17 @@ class EmbedStep(Step):
         return out.append_column("vector", column)
 
     def begin(self, store: Store, dataset: str, engine: str) -> int:
-        from core import embed
+        import core.maps.embed as embed
 
         names, ids = embed.dataset_ids(store, dataset)
         params = {"datasets": names, "model": self.model or embed.DEFAULT_MODEL, "text": self.text,
                   "backend": self.backend, "model_key": self.model_key, "sample_ids": None, "engine": engine}
-        # core/embed.py's own run start: the run, its item list (sample -> text hash) and its embedding_runs row.
+        # core/maps/embed.py's own run start: the run, its item list (sample -> text hash) and its embedding_runs row.
         run_id, _ = embed.start_embed_run(store, names, ids, params, self.model_key, self.text, None)
         return run_id
 
     def export(self, store: Store, job: Job, rows_per_shard: int) -> dict[str, dict[str, Any]]:
-        from core import embed
+        import core.maps.embed as embed
 
         # Distinct texts not yet in the vector cache; length-sorted so that batches pad little.
         sql = (f"SELECT * FROM (SELECT i.content_hash, any_value({embed.text_sql(self.text)}) AS text "
@@ -143,7 +143,7 @@ class EmbedStep(Step):
         return shards
 
     def import_shard(self, store: Store, job: Job, table: pa.Table) -> None:
-        from core import embed
+        import core.maps.embed as embed
 
         if table.num_rows == 0:
             return
@@ -151,7 +151,7 @@ class EmbedStep(Step):
         embed.write_vectors(store, int(job.run_id), self.model_key, table.column("content_hash").to_pylist(), vectors)
 
     def finish(self, store: Store, job: Job, seconds: float) -> dict[str, Any]:
-        from core import embed
+        import core.maps.embed as embed
 
         run_id, n_items = int(job.run_id), int(job.extra.get("n_items", 0))
         n_cached = n_items - int(store.query_df(  # items whose text this job had to compute
@@ -193,7 +193,7 @@ TAG_SCHEMA = pa.schema([("sample_id", pa.int64()), ("tag", pa.string()), ("value
 
 @dataclass
 class TagStep(Step):
-    """Offline Magpie-style tags. `groups` as core.tags names them (language, turns, lengths, category)."""
+    """Offline Magpie-style tags. `groups` as core.tags.results names them (language, turns, lengths, category)."""
 
     groups: list[str] = field(default_factory=lambda: ["language", "turns", "lengths", "category"])
     language_mode: str = "high"
@@ -204,7 +204,7 @@ class TagStep(Step):
 
     @property
     def tags(self) -> list[str]:
-        from core.tags import expand_groups
+        from core.tags.vocabulary import expand_groups
 
         wanted = expand_groups(self.groups)
         others = [t for t in wanted if t not in OFFLINE_TAGS and t != "other_categories"]
@@ -218,9 +218,9 @@ class TagStep(Step):
         return "category" in self.tags
 
     def taggers(self) -> list[Any]:
-        from core.taggers.base import NotComputed
-        from core.taggers.offline import LanguageTagger, StructureTagger
-        from core.taggers.zeroshot import ZeroShotCategoryTagger
+        from core.tags.taggers.base import NotComputed
+        from core.tags.taggers.offline import LanguageTagger, StructureTagger
+        from core.tags.taggers.zeroshot import ZeroShotCategoryTagger
 
         tags, out = self.tags, []
         if "language" in tags:
@@ -245,7 +245,7 @@ class TagStep(Step):
         return rows_table(rows)
 
     def begin(self, store: Store, dataset: str, engine: str) -> int:
-        from core.taggers.zeroshot import evaluate
+        from core.tags.taggers.zeroshot import evaluate
 
         info = store.dataset(dataset)
         taggers, tags = self.taggers(), self.tags
@@ -266,7 +266,7 @@ class TagStep(Step):
         return run_id
 
     def export(self, store: Store, job: Job, rows_per_shard: int) -> dict[str, dict[str, Any]]:
-        from core.taggers.base import load_samples
+        from core.tags.taggers.base import load_samples
 
         def samples(table: pa.Table) -> pa.Table:  # the same batch fields core/taggers reads
             return frame_to_arrow(load_samples(store, table.column("id").to_pylist()))
@@ -276,7 +276,7 @@ class TagStep(Step):
         return _export_frames(job, ids, rows_per_shard, samples)
 
     def import_shard(self, store: Store, job: Job, table: pa.Table) -> None:
-        from core.tags import write_tags
+        from core.tags.results import write_tags
 
         rows = table.to_pandas()
         with store.transaction() as con:  # re-importing a shard replaces its rows: idempotent
@@ -306,10 +306,10 @@ def frame_to_arrow(df: pd.DataFrame) -> pa.Table:
 
 
 def tagger_frame(batch: pa.Table) -> pd.DataFrame:
-    """An input shard batch -> the DataFrame core/taggers expect (core.taggers.base.load_samples' columns).
+    """An input shard batch -> the DataFrame core/taggers expect (core.tags.taggers.base.load_samples' columns).
 
     The user's own Parquet needs only sample_id and text; the rest is derived as load_samples would."""
-    from core.taggers.base import first_user, last_assistant
+    from core.tags.taggers.base import first_user, last_assistant
 
     df = pd.DataFrame(batch.to_pydict())  # lists stay lists of dicts, as load_samples gives them
     if "messages" not in df:
@@ -332,7 +332,7 @@ def tagger_frame(batch: pa.Table) -> pd.DataFrame:
 
 
 def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
-    from core.tags import rows_frame
+    from core.tags.results import rows_frame
 
     df = rows_frame(rows)
     return pa.table({
@@ -365,7 +365,7 @@ class MinHashStep(Step):
     required_columns = ("id", "text")
 
     def setup(self) -> None:
-        from core.dedup import MinHasher
+        from core.dedup.groups import MinHasher
 
         self._hasher = MinHasher(self.num_perm, self.shingle, self.seed)
 
@@ -381,14 +381,14 @@ class MinHashStep(Step):
         return store.start_run("dedup", dataset_id=info.dataset_id, params=params, sample_filter=f"datasets: {dataset}")
 
     def export(self, store: Store, job: Job, rows_per_shard: int) -> dict[str, dict[str, Any]]:
-        from core.dedup import CONTENT_SQL
+        from core.dedup.groups import CONTENT_SQL
 
         info = store.dataset(str(job.dataset))
         sql = f"SELECT s.id, {CONTENT_SQL} AS text FROM samples s WHERE s.dataset_id = ? ORDER BY s.id"
         return export_query(store, job, sql, [info.dataset_id], rows_per_shard=rows_per_shard)
 
     def finish(self, store: Store, job: Job, seconds: float) -> dict[str, Any]:
-        from core import dedup
+        import core.dedup.groups as dedup
 
         batches = ((t.column("id").to_numpy(), _matrix(t.column("signature"), np.uint32))
                    for _, t in job.read_outputs())
@@ -407,7 +407,7 @@ class MinHashStep(Step):
 @dataclass
 class RewardStep(TagStep):
     """Reward-model scores (`response_quality`, plus `reward:<i>` per model of an ensemble) with
-    core/taggers/reward_models.py's RewardModelTagger: models load (and are calibrated on the fixed
+    core/tags/taggers/reward_models.py's RewardModelTagger: models load (and are calibrated on the fixed
     calibration set) once per worker, so each batch's ensemble aggregate is final where it is made."""
 
     models: list[str] = field(default_factory=list)
@@ -426,13 +426,13 @@ class RewardStep(TagStep):
         return self.device == "auto" or self.device.startswith("cuda")
 
     def resolve_device(self, cluster_has_gpu: bool) -> None:
-        from core.taggers.reward_models import pick_device
+        from core.tags.taggers.reward_models import pick_device
 
         if self.device == "auto":
             self.device = "cuda" if cluster_has_gpu else pick_device("auto")
 
     def _tagger(self) -> Any:
-        from core.taggers.reward_models import RewardModelTagger
+        from core.tags.taggers.reward_models import RewardModelTagger
 
         return RewardModelTagger(self.models, aggregation=self.aggregation, device=self.device,
                                  batch_size=self.model_batch_size)

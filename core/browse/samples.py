@@ -1,0 +1,545 @@
+"""Browsing the sample table: a catalog of filterable columns, paged queries, one sample in full.
+
+Usable from notebooks as well as from the dataset page:
+
+    from core.browse.samples import Filter, column_catalog, query_samples, get_sample
+    page = query_samples(store, "gsm8k-train", search="apples", filters=[Filter("n_chars", "between", (0, 400))],
+                         sort="n_tokens", descending=True, limit=20)
+    page.total, page.rows            # rows: a DataFrame keyed by sample id
+    get_sample(store, int(page.rows.id[0]))["messages"]
+
+Safety: nothing the user types reaches SQL as text. Search terms, filter values and JSON paths are bound
+parameters; column names are looked up in the dataset's catalog and only the catalog's own SQL
+expressions (fixed strings chosen here) are put into the statement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from core.store.database import DatasetInfo, Store
+
+Kind = Literal["numeric", "category", "text", "bool"]
+
+# Columns of `samples` that every dataset has, with their kinds. Their SQL is the column name itself.
+SAMPLE_COLUMNS: dict[str, Kind] = {
+    "id": "numeric",
+    "row_idx": "numeric",
+    "source_id": "text",
+    "n_turns": "numeric",
+    "n_chars": "numeric",
+    "n_tokens": "numeric",
+    "text": "text",
+}
+OPS = ("between", "in", "not_in", "eq", "ne", "gt", "ge", "lt", "le", "contains", "not_contains",
+       "is_null", "not_null")
+MAX_LIMIT = 10_000
+PREVIEW_CHARS = 200
+CATEGORY_MAX_DISTINCT = 50  # a string field with at most this many values (in the sampled rows) is a category
+INFER_ROWS = 5_000  # rows read to infer meta field kinds
+
+_PREVIEW_SQL = (
+    "left(regexp_replace(coalesce(list_filter(s.messages, lambda m: m.role = 'user')[1].content, "
+    f"s.messages[1].content, ''), '\\s+', ' ', 'g'), {PREVIEW_CHARS})"
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column the browser can show, filter, sort and search on."""
+
+    name: str
+    kind: Kind
+    source: Literal["sample", "meta"]
+    path: str | None = None  # JSON pointer into samples.meta, for meta fields
+    key: str | None = None  # the meta field's own name (the column name may differ: see _meta_columns)
+
+    def expr(self) -> tuple[str, list[Any]]:
+        """The SQL expression as text (never user text) plus its bound parameters."""
+        if self.source == "sample":
+            return f"s.{self.name}", []
+        return "json_extract_string(s.meta, ?)", [self.path]
+
+    def typed_expr(self) -> tuple[str, list[Any]]:
+        """The expression cast to the column's kind, for ranges, comparisons and sorting."""
+        sql, params = self.expr()
+        if self.source == "meta" and self.kind == "numeric":
+            return f"TRY_CAST({sql} AS DOUBLE)", params
+        if self.source == "meta" and self.kind == "bool":
+            return f"TRY_CAST({sql} AS BOOLEAN)", params
+        return sql, params
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One condition: `Filter("n_chars", "between", (100, 500))`, `Filter("category", "in", ["math"])`,
+    `Filter("text", "contains", "apple")`, `Filter("label", "is_null")`. Bounds of "between" may be None."""
+
+    column: str
+    op: str
+    value: Any = None
+
+
+@dataclass
+class Page:
+    """One page of matching samples, plus how many match in total."""
+
+    rows: pd.DataFrame
+    total: int
+    offset: int
+    limit: int
+    dataset: str
+    columns: list[Column] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(i) for i in self.rows["id"]] if len(self.rows) else []
+
+    @property
+    def first_row(self) -> int:
+        """1-based number of the first row shown (0 when nothing matches)."""
+        return self.offset + 1 if len(self.rows) else 0
+
+    @property
+    def last_row(self) -> int:
+        return self.offset + len(self.rows)
+
+    @property
+    def n_pages(self) -> int:
+        return max(1, math.ceil(self.total / self.limit)) if self.limit else 1
+
+
+# ---- the catalog -------------------------------------------------------------------------------
+
+
+def json_pointer(key: str) -> str:
+    """RFC 6901 pointer to a top-level key: any key, whatever characters it holds, is addressable."""
+    return "/" + key.replace("~", "~0").replace("/", "~1")
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a query needs to know about its dataset."""
+
+    dataset_id: int
+    name: str
+    loaded_at: Any
+    fields: list[dict[str, str]]
+
+
+def _resolve(con: duckdb.DuckDBPyConnection, store: Store, dataset: str | DatasetInfo) -> _Target:
+    # Read on the query's own connection: opening the store file costs more than the query itself.
+    if isinstance(dataset, DatasetInfo):
+        return _Target(dataset.dataset_id, dataset.name, dataset.loaded_at, dataset.fields)
+    rows = con.execute("SELECT dataset_id, name, loaded_at, fields FROM datasets WHERE name = ?", [dataset]).fetchall()
+    row = rows[0] if rows else None  # fetchall: a half-read result would block registering an id table
+    if row is None:
+        known = ", ".join(r[0] for r in con.execute("SELECT name FROM datasets ORDER BY name").fetchall())
+        raise KeyError(f"No dataset named {dataset!r} in {store.path}. Known: {known}")
+    return _Target(row[0], row[1], row[2], json.loads(row[3]) if row[3] else [])
+
+
+_FIELD_TYPES: dict[str, Kind] = {}
+for _words, _kind in (
+    (("int", "integer", "bigint", "float", "double", "number", "numeric", "decimal", "int64", "float64"), "numeric"),
+    (("bool", "boolean"), "bool"),
+    (("category", "categorical", "label", "enum"), "category"),
+    (("text", "list", "dict", "object", "array", "json", "struct"), "text"),
+):
+    for _word in _words:
+        _FIELD_TYPES[_word] = _kind
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _kind_of_values(values: list[Any]) -> Kind:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "text"
+    if all(isinstance(v, bool) for v in present):
+        return "bool"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return "numeric"
+    if all(isinstance(v, str) for v in present):
+        if all(_is_number(v) for v in present):
+            return "numeric"  # CSV sources give every field as text: "3" is still a count
+        distinct = set(present)
+        short = sum(len(v) for v in distinct) / len(distinct) <= 80
+        return "category" if len(distinct) <= CATEGORY_MAX_DISTINCT and short else "text"
+    return "text"  # nested or mixed values: searchable as their JSON text
+
+
+def _meta_sample(con: duckdb.DuckDBPyConnection, dataset_id: int) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT meta FROM samples WHERE dataset_id = ? AND meta IS NOT NULL LIMIT ?", [dataset_id, INFER_ROWS]
+    ).fetchall()
+    parsed = []
+    for (value,) in rows:
+        obj = json.loads(value) if isinstance(value, str) else value
+        if isinstance(obj, dict):
+            parsed.append(obj)
+    return parsed
+
+
+def _values_of(con: duckdb.DuckDBPyConnection, dataset_id: int, key: str) -> list[Any]:
+    rows = con.execute(
+        "SELECT json_extract(meta, ?) AS v FROM samples WHERE dataset_id = ? AND json_extract(meta, ?) IS NOT NULL "
+        "AND json_type(json_extract(meta, ?)) <> 'NULL' LIMIT 1000",
+        [json_pointer(key), dataset_id, json_pointer(key), json_pointer(key)],
+    ).fetchall()
+    return [json.loads(v) for (v,) in rows]
+
+
+def _meta_columns(con: duckdb.DuckDBPyConnection, info: _Target) -> list[Column]:
+    sample = _meta_sample(con, info.dataset_id)
+    declared = {f.get("name"): str(f.get("type", "")).lower() for f in info.fields or [] if f.get("name")}
+    keys: list[str] = list(declared)
+    for obj in sample:
+        keys.extend(k for k in obj if k not in keys)
+    columns = []
+    for key in keys:
+        values = [obj.get(key) for obj in sample]
+        if all(v is None for v in values):  # a field absent from the first rows: look for rows that have it
+            values = _values_of(con, info.dataset_id, key)
+        inferred = _kind_of_values(values)
+        declared_kind = _FIELD_TYPES.get(declared.get(key, ""))
+        # A declared string type says nothing about cardinality, so keep the inferred category/text.
+        kind = declared_kind if declared_kind in ("numeric", "bool") else inferred
+        # Keep names unambiguous: a meta field never shadows a samples column, and an unnamed field
+        # (a CSV's index column) still gets a name one can type.
+        name = f"meta.{key}" if key in SAMPLE_COLUMNS or key.startswith("meta.") else key
+        name = name if key.strip() else f"meta.(unnamed {len(columns) + 1})"
+        columns.append(Column(name=name, kind=kind, source="meta", path=json_pointer(key), key=key))
+    return columns
+
+
+_catalog_cache: dict[tuple[str, int, Any], list[Column]] = {}
+_cache_lock = threading.Lock()
+
+
+def column_catalog(store: Store, dataset: str | DatasetInfo) -> list[Column]:
+    """Every column of a dataset that can be shown, filtered, sorted or searched: the samples table's own
+    columns, then the fields of its meta JSON (declared in datasets.fields, or found in the data)."""
+    with store.connect() as con:
+        return _catalog(con, store, _resolve(con, store, dataset))
+
+
+def _catalog(con: duckdb.DuckDBPyConnection, store: Store, info: _Target) -> list[Column]:
+    key = (str(store.path.resolve()), info.dataset_id, info.loaded_at)
+    with _cache_lock:
+        cached = _catalog_cache.get(key)
+    if cached is not None:
+        return list(cached)
+    columns = [Column(name, kind, "sample") for name, kind in SAMPLE_COLUMNS.items()]
+    columns += _meta_columns(con, info)
+    with _cache_lock:
+        _catalog_cache[key] = columns
+    return list(columns)
+
+
+def _lookup(catalog: Sequence[Column], name: str) -> Column:
+    for column in catalog:
+        if column.name == name:
+            return column
+    valid = ", ".join(c.name for c in catalog)
+    raise ValueError(f"Unknown column {name!r}. Valid columns: {valid}")
+
+
+# ---- conditions --------------------------------------------------------------------------------
+
+
+def literal_pattern(term: str) -> str:
+    """A case-insensitive RE2 pattern matching `term` literally, every special character escaped.
+
+    Measured on 1M samples: regexp_matches with this pattern is about 2x faster than lower()/ILIKE and
+    4x faster than ILIKE ... ESCAPE; the term is still only ever a bound parameter."""
+    return "(?i)" + re.escape(term)
+
+
+def _scalar(value: Any) -> str:
+    """Values compared as text: JSON spellings for booleans, integers without a trailing .0."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _number(value: Any, column: Column) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"Filter on {column.name!r} needs a number, got {value!r}") from None
+
+
+def _bound(value: Any, column: Column) -> Any:
+    # Text columns compare as text (so a bound never meets a type error in SQL); bool bounds as booleans.
+    if column.kind == "numeric":
+        return _number(value, column)
+    return bool(value) if column.kind == "bool" else _scalar(value)
+
+
+def _values(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
+def _filter_sql(column: Column, op: str, value: Any) -> tuple[str, list[Any]]:
+    if op not in OPS:
+        raise ValueError(f"Unknown filter operator {op!r}. Valid operators: {', '.join(OPS)}")
+    raw, raw_params = column.expr()
+    typed, typed_params = column.typed_expr()
+    if op in ("is_null", "not_null"):
+        return f"{raw} IS {'NOT ' if op == 'not_null' else ''}NULL", raw_params
+    if op in ("contains", "not_contains"):
+        negate = "NOT " if op == "not_contains" else ""
+        return f"coalesce({negate}regexp_matches(CAST({raw} AS VARCHAR), ?), false)", [
+            *raw_params, literal_pattern(str(value)),
+        ]
+    if op == "between":
+        lo, hi = (list(value) + [None, None])[:2] if value is not None else (None, None)
+        parts, params = [], []
+        if lo is not None:
+            parts.append(f"{typed} >= ?")
+            params += [*typed_params, _bound(lo, column)]
+        if hi is not None:
+            parts.append(f"{typed} <= ?")
+            params += [*typed_params, _bound(hi, column)]
+        return (" AND ".join(parts) or "true"), params
+    if op in ("gt", "ge", "lt", "le"):
+        sign = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[op]
+        return f"{typed} {sign} ?", [*typed_params, _bound(value, column)]
+    # eq / ne / in / not_in: numbers compare as numbers, everything else as its text form.
+    items = _values(value) if op in ("in", "not_in") else [value]
+    if column.kind == "numeric":
+        sql, params, items = f"TRY_CAST({raw} AS DOUBLE)", raw_params, [_number(v, column) for v in items]
+        list_type = "DOUBLE[]"
+    else:
+        sql, params, items = f"CAST({raw} AS VARCHAR)", raw_params, [_scalar(v) for v in items]
+        list_type = "VARCHAR[]"
+    negate = op in ("ne", "not_in")
+    condition = f"list_contains(CAST(? AS {list_type}), {sql})"
+    return (f"coalesce(NOT {condition}, true)" if negate else f"coalesce({condition}, false)"), [items, *params]
+
+
+@dataclass
+class _Query:
+    where: list[str]
+    params: list[Any]
+    ids_table: pa.Table | None = None
+
+
+def _build_where(
+    catalog: Sequence[Column],
+    dataset_id: int,
+    search: str | None,
+    search_column: str | None,
+    filters: Iterable[Filter | tuple],
+    ids: Iterable[int] | None,
+) -> _Query:
+    where, params = ["s.dataset_id = ?"], [dataset_id]
+    if search:
+        target = _lookup(catalog, search_column or "text")
+        sql, expr_params = target.expr()
+        where.append(f"regexp_matches(CAST({sql} AS VARCHAR), ?)")
+        params += [*expr_params, literal_pattern(search)]
+    for item in filters:
+        flt = item if isinstance(item, Filter) else Filter(*item)
+        sql, flt_params = _filter_sql(_lookup(catalog, flt.column), flt.op, flt.value)
+        where.append(f"({sql})")
+        params += flt_params
+    ids_table = None
+    if ids is not None:
+        # A semi-join against a registered Arrow table stays fast for selections of any size.
+        ids_table = pa.table({"id": pa.array([int(i) for i in ids], type=pa.int64())})
+        where.append("s.id IN (SELECT id FROM _browse_ids)")
+    return _Query(where, params, ids_table)
+
+
+def _prepare(con: duckdb.DuckDBPyConnection, query: _Query) -> duckdb.DuckDBPyConnection:
+    if query.ids_table is not None:
+        con.register("_browse_ids", query.ids_table)
+    return con
+
+
+# ---- queries -----------------------------------------------------------------------------------
+
+
+def query_samples(
+    store: Store,
+    dataset: str | DatasetInfo,
+    *,
+    search: str | None = None,
+    search_column: str | None = None,
+    filters: Iterable[Filter | tuple] = (),
+    sort: str | None = None,
+    descending: bool = False,
+    offset: int = 0,
+    limit: int = 50,
+    ids: Iterable[int] | None = None,
+) -> Page:
+    """One page of a dataset's samples matching a search (case-insensitive substring of the flat text, or
+    of `search_column`), filters and an optional id set, sorted by any catalog column (nulls last)."""
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    offset = max(0, int(offset))
+    with store.connect() as con:
+        info = _resolve(con, store, dataset)
+        catalog = _catalog(con, store, info)
+        query = _build_where(catalog, info.dataset_id, search, search_column, list(filters), ids)
+        order_sql, order_params = "s.row_idx", []
+        if sort:
+            sql, order_params = _lookup(catalog, sort).typed_expr()
+            order_sql = f"{sql} {'DESC' if descending else 'ASC'} NULLS LAST, s.row_idx"
+        where_sql = " AND ".join(query.where)
+        _prepare(con, query)
+        # One scan finds the page's ids and the total (only the sort key travels through the sort); the
+        # page's wide columns are then read for its ids alone.
+        found = con.execute(
+            f"SELECT s.id, count(*) OVER () FROM samples s WHERE {where_sql} ORDER BY {order_sql} LIMIT ? OFFSET ?",
+            [*query.params, *order_params, limit, offset],
+        ).fetchall()
+        if found:
+            total = found[0][1]
+        else:  # past the end (or nothing matches): the count still says how many match
+            total = con.execute(f"SELECT count(*) FROM samples s WHERE {where_sql}", query.params).fetchall()[0][0]
+        page_ids = [int(r[0]) for r in found]
+        con.register("_page_ids", pa.table({"id": pa.array(page_ids, type=pa.int64())}))
+        rows = con.execute(
+            f"SELECT s.id, s.source_id, {_PREVIEW_SQL} AS preview, s.n_turns, s.n_chars, s.n_tokens, "
+            "s.rejected IS NOT NULL AS has_rejected, s.meta FROM samples s WHERE s.dataset_id = ? "
+            "AND s.id IN (SELECT id FROM _page_ids)",
+            [info.dataset_id],
+        ).df()
+    rows = rows.set_index("id").loc[page_ids].reset_index() if page_ids else rows
+    return Page(_expand_meta(rows, catalog), int(total), offset, limit, info.name, catalog)
+
+
+def matching_ids(
+    store: Store,
+    dataset: str | DatasetInfo,
+    *,
+    search: str | None = None,
+    search_column: str | None = None,
+    filters: Iterable[Filter | tuple] = (),
+    ids: Iterable[int] | None = None,
+) -> list[int]:
+    """Every sample id matching a search and filters, in dataset order (for saving as a selection)."""
+    with store.connect() as con:
+        info = _resolve(con, store, dataset)
+        query = _build_where(_catalog(con, store, info), info.dataset_id, search, search_column, list(filters), ids)
+        sql = f"SELECT s.id FROM samples s WHERE {' AND '.join(query.where)} ORDER BY s.row_idx"
+        return [int(r[0]) for r in _prepare(con, query).execute(sql, query.params).fetchall()]
+
+
+def _cell(value: Any) -> Any:
+    # Nested meta values become JSON text so that a table can show them.
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+
+
+def _expand_meta(rows: pd.DataFrame, catalog: Sequence[Column]) -> pd.DataFrame:
+    metas = [json.loads(m) if isinstance(m, str) else (m or {}) for m in rows.pop("meta")]
+    for column in catalog:
+        if column.source != "meta":
+            continue
+        rows[column.name] = [_cell(m.get(column.key)) if isinstance(m, dict) else None for m in metas]
+    return rows
+
+
+def top_values(store: Store, dataset: str | DatasetInfo, column: str, k: int = 50) -> pd.DataFrame:
+    """The k most frequent values of a column (as text) with their counts: choices for a category filter."""
+    with store.connect() as con:
+        info = _resolve(con, store, dataset)
+        sql, params = _lookup(_catalog(con, store, info), column).expr()
+        return con.execute(
+            f"SELECT CAST({sql} AS VARCHAR) AS value, count(*) AS n FROM samples s WHERE s.dataset_id = ? "
+            "GROUP BY 1 ORDER BY n DESC, value LIMIT ?",
+            [*params, info.dataset_id, int(k)],
+        ).df()
+
+
+def value_range(store: Store, dataset: str | DatasetInfo, column: str) -> tuple[float | None, float | None]:
+    """Minimum and maximum of a numeric column, for range sliders."""
+    with store.connect() as con:
+        info = _resolve(con, store, dataset)
+        target = _lookup(_catalog(con, store, info), column)
+        if target.kind != "numeric":
+            raise ValueError(f"Column {column!r} is {target.kind}, not numeric")
+        sql, params = target.typed_expr()
+        lo, hi = con.execute(
+            f"SELECT min({sql}), max({sql}) FROM samples s WHERE s.dataset_id = ?", [*params, *params, info.dataset_id]
+        ).fetchone()
+    return (None if lo is None else float(lo)), (None if hi is None else float(hi))
+
+
+def is_integral(store: Store, dataset: str | DatasetInfo, column: str) -> bool:
+    """Whether every value of a numeric column is a whole number (counts, ids): filters then take integers."""
+    with store.connect() as con:
+        info = _resolve(con, store, dataset)
+        target = _lookup(_catalog(con, store, info), column)
+        if target.kind != "numeric":
+            return False
+        if target.source == "sample":
+            return True  # the samples table's numeric columns are all integers
+        sql, params = target.typed_expr()
+        row = con.execute(f"SELECT coalesce(bool_and({sql} = floor({sql})), false) FROM samples s "
+                          "WHERE s.dataset_id = ?", [*params, *params, info.dataset_id]).fetchone()
+    return bool(row[0])
+
+
+def _turns(value: Any) -> list[dict[str, Any]] | None:
+    """Stored turns as dicts: role and content, plus reasoning, tool_calls (parsed), tool_call_id and name
+    where the turn has them."""
+    if value is None:
+        return None
+    out = []
+    for t in value:
+        turn = {"role": t["role"], "content": t["content"]}
+        for key in ("reasoning", "tool_calls", "tool_call_id", "name"):
+            if t.get(key) is not None:
+                turn[key] = _json(t[key]) if key == "tool_calls" else t[key]
+        out.append(turn)
+    return out
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def get_sample(store: Store, sample_id: int) -> dict[str, Any]:
+    """One sample in full: its turns, the rejected turns of a preference pair, meta, raw record, dataset."""
+    with store.connect() as con:
+        cursor = con.execute(
+            "SELECT s.id, s.dataset_id, d.name AS dataset, s.source_id, s.row_idx, s.messages, s.rejected, "
+            "s.text, s.n_turns, s.n_chars, s.n_tokens, s.meta, s.raw, s.tools, s.kto_label "
+            "FROM samples s JOIN datasets d USING (dataset_id) WHERE s.id = ?",
+            [int(sample_id)],
+        )
+        row = cursor.fetchone()
+        names = [d[0] for d in cursor.description]
+    if row is None:
+        raise KeyError(f"No sample with id {sample_id} in {store.path}")
+    sample = dict(zip(names, row, strict=True))
+    sample["messages"] = _turns(sample["messages"]) or []
+    sample["rejected"] = _turns(sample["rejected"])
+    sample["meta"] = _json(sample["meta"]) or {}
+    sample["raw"] = _json(sample["raw"])
+    sample["tools"] = _json(sample["tools"])
+    return sample

@@ -1,0 +1,119 @@
+"""2-D projections of an embedding run: UMAP (cosine, on the stored k-NN graph) or PCA.
+
+UMAP is given the k-NN graph from core.maps.neighbours.knn_graph (computed once per embedding run and
+stored), so re-projecting with another min_dist or seed skips the neighbour search. The first UMAP in
+a process pays ~30 s of numba compilation: PCA is the fast choice for small or quick maps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from core.maps.embed import embed_run_info
+from core.maps.neighbours import get_index, knn_graph
+from core.store.database import Store
+
+METHODS = ("umap", "pca")
+Progress = Callable[[float, str], None]
+
+
+def pca_2d(vectors: np.ndarray, seed: int = 42) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    if len(vectors) < 2:
+        return np.zeros((len(vectors), 2), dtype=np.float32)
+    return PCA(n_components=2, random_state=seed).fit_transform(vectors).astype(np.float32)
+
+
+def umap_2d(vectors: np.ndarray, knn: tuple[np.ndarray, np.ndarray] | None, *, n_neighbors: int = 15,
+            min_dist: float = 0.1, seed: int | None = 42) -> np.ndarray:
+    import umap
+
+    n_neighbors = max(2, min(n_neighbors, len(vectors) - 1))
+    kwargs: dict[str, Any] = {}
+    if knn is not None:
+        kwargs["precomputed_knn"] = (knn[0][:, :n_neighbors], knn[1][:, :n_neighbors], None)
+    # A seed makes UMAP single-threaded; without one it uses every core (faster, not reproducible).
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine", random_state=seed,
+                        n_components=2, init="spectral" if len(vectors) > 10 else "random", **kwargs)
+    return reducer.fit_transform(vectors).astype(np.float32)
+
+
+def project(
+    store: Store,
+    embedding_run_id: int,
+    *,
+    method: str = "umap",
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int | None = 42,
+    progress: Progress | None = None,
+) -> int:
+    """Project an embedding run to 2-D; a recorded run whose points go to `projections`."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    info = embed_run_info(store, embedding_run_id)
+    if info["status"] != "finished":
+        raise ValueError(f"embedding run {embedding_run_id} is {info['status']}, not finished")
+    params = {"embedding_run_id": embedding_run_id, "method": method}
+    if method == "umap":
+        params |= {"n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "metric": "cosine"}
+    dataset_id = None if pd.isna(info.get("dataset_id")) else int(info["dataset_id"])
+    run_id = store.start_run("project", dataset_id=dataset_id, params=params, model=info["model_key"])
+    try:
+        t0 = time.monotonic()
+        _tell(progress, 0.05, "loading vectors")
+        index = get_index(store, embedding_run_id)
+        if method == "pca":
+            xy = pca_2d(index.vectors, seed or 0)
+        else:
+            _tell(progress, 0.15, "nearest-neighbour graph (stored, reused by later projections)")
+            knn_run, _, positions, distances = knn_graph(store, embedding_run_id, n_neighbors)
+            params["knn_run_id"] = knn_run
+            _tell(progress, 0.4, "UMAP layout")
+            xy = umap_2d(index.vectors, (positions, distances), n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
+        _tell(progress, 0.9, "writing points")
+        _write(store, run_id, index.ids, xy, params | {"seconds": round(time.monotonic() - t0, 3)})
+    except BaseException as exc:
+        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    _tell(progress, 1.0, "done")
+    return run_id
+
+
+def _tell(progress: Progress | None, fraction: float, what: str) -> None:
+    if progress:
+        progress(fraction, what)
+
+
+def _write(store: Store, run_id: int, ids: np.ndarray, xy: np.ndarray, params: dict[str, Any]) -> None:
+    import json
+
+    table = pa.table({"sample_id": pa.array(ids, pa.int64()), "x": pa.array(xy[:, 0], pa.float32()),  # noqa: F841
+                      "y": pa.array(xy[:, 1], pa.float32())})
+    with store.transaction() as con:
+        con.register("points", table)
+        con.execute("INSERT INTO projections SELECT ?, sample_id, x, y FROM points", [run_id])
+        con.execute("UPDATE runs SET params = ?::JSON WHERE run_id = ?", [json.dumps(params, sort_keys=True), run_id])
+        store.finish_run(run_id, n_samples=len(ids), con=con)
+
+
+def load_projection(store: Store, projection_run_id: int) -> pd.DataFrame:
+    """id, x, y of a projection run, keyed by sample id."""
+    return store.query_df("SELECT sample_id AS id, x, y FROM projections WHERE run_id = ? ORDER BY sample_id",
+                          [projection_run_id])
+
+
+def projection_params(store: Store, projection_run_id: int) -> dict[str, Any]:
+    import json
+
+    df = store.query_df("SELECT params FROM runs WHERE run_id = ? AND kind = 'project'", [projection_run_id])
+    if df.empty:
+        raise KeyError(f"No projection run {projection_run_id}")
+    return json.loads(df.params[0])
