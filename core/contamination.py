@@ -456,19 +456,14 @@ def check_contamination(
         params |= {"mink_model": mink_model, "mink_k": mink_k, "mink_threshold": mink_threshold,
                    "minkpp_threshold": minkpp_threshold, "mink_device": mink_device,
                    "mink_max_length": mink_max_length, "mink_scored": "eval items"}
-    run_id = store.start_run("contamination", dataset_id=info.dataset_id, params=params,
-                             model=mink_model if lm else None)
     say = progress or (lambda _stage, _frac: None)
-    try:
+    with store.run("contamination", params, dataset_id=info.dataset_id, model=mink_model if lm else None) as run:
         results, items = _compute(store, info, eval_infos, methods, params, batch_size, say)
-        _write(store, run_id, results, items, params)
-        summary = eval_summary(store, run_id)
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    store.finish_run(run_id, n_samples=info.n_samples)
+        _write(store, run.run_id, results, items, params)
+        summary = eval_summary(store, run.run_id)
+        run.finish(info.n_samples)
     say("done", 1.0)
-    return ContaminationReport(run_id, dataset, eval_names, methods, info.n_samples, summary)
+    return ContaminationReport(run.run_id, dataset, eval_names, methods, info.n_samples, summary)
 
 
 def _gpt3(store: Store, info, eval_items: pd.DataFrame, methods: list[str], params: dict[str, Any],

@@ -25,12 +25,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
 
 from core.migrations import LATEST_VERSION, MIGRATIONS
+
+if TYPE_CHECKING:
+    from core.runs import Run
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = PROJECT_ROOT / "data" / "workbench.duckdb"
@@ -316,6 +319,23 @@ class Store:
 
     # ---- runs --------------------------------------------------------------------------------
 
+    def run(self, kind: str, params: dict[str, Any] | None = None, **options: Any) -> Run:
+        """Start a recorded run of `kind`; use it as `with store.run(kind, params) as run:`.
+
+        Options: dataset (a name) or dataset_id, model, model_revision, sample_filter, resume (take up an
+        unfinished run with identical params), prepare(con, run_id) (the run's own rows, written in the
+        transaction that creates it), con (start inside the caller's transaction). See core/runs.py."""
+        from core import runs
+
+        return runs.start(self, kind, params, **options)
+
+    def attach_run(self, run_id: int) -> Run:
+        """Continue an existing run in this process (a job that spans several calls); see core/runs.py."""
+        from core import runs
+
+        return runs.attach(self, run_id)
+
+
     def start_run(
         self,
         kind: str,
@@ -327,7 +347,8 @@ class Store:
         sample_filter: str | None = None,
         con: duckdb.DuckDBPyConnection | None = None,
     ) -> int:
-        """Record that a computation started; returns its run id. Runs are never overwritten."""
+        """Insert a 'running' run row; returns its run id. Runs are never overwritten. Modules use Store.run
+        (core/runs.py), which also records the end, failure and metrics; this is the bare row for tests."""
         values = [
             kind, dataset_id, json.dumps(params or {}, sort_keys=True, default=str), model, model_revision,
             now_utc(), sample_filter, CODE_VERSION, os.getpid(), socket.gethostname(),
