@@ -357,6 +357,12 @@ def noise_weights(store: Store, run_id: int) -> pd.DataFrame:
     return pd.DataFrame({"sample_id": df["sample_id"].astype("int64"), "weight": raw / raw.mean()})
 
 
+def recorded_series(store: Store, run_id: int) -> set[str]:
+    """The names of the training trajectories a noise run recorded (rescaler_weight, ...)."""
+    rows = store.query_df("SELECT DISTINCT series FROM noise_trajectories WHERE run_id = ?", [run_id])
+    return set(rows.series)
+
+
 def trajectories(store: Store, run_id: int, sample_ids: Sequence[int], series: str = "rescaler_weight") -> pd.DataFrame:
     """Long form (sample_id, epoch, value) of one series for some samples."""
     df = store.query_df('SELECT sample_id, "values" FROM noise_trajectories WHERE run_id = ? AND series = ? '

@@ -43,6 +43,12 @@ def preference_pairs(store: Store, dataset: str, max_pairs: int | None = None) -
     return df[["sample_id", "chosen", "rejected"]].reset_index(drop=True)
 
 
+def preference_datasets(store: Store) -> list[str]:
+    """The datasets that hold preference pairs (samples with a rejected answer), by name."""
+    return store.query_df("SELECT DISTINCT d.name FROM samples s JOIN datasets d USING (dataset_id) "
+                          "WHERE s.rejected IS NOT NULL ORDER BY 1")["name"].tolist()
+
+
 def fit_bradley_terry(diff: np.ndarray, c: float = 1.0) -> np.ndarray:
     """w such that sigmoid(w . d) = P(first preferred), from difference vectors d of preferred - other."""
     from sklearn.linear_model import LogisticRegression
