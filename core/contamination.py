@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from core import textnorm
 from core.dedup import CONTENT_SQL, iter_texts
+from core.runs import Run
 from core.store import Store
 
 METHODS = ("ngram13", "ngram8", "embedding", "mink", "minkpp")
@@ -458,8 +459,10 @@ def check_contamination(
                    "mink_max_length": mink_max_length, "mink_scored": "eval items"}
     say = progress or (lambda _stage, _frac: None)
     with store.run("contamination", params, dataset_id=info.dataset_id, model=mink_model if lm else None) as run:
-        results, items = _compute(store, info, eval_infos, methods, params, batch_size, say)
-        _write(store, run.run_id, results, items, params)
+        record = dict(params)  # the computation adds what it found (N per benchmark, capped n-grams, ...)
+        results, items = _compute(store, info, eval_infos, methods, record, batch_size, say)
+        run.set_metrics({k: v for k, v in record.items() if k not in params})
+        _write(store, run, results, items)
         summary = eval_summary(store, run.run_id)
         run.finish(info.n_samples)
     say("done", 1.0)
@@ -593,8 +596,9 @@ def _spans(store: Store, df: pd.DataFrame, gpt3_n_of: dict[str, int]) -> pd.Data
     return df
 
 
-def _write(store: Store, run_id: int, results: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any]) -> None:
-    df = _spans(store, results, params.get("gpt3_n", {}))
+def _write(store: Store, run: Run, results: pd.DataFrame, items: pd.DataFrame) -> None:
+    run_id = run.run_id
+    df = _spans(store, results, run.metrics.get("gpt3_n", {}))
 
     def col(name: str, typ: pa.DataType) -> pa.Array:
         values = df[name].astype(object).where(df[name].notna(), None).tolist()
@@ -635,9 +639,9 @@ def _write(store: Store, run_id: int, results: pd.DataFrame, items: pd.DataFrame
             "  i.eval_sample_id OR r.flag_embedding AND r.embed_eval_id = i.eval_sample_id)), "
             "i.ngram8_coverage, i.mink_score FROM new_items i", [run_id, run_id])
         con.unregister("new_items")
-        # The record of what was done (derived N per benchmark, capped n-grams, windows, Min-K%++ scores).
-        con.execute("UPDATE runs SET params = ? WHERE run_id = ?", [json.dumps(params, sort_keys=True, default=str),
-                                                                    run_id])
+        # The record of what was done (derived N per benchmark, capped n-grams, windows, Min-K%++ scores),
+        # with the results: the summary and method lines read it through run_params.
+        run.save_metrics(con=con)
 
 
 # ---- reading results ---------------------------------------------------------------------------------
@@ -661,11 +665,15 @@ def results(store: Store, run_id: int, *, flagged_only: bool = False) -> pd.Data
 
 
 def run_params(store: Store, run_id: int) -> dict[str, Any]:
-    df = store.query_df("SELECT params FROM runs WHERE run_id = ?", [run_id])
+    """A run's record: the parameters it started with and what it found on the way (its metrics: N per
+    benchmark, capped n-grams, Min-K% windows and scores; runs before migration 0012 kept these in params)."""
+    df = store.query_df("SELECT params, metrics FROM runs WHERE run_id = ?", [run_id])
     if df.empty:
         raise KeyError(f"No run {run_id}")
-    raw = df["params"].iloc[0]
-    return json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    record = {}
+    for raw in (df["params"].iloc[0], df["metrics"].iloc[0]):
+        record |= json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    return record
 
 
 def eval_summary(store: Store, run_id: int) -> pd.DataFrame:

@@ -72,6 +72,17 @@ class Run:
         """Record measurements (written with the run's end; later values replace earlier ones)."""
         self.metrics.update(values or {}, **more)
 
+    def save_metrics(self, *, con: duckdb.DuckDBPyConnection | None = None) -> None:
+        """Write the metrics so far now (readers need them before the run ends), inside `con` when given."""
+        sql = "UPDATE runs SET metrics = ?::JSON WHERE run_id = ?"
+        values = [json.dumps(self.metrics, sort_keys=True, default=str), self.run_id]
+        con = con or self._con
+        if con is not None:
+            con.execute(sql, values)
+            return
+        with self.store.connect() as own:
+            own.execute(sql, values)
+
     def finish(self, n_samples: int | None = None, *, con: duckdb.DuckDBPyConnection | None = None) -> None:
         """Mark the run finished now, inside `con`'s transaction when given (atomic with the results)."""
         if n_samples is not None:
