@@ -166,9 +166,9 @@ def resumable(store: Store, kind: str, frozen_params: str) -> int | None:
 def attach(store: Store, run_id: int, *, resumed: bool = True) -> Run:
     """An existing run continued by this process (a resumed run, or a scale job spanning several calls)."""
     with store.transaction() as con:
-        row = con.execute("UPDATE runs SET status = 'running', pid = ?, host = ?, error = NULL, finished_at = NULL "
-                          "WHERE run_id = ? RETURNING kind, params, model, metrics",
-                          [os.getpid(), socket.gethostname(), int(run_id)]).fetchall()
+        row = con.execute("UPDATE runs SET status = 'running', pid = ?, host = ?, error = NULL, finished_at = NULL, "
+                          "resumed_at = ? WHERE run_id = ? RETURNING kind, params, model, metrics",
+                          [os.getpid(), socket.gethostname(), now_utc(), int(run_id)]).fetchall()
     if not row:
         raise KeyError(f"no run {run_id} in {store.path}")
     kind, params, model, metrics = row[0]

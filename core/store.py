@@ -305,7 +305,7 @@ class Store:
             + "ORDER BY r.run_id"
         )
         frame = self.query_df(sql, [dataset] if dataset else [])
-        frame["interrupted"] = pd.Series([run_interrupted(r.status, r.pid, r.host, r.started_at)
+        frame["interrupted"] = pd.Series([run_interrupted(r.status, r.pid, r.host, _alive_since(r))
                                           for r in frame.itertuples()], index=frame.index, dtype=bool)
         frame["state"] = frame["status"].where(~frame["interrupted"], "interrupted")
         return frame
@@ -314,7 +314,7 @@ class Store:
         """Runs whose status says 'running' but whose process is gone (killed, crashed, machine restarted)."""
         runs = self.query_df("SELECT * FROM runs WHERE status = 'running'" + (" AND kind = ?" if kind else "")
                              + " ORDER BY run_id", [kind] if kind else [])
-        keep = [run_interrupted(r.status, r.pid, r.host, r.started_at) for r in runs.itertuples()]
+        keep = [run_interrupted(r.status, r.pid, r.host, _alive_since(r)) for r in runs.itertuples()]
         return runs[keep] if len(runs) else runs
 
     # ---- runs --------------------------------------------------------------------------------
@@ -409,6 +409,12 @@ def pid_alive(pid: Any, started_at: datetime | None = None) -> bool:
         return True
     started = started_at.replace(tzinfo=timezone.utc).timestamp()
     return created <= started + 5.0  # the run row is written after its process starts
+
+
+def _alive_since(run: Any) -> Any:
+    """When the run's current process took it: resumed_at for a resumed run, else started_at."""
+    resumed = getattr(run, "resumed_at", None)
+    return run.started_at if resumed is None or pd.isna(resumed) else resumed
 
 
 def run_interrupted(status: str, pid: Any, host: Any, started_at: Any, *, now: datetime | None = None) -> bool:

@@ -148,3 +148,16 @@ def test_pages_hold_no_sql() -> None:
     offenders = [f"{p.name}:{i}" for p in files if p.exists()
                  for i, line in enumerate(p.read_text().splitlines(), 1) if _SQL.search(line)]
     assert offenders == []
+
+
+def test_a_resumed_run_of_a_live_process_is_not_read_as_interrupted(store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        with store.run("probe", {"x": 1}, resume=True) as first:
+            raise RuntimeError("stopped")
+    with store.connect() as con:  # started long before this process existed
+        con.execute("UPDATE runs SET started_at = started_at - INTERVAL 3 HOUR WHERE run_id = ?", [first.run_id])
+    resumed = store.run("probe", {"x": 1}, resume=True)
+    assert resumed.run_id == first.run_id
+    row = _row(store, first.run_id)
+    assert row.status == "running" and not row.interrupted and row.state == "running"
+    assert store.interrupted_runs("probe").empty
