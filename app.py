@@ -69,7 +69,9 @@ def recent_runs(store: Store) -> None:
     runs = runs.assign(status=runs["state"],  # 'interrupted' where the process of a 'running' run is gone
                        note=[_run_note(k, i, s) for k, i, s in zip(runs["kind"], runs["interrupted"], runs["status"],
                                                                   strict=True)])
-    cols = ["run_id", "kind", "dataset", "status", "note", "model", "started_at", "finished_at", "n_samples", "error"]
+    # params: what the run was started with (frozen); metrics: what it measured on the way
+    cols = ["run_id", "kind", "dataset", "status", "note", "model", "started_at", "finished_at", "n_samples", "error",
+            "params", "metrics"]
     st.dataframe(**table(runs.sort_values("run_id", ascending=False).head(20)[cols]), hide_index=True, width="stretch")
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import ui_jobs
+from core.browse.samples import sample_text
 from core.maps.cluster import cluster_table
 from core.maps.embed import BACKENDS, DEFAULT_MODEL, TEXT_FIELDS
 from core.maps.estimates import embedding_plan
@@ -196,9 +197,9 @@ def selection_panel(store: Store, map_id: int, points: pd.DataFrame, selection: 
 
 def point_panel(store: Store, map_id: int, sample_id: int) -> None:
     info = get_map(store, map_id)
-    text = store.query_df("SELECT text FROM samples WHERE id = ?", [sample_id])
+    text = sample_text(store, sample_id)
     st.subheader(f"Sample {sample_id}")
-    st.text(text.text[0] if len(text) else "(gone)")
+    st.text("(gone)" if text is None else text)
     st.caption("Nearest neighbours (cosine)")
     st.dataframe(neighbours(store, info.embedding_run_id, sample_id, k=10), hide_index=True, width="stretch")
 

@@ -30,9 +30,7 @@ def _current(db: str, datasets: tuple[str, ...], stamp: int) -> pd.DataFrame:
 
 def _stamp(store: Store) -> int:
     """Changes whenever a tag run starts or finishes, so cached tag frames refresh."""
-    df = store.query_df("SELECT count(*) AS n, coalesce(max(run_id), 0) AS m FROM tag_runs")
-    done = store.query_df("SELECT count(*) AS n FROM runs WHERE kind = 'tag' AND status = 'finished'")
-    return int(df.n[0]) * 1_000_000 + int(df.m[0]) * 1000 + int(done.n[0])
+    return T.tag_runs_stamp(store)
 
 
 ENSEMBLE_NOTE = ("Several reward models make an ensemble (Coste et al. 2023): each is normalised once on a fixed "
@@ -142,8 +140,7 @@ def train_panel(store: Store, names: list[str]) -> None:
     from core.tags.taggers import learned, reward_proxy
 
     with st.expander("Offline models: reward proxy and classifiers from labels"):
-        prefs = store.query_df("SELECT DISTINCT d.name FROM samples s JOIN datasets d USING (dataset_id) "
-                               "WHERE s.rejected IS NOT NULL ORDER BY 1")["name"].tolist()
+        prefs = reward_proxy.preference_datasets(store)
         c1, c2 = st.columns(2)
         with c1:
             st.markdown("**Bradley-Terry preference proxy** (tag `preference_proxy`: what a preference set "

@@ -189,7 +189,7 @@ def on_pick(sid: int, f: L.LabelField, choice: str) -> None:
 
 def on_submit(schema: L.LabelSchema, sid: int, who: str) -> None:
     values = {f.name: ss.get(_pick_key(sid, f.name)) for f in schema.fields}
-    missing = [f.name for f in schema.fields if f.required and values.get(f.name) in (None, [], "")]
+    missing = L.missing_required(schema, values)
     if missing:
         ss["flash"] = ("warning", f"Pick a value for {', '.join(missing)} first.")
         return

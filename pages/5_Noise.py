@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 import ui_jobs
+from core.browse.samples import sample_text
 from core.maps.embed import DEFAULT_MODEL
 from core.maps.estimates import describe_seconds, embedding_plan, run_rate
 from core.noise import actions
@@ -26,6 +27,7 @@ from core.noise.run import (
     load_scores,
     neighbour_evidence,
     noise_runs,
+    recorded_series,
     run_info,
     run_noise,
     suspicious,
@@ -185,8 +187,7 @@ def detail(store: Store, run_id: int, info: dict, row: pd.Series, sample_id: int
     st.subheader(f"Sample {sample_id}")
     st.text(f"given: {display(row['given_label'], names)}    "
             f"predicted: {display(row.get('predicted_label', '?'), names)}    flags: {row['n_flags']}")
-    text = store.query_df("SELECT text FROM samples WHERE id = ?", [sample_id]).text
-    st.text(text.iloc[0] if len(text) else "")
+    st.text(sample_text(store, sample_id) or "")
     st.caption("Nearest neighbours and their labels (evidence)")
     try:
         st.dataframe(with_names(neighbour_evidence(store, run_id, sample_id, k=5), names), hide_index=True)
@@ -250,8 +251,8 @@ def charts(store: Store, run_id: int, info: dict, scores: pd.DataFrame, names: d
 
 
 def trajectory_panel(store: Store, run_id: int, scores: pd.DataFrame) -> None:
-    series = [s for s in SERIES if store.query_df(
-        "SELECT 1 FROM noise_trajectories WHERE run_id = ? AND series = ? LIMIT 1", [run_id, s]).shape[0]]
+    recorded = recorded_series(store, run_id)
+    series = [s for s in SERIES if s in recorded]
     if not series:
         st.info("This run recorded no training trajectories.")
         return

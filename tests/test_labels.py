@@ -291,3 +291,13 @@ def test_label_distribution_and_shared_samples(loaded) -> None:
                                        {"annotator": "ann", "value": "Coding & Debugging", "n": 1}]
     L.record_label(store, schema, ids[0], {"category": "Math", "quality": 2}, annotator="bob")
     assert L.n_shared_samples(store, "task") == 1
+
+
+def test_missing_required_names_the_empty_required_fields() -> None:
+    schema = L.parse_schema({"name": "task", "fields": [
+        {"name": "category", "type": "single_choice", "options": ["coding", "other"]},
+        {"name": "tags", "type": "multi_choice", "options": ["a", "b"]},
+        {"name": "note", "type": "free_text"}]})
+    assert L.missing_required(schema, {}) == ["category", "tags"]  # free text is optional by default
+    assert L.missing_required(schema, {"category": "coding", "tags": [], "note": ""}) == ["tags"]
+    assert L.missing_required(schema, {"category": "coding", "tags": ["a"]}) == []

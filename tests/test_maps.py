@@ -430,3 +430,31 @@ def test_labels_on_real_data_are_phrases_without_stop_words(shared: Path) -> Non
     assert not {"following", "create", "write", "given", "please"} & {w for p in labels.values() for w in p.split()}
     assert any(" " in p for kw in keywords.values() for p in kw[:12])  # some phrase of two or more words
     assert any(w in labels[3] for w in ("code", "python", "function", "data"))  # arena's prompts are about code
+
+
+def test_map_runs_keep_their_start_params_and_measure_in_metrics(emb) -> None:
+    from core.maps.cluster import cluster
+    from core.maps.project import project
+
+    store, run = emb
+    seen: dict[str, dict] = {}
+
+    def progress(_fraction: float, what: str) -> None:  # the project run's row while it is still running
+        if what == "writing points":
+            live = store.runs().query("kind == 'project' and status == 'running'")
+            seen["project"] = json.loads(live.params.iloc[0])
+
+    proj = project(store, run, method="umap", n_neighbors=7, seed=1, progress=progress)
+    runs = store.runs().set_index("run_id")
+    expected = {"embedding_run_id": run, "method": "umap", "n_neighbors": 7, "min_dist": 0.1, "seed": 1,
+                "metric": "cosine"}
+    assert json.loads(runs.loc[proj, "params"]) == seen["project"] == expected
+    knn = int(runs[runs.kind == "knn"].index[-1])
+    assert json.loads(runs.loc[proj, "metrics"])["knn_run_id"] == knn
+    assert json.loads(runs.loc[knn, "params"]) == {"embedding_run_id": run, "k": 7, "method": "exact"}
+    assert set(json.loads(runs.loc[knn, "metrics"])) == {"seconds"}
+    clustered = cluster(store, proj, method="kmeans", k=3, use_llm=False)
+    row = store.runs().set_index("run_id").loc[clustered]
+    assert json.loads(row.params) == {"projection_run_id": proj, "embedding_run_id": run, "method": "kmeans", "k": 3,
+                                      "min_cluster_size": None, "text": "instruction", "seed": 42}
+    assert set(json.loads(row.metrics)) == {"seconds_fit", "seconds"} and row.status == "finished"

@@ -543,3 +543,9 @@ def get_sample(store: Store, sample_id: int) -> dict[str, Any]:
     sample["raw"] = _json(sample["raw"])
     sample["tools"] = _json(sample["tools"])
     return sample
+
+
+def sample_text(store: Store, sample_id: int) -> str | None:
+    """The flattened text of one sample (what search and the previews read); None when there is no such sample."""
+    rows = store.query_df("SELECT text FROM samples WHERE id = ?", [int(sample_id)])
+    return str(rows.text[0]) if len(rows) and rows.text[0] is not None else None

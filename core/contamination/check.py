@@ -45,6 +45,7 @@ import pyarrow as pa
 from core import textnorm
 from core.dedup.groups import CONTENT_SQL, iter_texts
 from core.store.database import Store
+from core.store.runs import Run
 
 METHODS = ("ngram13", "ngram8", "embedding", "mink", "minkpp")
 DEFAULT_METHODS = ("ngram13", "ngram8", "embedding")
@@ -456,19 +457,16 @@ def check_contamination(
         params |= {"mink_model": mink_model, "mink_k": mink_k, "mink_threshold": mink_threshold,
                    "minkpp_threshold": minkpp_threshold, "mink_device": mink_device,
                    "mink_max_length": mink_max_length, "mink_scored": "eval items"}
-    run_id = store.start_run("contamination", dataset_id=info.dataset_id, params=params,
-                             model=mink_model if lm else None)
     say = progress or (lambda _stage, _frac: None)
-    try:
-        results, items = _compute(store, info, eval_infos, methods, params, batch_size, say)
-        _write(store, run_id, results, items, params)
-        summary = eval_summary(store, run_id)
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    store.finish_run(run_id, n_samples=info.n_samples)
+    with store.run("contamination", params, dataset_id=info.dataset_id, model=mink_model if lm else None) as run:
+        record = dict(params)  # the computation adds what it found (N per benchmark, capped n-grams, ...)
+        results, items = _compute(store, info, eval_infos, methods, record, batch_size, say)
+        run.set_metrics({k: v for k, v in record.items() if k not in params})
+        _write(store, run, results, items)
+        summary = eval_summary(store, run.run_id)
+        run.finish(info.n_samples)
     say("done", 1.0)
-    return ContaminationReport(run_id, dataset, eval_names, methods, info.n_samples, summary)
+    return ContaminationReport(run.run_id, dataset, eval_names, methods, info.n_samples, summary)
 
 
 def _gpt3(store: Store, info, eval_items: pd.DataFrame, methods: list[str], params: dict[str, Any],
@@ -598,8 +596,9 @@ def _spans(store: Store, df: pd.DataFrame, gpt3_n_of: dict[str, int]) -> pd.Data
     return df
 
 
-def _write(store: Store, run_id: int, results: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any]) -> None:
-    df = _spans(store, results, params.get("gpt3_n", {}))
+def _write(store: Store, run: Run, results: pd.DataFrame, items: pd.DataFrame) -> None:
+    run_id = run.run_id
+    df = _spans(store, results, run.metrics.get("gpt3_n", {}))
 
     def col(name: str, typ: pa.DataType) -> pa.Array:
         values = df[name].astype(object).where(df[name].notna(), None).tolist()
@@ -640,9 +639,9 @@ def _write(store: Store, run_id: int, results: pd.DataFrame, items: pd.DataFrame
             "  i.eval_sample_id OR r.flag_embedding AND r.embed_eval_id = i.eval_sample_id)), "
             "i.ngram8_coverage, i.mink_score FROM new_items i", [run_id, run_id])
         con.unregister("new_items")
-        # The record of what was done (derived N per benchmark, capped n-grams, windows, Min-K%++ scores).
-        con.execute("UPDATE runs SET params = ? WHERE run_id = ?", [json.dumps(params, sort_keys=True, default=str),
-                                                                    run_id])
+        # The record of what was done (derived N per benchmark, capped n-grams, windows, Min-K%++ scores),
+        # with the results: the summary and method lines read it through run_params.
+        run.save_metrics(con=con)
 
 
 # ---- reading results ---------------------------------------------------------------------------------
@@ -666,11 +665,15 @@ def results(store: Store, run_id: int, *, flagged_only: bool = False) -> pd.Data
 
 
 def run_params(store: Store, run_id: int) -> dict[str, Any]:
-    df = store.query_df("SELECT params FROM runs WHERE run_id = ?", [run_id])
+    """A run's record: the parameters it started with and what it found on the way (its metrics: N per
+    benchmark, capped n-grams, Min-K% windows and scores; runs before migration 0011 kept these in params)."""
+    df = store.query_df("SELECT params, metrics FROM runs WHERE run_id = ?", [run_id])
     if df.empty:
         raise KeyError(f"No run {run_id}")
-    raw = df["params"].iloc[0]
-    return json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    record = {}
+    for raw in (df["params"].iloc[0], df["metrics"].iloc[0]):
+        record |= json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    return record
 
 
 def eval_summary(store: Store, run_id: int) -> pd.DataFrame:

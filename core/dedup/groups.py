@@ -494,9 +494,8 @@ def find_duplicates(
                    "embed_model": embed_model or "all-MiniLM-L6-v2"}
         if method == "semdedup":
             params["eps"] = round(1 - threshold, 12)  # the paper's parameter: removed above cosine 1 - eps
-    run_id = store.start_run("dedup", dataset_id=dataset_ids[0] if len(dataset_ids) == 1 else None, params=params,
-                             sample_filter="all datasets" if not datasets else f"datasets: {', '.join(datasets)}")
-    try:
+    with store.run("dedup", params, dataset_id=dataset_ids[0] if len(dataset_ids) == 1 else None,
+                   sample_filter="all datasets" if not datasets else f"datasets: {', '.join(datasets)}") as run:
         total = count_samples(store, dataset_ids)
         if method == "exact":
             pairs = exact_pairs(store, dataset_ids)
@@ -511,13 +510,10 @@ def find_duplicates(
             members, used = semdedup(ids, vectors, eps=1 - threshold, n_clusters=n_clusters), keep
         else:
             members, used = choose_representatives(store, groups_from_pairs(pairs), keep)
-        write_groups(store, run_id, members)
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+        write_groups(store, run.run_id, members)
+        run.finish(total)
     n_groups = int(members["group_id"].nunique()) if len(members) else 0
-    store.finish_run(run_id, n_samples=total)
-    return DedupResult(run_id=run_id, method=method, n_samples=total, n_groups=n_groups, n_in_groups=len(members),
+    return DedupResult(run_id=run.run_id, method=method, n_samples=total, n_groups=n_groups, n_in_groups=len(members),
                        n_to_drop=len(members) - n_groups, keep=keep, keep_used=used)
 
 

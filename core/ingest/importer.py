@@ -34,6 +34,7 @@ from core.ingest.readers import RawRecord
 from core.ingest.shapes import turn_text
 from core.ingest.tokens import TOKEN_METHOD, count_tokens
 from core.store.database import Store, memory_limit, now_utc
+from core.store.runs import Run
 
 DEFAULT_MAX_CHARS = 2_000_000
 MAX_NAME_CHARS = 200
@@ -459,7 +460,7 @@ def _import(store: Store, staging: Path, target: _Target, *, collector: _Collect
         n_samples = collector.n_samples - dropped
         # Staged rows are already in order; renumber only when duplicates were dropped.
         row_idx = "row_number() OVER (ORDER BY row_idx) - 1" if keep else "row_idx"
-        run_id, dataset_id = _start(store, con, target)
+        run, dataset_id = _start(store, con, target)
         first_id = reserve_sample_ids(con, n_samples)
         con.execute(
             f"""
@@ -470,28 +471,28 @@ def _import(store: Store, staging: Path, target: _Target, *, collector: _Collect
             """,
             [first_id, dataset_id, staged],
         )
-        _register(store, con, target, dataset_id=dataset_id, run_id=run_id, n_samples=n_samples,
+        _register(store, con, target, dataset_id=dataset_id, run=run, n_samples=n_samples,
                   n_records=collector.n_records, n_skipped=collector.n_skipped, fields=collector.fields.as_list())
-    return dataset_id, run_id, n_samples
+    return dataset_id, run.run_id, n_samples
 
 
-def _register(store: Store, con: Any, target: _Target, *, dataset_id: int, run_id: int, n_samples: int,
+def _register(store: Store, con: Any, target: _Target, *, dataset_id: int, run: Run, n_samples: int,
               n_records: int, n_skipped: int, fields: list[dict[str, str]]) -> None:
     """The dataset row and the finished ingest run, inside the load's transaction."""
     t = target
     con.execute(
         "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [dataset_id, t.name, t.source, t.fmt, t.options["shape"], t.license, t.synthetic, t.is_eval,
-         t.description, n_samples, n_records, n_skipped, _dumps(fields), _dumps(t.options), now_utc(), run_id],
+         t.description, n_samples, n_records, n_skipped, _dumps(fields), _dumps(t.options), now_utc(), run.run_id],
     )
-    con.execute("UPDATE runs SET dataset_id = ? WHERE run_id = ?", [dataset_id, run_id])
-    store.finish_run(run_id, n_samples=n_samples, con=con)
+    run.finish(n_samples, con=con)
 
 
-def _start(store: Store, con: Any, target: _Target) -> tuple[int, int]:
-    """The ingest run and the new dataset's id."""
-    run_id = store.start_run("ingest", params=target.options, sample_filter=target.source, con=con)
-    return run_id, con.execute("SELECT nextval('dataset_id_seq')").fetchall()[0][0]
+def _start(store: Store, con: Any, target: _Target) -> tuple[Run, int]:
+    """The new dataset's id and its ingest run, inside the load's transaction (a failed load leaves neither)."""
+    dataset_id = con.execute("SELECT nextval('dataset_id_seq')").fetchall()[0][0]
+    run = store.run("ingest", target.options, dataset_id=dataset_id, sample_filter=target.source, con=con)
+    return run, dataset_id
 
 
 @dataclass
@@ -582,7 +583,7 @@ def _load_plan(store: Store, target: _Target, plan: ingest_columnar.ColumnarPlan
             if bad_row is not None:
                 raise _Fallback(f"row {bad_row} needs the record path")
             ingest_columnar.register_udfs(con)
-            run_id, dataset_id = _start(store, con, target)
+            run, dataset_id = _start(store, con, target)
             first_id = reserve_sample_ids(con, plan.n_rows)
             try:
                 con.execute(plan.insert_sql(), {"first_id": first_id, "dataset_id": dataset_id})
@@ -593,7 +594,7 @@ def _load_plan(store: Store, target: _Target, plan: ingest_columnar.ColumnarPlan
                 raise _Fallback("duplicate ids")
             catalog = _FieldCatalog()
             catalog.types = plan.field_kinds(con.execute(plan.kinds_sql()).fetchall()[0])
-            _register(store, con, target, dataset_id=dataset_id, run_id=run_id, n_samples=plan.n_rows,
+            _register(store, con, target, dataset_id=dataset_id, run=run, n_samples=plan.n_rows,
                       n_records=plan.n_rows, n_skipped=0, fields=catalog.as_list())
     except (_Fallback, duckdb.Error) as exc:
         # A malformed JSON line is a DuckDB error here; the record path reports it with its line number.
@@ -603,7 +604,7 @@ def _load_plan(store: Store, target: _Target, plan: ingest_columnar.ColumnarPlan
     if progress:
         progress(plan.n_rows, plan.n_rows)
     return IngestReport(target.name, dataset_id, plan.n_rows, plan.n_rows, 0, [], plan.shape, target.fmt,
-                        round(time.perf_counter() - started, 3), run_id, target.options["field_accounting"])
+                        round(time.perf_counter() - started, 3), run.run_id, target.options["field_accounting"])
 
 
 class _Fallback(Exception):

@@ -159,15 +159,16 @@ def agreement_report(store: Store, schema: str | LabelSchema, *, dataset: str | 
     """Agreement for every non-free-text field of a schema; recorded as an `agreement` run."""
     schema = get_schema(store, schema) if isinstance(schema, str) else schema
     labels = annotator_labels(store, schema.name, dataset)
-    run_id = store.start_run("agreement", params={"schema": schema.name, "version": schema.version,
-                                                  "dataset": dataset}) if record_run else None
-    try:
-        report = [field_agreement(store, schema, f.name, dataset=dataset, labels=labels)
-                  for f in schema.fields if f.type != "free_text"]
-    except BaseException as exc:
-        if run_id is not None:
-            store.finish_run(run_id, status="failed", error=str(exc))
-        raise
-    if run_id is not None:
-        store.finish_run(run_id, n_samples=int(labels["sample_id"].nunique()) if len(labels) else 0)
+    if not record_run:
+        return _field_agreements(store, schema, dataset, labels)
+    params = {"schema": schema.name, "version": schema.version, "dataset": dataset}
+    with store.run("agreement", params) as run:
+        report = _field_agreements(store, schema, dataset, labels)
+        run.finish(int(labels["sample_id"].nunique()) if len(labels) else 0)
     return report
+
+
+def _field_agreements(store: Store, schema: LabelSchema, dataset: str | None,
+                      labels: pd.DataFrame) -> list[FieldAgreement]:
+    return [field_agreement(store, schema, f.name, dataset=dataset, labels=labels)
+            for f in schema.fields if f.type != "free_text"]

@@ -329,6 +329,11 @@ def label_events_for(schema: LabelSchema, sample_ids: Iterable[int], values: dic
             for sid in sample_ids for name, v in checked.items()]
 
 
+def missing_required(schema: LabelSchema, values: dict[str, Any]) -> list[str]:
+    """The required fields that `values` (field -> value) leaves empty: what to ask for before submitting."""
+    return [f.name for f in schema.fields if f.required and values.get(f.name) in (None, [], "")]
+
+
 def record_label(store: Store, schema: LabelSchema, sample_id: int, values: dict[str, Any], *,
                  annotator: str, origin: str = "focus", session: str | None = None) -> list[int]:
     """Record one sample's labels (field -> value). The page, CLI and notebooks all write through here."""

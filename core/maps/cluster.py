@@ -229,25 +229,18 @@ def cluster(
     params = {"projection_run_id": projection_run_id, "embedding_run_id": proj["embedding_run_id"],
               "method": method, "k": k, "min_cluster_size": min_cluster_size, "text": text, "seed": seed}
     dataset_id = None if pd.isna(emb.dataset_id) else int(emb.dataset_id)
-    run_id = store.start_run("cluster", dataset_id=dataset_id, params=params)
-    try:
+    with store.run("cluster", params, dataset_id=dataset_id) as run:
         t0 = time.monotonic()
         points = load_projection(store, projection_run_id)
         ids, xy = points.id.to_numpy(), points[["x", "y"]].to_numpy(np.float32)
         labels = fit_labels(xy, method, k=k, min_cluster_size=min_cluster_size, seed=seed)
         t_fit = time.monotonic() - t0
         summary = label_clusters(store, ids, xy, labels, text, use_llm=use_llm, seed=seed)
-        _write(store, run_id, ids, labels, summary)
-        timing = {"seconds_fit": round(t_fit, 3), "seconds": round(time.monotonic() - t0, 3)}
-        with store.transaction() as con:
-            con.execute("UPDATE runs SET params = json_merge_patch(params, ?::JSON), model = ? WHERE run_id = ?",
-                        [json.dumps(timing), os.environ.get("ASSAY_LLM_MODEL") if summary.llm_label.notna().any()
-                         else None, run_id])
-            store.finish_run(run_id, n_samples=len(ids), con=con)
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    return run_id
+        _write(store, run.run_id, ids, labels, summary)
+        run.set_metrics(seconds_fit=round(t_fit, 3), seconds=round(time.monotonic() - t0, 3))
+        run.model = os.environ.get("ASSAY_LLM_MODEL") if summary.llm_label.notna().any() else None
+        run.finish(len(ids))
+    return run.run_id
 
 
 def label_clusters(store: Store, ids: np.ndarray, xy: np.ndarray, labels: np.ndarray, text_field: str,

@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 
 from core.store.database import Store
+from core.store.runs import Run
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 TEXT_FIELDS = ("instruction", "user", "conversation", "response")
@@ -284,54 +285,24 @@ def dataset_ids(store: Store, datasets: str | Sequence[str]) -> tuple[list[str],
     return names, [store.dataset(n).dataset_id for n in names]
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, PermissionError, ValueError):
-        return False
-    return True
-
-
-def _resumable_run(store: Store, params_json: str) -> int | None:
-    """An unfinished embed run with exactly these parameters whose process is gone (killed or crashed)."""
-    rows = store.query_df(
-        "SELECT run_id, status, pid, host FROM runs WHERE kind = 'embed' AND status IN ('running', 'failed', 'cancelled') "
-        "AND params = ?::JSON ORDER BY run_id DESC", [params_json])
-    import socket
-
-    for row in rows.itertuples():
-        if (row.status == "running" and row.host == socket.gethostname() and row.pid != os.getpid()
-                and _pid_alive(row.pid)):
-            continue  # another live process is working on it; the cache lets us share its vectors
-        # a failed or cancelled run resumes whoever made it (a server that cancelled a job lives on)
-        return int(row.run_id)
-    return None
-
-
 def start_embed_run(store: Store, names: list[str], ids: list[int], params: dict[str, Any], key: str,
-           text_field: str, sample_ids: Sequence[int] | None) -> tuple[int, bool]:
-    params_json = json.dumps(params, sort_keys=True, default=str)
-    resumed = _resumable_run(store, params_json)
-    if resumed is not None:
-        with store.transaction() as con:
-            con.execute("UPDATE runs SET status = 'running', pid = ?, error = NULL WHERE run_id = ?",
-                        [os.getpid(), resumed])
-        return resumed, True
+                    text_field: str, sample_ids: Sequence[int] | None) -> Run:
+    """The embed run for these parameters: an unfinished one taken up again (run.resumed), or a new one with
+    its item list (sample -> text hash) and its embedding_runs row."""
     where = "s.dataset_id IN (SELECT unnest(?::INTEGER[]))"
     args: list[Any] = [ids]
     if sample_ids is not None:
         where += " AND s.id IN (SELECT unnest(?::BIGINT[]))"
         args.append(list(map(int, sample_ids)))
-    with store.transaction() as con:
-        run_id = store.start_run("embed", dataset_id=ids[0] if len(ids) == 1 else None, params=params,
-                                 model=params["model"], sample_filter=f"datasets: {', '.join(names)}", con=con)
+
+    def prepare(con: Any, run_id: int) -> None:
         con.execute(f"INSERT INTO embedding_items SELECT ?, s.id, md5({text_sql(text_field)}) FROM samples s "
                     f"WHERE {where}", [run_id, *args])
         con.execute("INSERT INTO embedding_runs (run_id, model_key, text_field, backend, n_computed) "
                     "VALUES (?, ?, ?, ?, 0)", [run_id, key, text_field, params["backend"]])
-    return run_id, False
+
+    return store.run("embed", params, dataset_id=ids[0] if len(ids) == 1 else None, model=params["model"],
+                     sample_filter=f"datasets: {', '.join(names)}", resume=True, prepare=prepare)
 
 
 def _missing(store: Store, run_id: int, key: str, text_field: str) -> pd.DataFrame:
@@ -379,8 +350,8 @@ def embed(
     key = model_key(model, backend, device)
     params = {"datasets": names, "model": model, "text": text, "backend": backend, "model_key": key,
               "sample_ids": None if sample_ids is None else _ids_digest(sample_ids)}
-    run_id, resumed = start_embed_run(store, names, ids, params, key, text, sample_ids)
-    try:
+    with start_embed_run(store, names, ids, params, key, text, sample_ids) as run:
+        run_id, resumed = run.run_id, run.resumed
         missing = _missing(store, run_id, key, text)
         n_items = int(store.query_df("SELECT count(*) AS n FROM embedding_items WHERE run_id = ?", [run_id]).n[0])
         n_cached = n_items - int(store.query_df(
@@ -410,10 +381,7 @@ def embed(
                         "seconds = coalesce(seconds, 0) + ? WHERE run_id = ?",
                         [dims, n_items, n_cached, embedder.device if embedder else None,
                          key.rsplit("|", 1)[1], seconds, run_id])
-            store.finish_run(run_id, n_samples=n_items, con=con)
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+            run.finish(n_items, con=con)
     return EmbedReport(run_id, key, text, n_items, n_cached, len(texts), resumed, seconds, dims, names)
 
 

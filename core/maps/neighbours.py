@@ -142,9 +142,8 @@ def _compute_graph(store: Store, embedding_run_id: int, k: int) -> tuple[int, np
     info = embed_run_info(store, embedding_run_id)
     index = get_index(store, embedding_run_id)
     method = "exact" if len(index.ids) <= EXACT_LIMIT else "nndescent"
-    run_id = store.start_run("knn", dataset_id=_opt_int(info.get("dataset_id")), model=info["model_key"],
-                             params={"embedding_run_id": embedding_run_id, "k": k, "method": method})
-    try:
+    with store.run("knn", {"embedding_run_id": embedding_run_id, "k": k, "method": method},
+                   dataset_id=_opt_int(info.get("dataset_id")), model=info["model_key"]) as run:
         t0 = time.monotonic()
         finder = exact_knn if method == "exact" else approximate_knn
         positions, distances = finder(index.vectors, k)
@@ -156,16 +155,12 @@ def _compute_graph(store: Store, embedding_run_id: int, k: int) -> tuple[int, np
             "distances": pa.FixedSizeListArray.from_arrays(pa.array(distances.reshape(-1), pa.float32()), kk)
                            .cast(pa.list_(pa.float32())),
         })
+        run.set_metrics(seconds=round(time.monotonic() - t0, 3))
         with store.transaction() as con:
             con.register("graph", table)
-            con.execute("INSERT INTO knn_graphs SELECT ?, sample_id, neighbours, distances FROM graph", [run_id])
-            con.execute("UPDATE runs SET params = json_merge_patch(params, ?::JSON) WHERE run_id = ?",
-                        [json.dumps({"seconds": round(time.monotonic() - t0, 3)}), run_id])
-            store.finish_run(run_id, n_samples=n, con=con)
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    return run_id, index.ids, positions, distances
+            con.execute("INSERT INTO knn_graphs SELECT ?, sample_id, neighbours, distances FROM graph", [run.run_id])
+            run.finish(n, con=con)
+    return run.run_id, index.ids, positions, distances
 
 
 def _opt_int(value: Any) -> int | None:

@@ -18,6 +18,7 @@ import pyarrow as pa
 from core.maps.embed import embed_run_info
 from core.maps.neighbours import get_index, knn_graph
 from core.store.database import Store
+from core.store.runs import Run
 
 METHODS = ("umap", "pca")
 Progress = Callable[[float, str], None]
@@ -65,8 +66,7 @@ def project(
     if method == "umap":
         params |= {"n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "metric": "cosine"}
     dataset_id = None if pd.isna(info.get("dataset_id")) else int(info["dataset_id"])
-    run_id = store.start_run("project", dataset_id=dataset_id, params=params, model=info["model_key"])
-    try:
+    with store.run("project", params, dataset_id=dataset_id, model=info["model_key"]) as run:
         t0 = time.monotonic()
         _tell(progress, 0.05, "loading vectors")
         index = get_index(store, embedding_run_id)
@@ -75,16 +75,14 @@ def project(
         else:
             _tell(progress, 0.15, "nearest-neighbour graph (stored, reused by later projections)")
             knn_run, _, positions, distances = knn_graph(store, embedding_run_id, n_neighbors)
-            params["knn_run_id"] = knn_run
+            run.set_metrics(knn_run_id=knn_run)
             _tell(progress, 0.4, "UMAP layout")
             xy = umap_2d(index.vectors, (positions, distances), n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
         _tell(progress, 0.9, "writing points")
-        _write(store, run_id, index.ids, xy, params | {"seconds": round(time.monotonic() - t0, 3)})
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+        run.set_metrics(seconds=round(time.monotonic() - t0, 3))
+        _write(store, run, index.ids, xy)
     _tell(progress, 1.0, "done")
-    return run_id
+    return run.run_id
 
 
 def _tell(progress: Progress | None, fraction: float, what: str) -> None:
@@ -92,16 +90,13 @@ def _tell(progress: Progress | None, fraction: float, what: str) -> None:
         progress(fraction, what)
 
 
-def _write(store: Store, run_id: int, ids: np.ndarray, xy: np.ndarray, params: dict[str, Any]) -> None:
-    import json
-
+def _write(store: Store, run: Run, ids: np.ndarray, xy: np.ndarray) -> None:
     table = pa.table({"sample_id": pa.array(ids, pa.int64()), "x": pa.array(xy[:, 0], pa.float32()),  # noqa: F841
                       "y": pa.array(xy[:, 1], pa.float32())})
     with store.transaction() as con:
         con.register("points", table)
-        con.execute("INSERT INTO projections SELECT ?, sample_id, x, y FROM points", [run_id])
-        con.execute("UPDATE runs SET params = ?::JSON WHERE run_id = ?", [json.dumps(params, sort_keys=True), run_id])
-        store.finish_run(run_id, n_samples=len(ids), con=con)
+        con.execute("INSERT INTO projections SELECT ?, sample_id, x, y FROM points", [run.run_id])
+        run.finish(len(ids), con=con)
 
 
 def load_projection(store: Store, projection_run_id: int) -> pd.DataFrame:

@@ -333,40 +333,47 @@ def export_mixture(store: Store, recipe: Recipe, out_dir: str | Path, *, formats
     formats = list(dict.fromkeys(formats or recipe.export.formats))
     allow = recipe.allow_shortfall if allow_shortfall is None else allow_shortfall
     clean_interrupted_exports(store)
-    run_id = store.start_run("mix-export", params={"recipe": recipe.to_dict(), "out": str(out), "formats": formats},
-                             sample_filter=f"mixture {recipe.name}: {', '.join(recipe.datasets)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _staging(out, run_id)
-    try:
-        tmp.mkdir()
-        with store.connect() as con, memory_limit(con, EXPORT_MEMORY_LIMIT):
-            comp = compose_on(con, store, recipe, with_examples=False, progress=progress)
-            if comp.plan.issues and not allow:
-                raise MixturePlanError("The recipe's targets cannot be met:\n- " + "\n- ".join(comp.plan.issues)
-                                       + "\n(set allow_shortfall: true to export what is available)")
-            splits = _write_files(con, comp, tmp, formats, progress)
-        (tmp / "recipe.yaml").write_text(recipe.to_yaml())
-        charts = write_charts(comp.composition, tmp / "charts")
-        files = _hash_files(tmp)
-        manifest = _manifest(store, comp, files, splits)
-        rel_charts = [str(p.relative_to(tmp)) for p in charts]
-        (tmp / "datasheet.md").write_text(datasheet_markdown(manifest, rel_charts))
-        manifest["files"] = _hash_files(tmp)
-        text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
-        (tmp / "manifest.json").write_text(text)
-        (tmp / "run.json").write_text(json.dumps({"run_id": run_id, "exported_at": str(now_utc()),
-                                                  "out_dir": str(out)}, indent=2) + "\n")
-        _finalise(tmp, out, overwrite, run_id)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    manifest_sha = hashlib.sha256(text.encode()).hexdigest()
-    record_export(store, run_id, recipe, out, formats, comp.n_selected, comp.n_tokens, manifest_sha, text)
-    store.finish_run(run_id, n_samples=comp.n_selected)
+    with store.run("mix-export", {"recipe": recipe.to_dict(), "out": str(out), "formats": formats},
+                   sample_filter=f"mixture {recipe.name}: {', '.join(recipe.datasets)}") as run:
+        run_id = run.run_id
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _staging(out, run_id)
+        try:
+            comp, manifest, text = _export_into(store, recipe, tmp, formats, allow, run_id, out, progress)
+            _finalise(tmp, out, overwrite, run_id)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        manifest_sha = hashlib.sha256(text.encode()).hexdigest()
+        record_export(store, run_id, recipe, out, formats, comp.n_selected, comp.n_tokens, manifest_sha, text)
+        run.finish(comp.n_selected)
     if progress:
         progress("done", 1.0)
     return ExportResult(out, run_id, manifest["files"], manifest, comp)
+
+
+def _export_into(store: Store, recipe: Recipe, tmp: Path, formats: list[str], allow: bool, run_id: int, out: Path,
+                 progress: Progress | None) -> tuple[Composition, dict[str, Any], str]:
+    """Compose and write the export's files into the staging folder; returns (composition, manifest, its text)."""
+    tmp.mkdir()
+    with store.connect() as con, memory_limit(con, EXPORT_MEMORY_LIMIT):
+        comp = compose_on(con, store, recipe, with_examples=False, progress=progress)
+        if comp.plan.issues and not allow:
+            raise MixturePlanError("The recipe's targets cannot be met:\n- " + "\n- ".join(comp.plan.issues)
+                                   + "\n(set allow_shortfall: true to export what is available)")
+        splits = _write_files(con, comp, tmp, formats, progress)
+    (tmp / "recipe.yaml").write_text(recipe.to_yaml())
+    charts = write_charts(comp.composition, tmp / "charts")
+    files = _hash_files(tmp)
+    manifest = _manifest(store, comp, files, splits)
+    rel_charts = [str(p.relative_to(tmp)) for p in charts]
+    (tmp / "datasheet.md").write_text(datasheet_markdown(manifest, rel_charts))
+    manifest["files"] = _hash_files(tmp)
+    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    (tmp / "manifest.json").write_text(text)
+    (tmp / "run.json").write_text(json.dumps({"run_id": run_id, "exported_at": str(now_utc()),
+                                              "out_dir": str(out)}, indent=2) + "\n")
+    return comp, manifest, text
 
 
 def _hash_files(folder: Path) -> list[dict[str, Any]]:
@@ -390,3 +397,4 @@ def zip_export(out_dir: str | Path) -> bytes:
 
 __all__ = ["ExportExistsError", "ExportResult", "MixturePlanError", "RecipeError", "clean_interrupted_exports",
            "export_mixture", "sha256_file", "zip_export"]
+

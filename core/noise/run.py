@@ -32,6 +32,7 @@ from core.noise.config import (
 from core.noise.features import LabelData, embedding_matrix, load_labels, parse_label_source
 from core.noise.parallel import resolve_workers, run_jobs
 from core.store.database import Store
+from core.store.runs import Run
 
 Progress = Callable[[float, str], None]
 RESCALER_FLAG_RATIO = 0.5
@@ -233,20 +234,16 @@ def run_noise(
     info = store.dataset(dataset)
     params = {"dataset": dataset, "label_source": src.spec, "methods": list(methods), "embedding_run_id": emb_run,
               **{k: v for k, v in cfg.__dict__.items() if k != "extra"}, **cfg.extra}
-    run_id = store.start_run("noise", dataset_id=info.dataset_id, params=params,
-                             sample_filter=f"dataset {dataset}: samples labelled by {src.spec}")
-    try:
+    with store.run("noise", params, dataset_id=info.dataset_id,
+                   sample_filter=f"dataset {dataset}: samples labelled by {src.spec}") as run:
         table, parts = _run_methods(X, labels, methods, cfg, stages)
         table = _combine(table, labels, methods, parts)
         summary = _summary(table, methods, parts)
         report = stages.stage("write")
-        _write(store, run_id, info.dataset_id, src.spec, emb_run, labels, methods, table, parts, summary)
+        _write(store, run, info.dataset_id, src.spec, emb_run, labels, methods, table, parts, summary)
         if report:
             report(1.0, "saved")
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    table.attrs.update(run_id=run_id, classes=labels.classes, summary=summary, embedding_run_id=emb_run)
+    table.attrs.update(run_id=run.run_id, classes=labels.classes, summary=summary, embedding_run_id=emb_run)
     return table
 
 
@@ -288,8 +285,9 @@ def _trajectory_table(run_id: int, ids: np.ndarray, series: dict[str, np.ndarray
     return pa.concat_tables(frames) if frames else None
 
 
-def _write(store: Store, run_id: int, dataset_id: int, source: str, emb_run: int, labels: LabelData,
+def _write(store: Store, run: Run, dataset_id: int, source: str, emb_run: int, labels: LabelData,
            methods: Sequence[str], table: pd.DataFrame, parts: dict[str, Any], summary: dict[str, Any]) -> None:
+    run_id = run.run_id
     scores = table.reindex(columns=_SCORE_FIELDS).reset_index()
     scores.insert(0, "run_id", run_id)
     scores_arrow = pa.Table.from_pandas(scores, preserve_index=False)  # noqa: F841 - read by DuckDB
@@ -313,7 +311,7 @@ def _write(store: Store, run_id: int, dataset_id: int, source: str, emb_run: int
                 lambda v: labels.classes[int(v)] if pd.notna(v) and 0 <= int(v) < len(labels.classes) else None)
             con.register("ann", ann)
             con.execute("INSERT INTO noise_annotators SELECT ?, * FROM ann", [run_id])
-        store.finish_run(run_id, n_samples=len(table), con=con)
+        run.finish(len(table), con=con)
 
 
 # ---- reading back -----------------------------------------------------------------------------
@@ -357,6 +355,12 @@ def noise_weights(store: Store, run_id: int) -> pd.DataFrame:
     raw = df["rescaler_weight"] if df["rescaler_weight"].notna().all() else df["label_score"]
     raw = raw.astype(float).clip(lower=1e-6)
     return pd.DataFrame({"sample_id": df["sample_id"].astype("int64"), "weight": raw / raw.mean()})
+
+
+def recorded_series(store: Store, run_id: int) -> set[str]:
+    """The names of the training trajectories a noise run recorded (rescaler_weight, ...)."""
+    rows = store.query_df("SELECT DISTINCT series FROM noise_trajectories WHERE run_id = ?", [run_id])
+    return set(rows.series)
 
 
 def trajectories(store: Store, run_id: int, sample_ids: Sequence[int], series: str = "rescaler_weight") -> pd.DataFrame:

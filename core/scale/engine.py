@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from core.scale.shards import DEFAULT_ROWS_PER_SHARD, Job, user_shards, write_parquet_atomic
 from core.scale.steps import Step
 from core.store.database import Store
+from core.store.runs import Run
 
 ENGINES = ("local", "ray")
 DEFAULT_BATCH_SIZE = 1024
@@ -169,10 +170,7 @@ def _open_job(store: Store, step: Step, dataset: str | None, folder: Path, engin
             raise ValueError(f"{folder} holds a different job ({job.step} on {job.dataset}); choose another --job-dir")
         if job.status == "finished":
             raise ValueError(f"the job in {folder} has finished (run {job.run_id}); choose another --job-dir")
-        with store.transaction() as con:  # the same run goes on
-            con.execute("UPDATE runs SET status = 'running', pid = ?, error = NULL WHERE run_id = ?",
-                        [os.getpid(), job.run_id])
-        return job, True
+        return job, True  # the same run goes on (run_step attaches to it)
     run_id = job.run_id if job is not None and job.config == step.config() else None
     job = Job(folder=folder, step=step.name, config=step.config(), dataset=dataset, run_id=run_id)
     if source is None:
@@ -181,10 +179,10 @@ def _open_job(store: Store, step: Step, dataset: str | None, folder: Path, engin
             job.save()  # the run id first: an export interrupted now re-exports into the same run
         job.shards = step.export(store, job, rows_per_shard)
     else:
-        job.run_id = store.start_run(f"scale-{step.name}", params={"step": step.name, "config": step.config(),
-                                                                   "source": str(source), "engine": engine,
-                                                                   "output": str(folder / "output")},
-                                     sample_filter=f"parquet: {source}")
+        job.run_id = store.run(f"scale-{step.name}", {"step": step.name, "config": step.config(),
+                                                      "source": str(source), "engine": engine,
+                                                      "output": str(folder / "output")},
+                               sample_filter=f"parquet: {source}").run_id
         job.shards = user_shards(source, step.required_columns)
     job.status = "running"
     job.save()
@@ -236,7 +234,7 @@ def run_step(
         if progress:
             progress(done, total)
 
-    try:
+    with store.attach_run(int(job.run_id)) as run:  # failure or cancel recorded on the run
         for name in job.names():  # computed by an interrupted call but never imported
             if job.is_computed(name) and not job.is_imported(name) and source is None:
                 step.import_shard(store, job, pq.read_table(job.output_path(name)))
@@ -255,10 +253,7 @@ def run_step(
         if missing:
             raise RuntimeError(f"{len(missing)} shards were not computed: {', '.join(missing[:5])}")
         seconds = time.monotonic() - t0
-        result = step.finish(store, job, seconds) if source is None else _finish_external(store, job)
-    except BaseException as exc:
-        store.finish_run(int(job.run_id), status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
+        result = step.finish(store, job, seconds, run) if source is None else _finish_external(job, run)
     job.status = "finished"
     job.save()
     computed_rows = job.n_rows(pending)
@@ -270,6 +265,6 @@ def run_step(
                        result=result)
 
 
-def _finish_external(store: Store, job: Job) -> dict[str, Any]:
-    store.finish_run(int(job.run_id), n_samples=job.n_rows())
+def _finish_external(job: Job, run: Run) -> dict[str, Any]:
+    run.finish(job.n_rows())
     return {"output": str(job.folder / "output")}

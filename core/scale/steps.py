@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from core.scale.shards import Job, export_query
 from core.store.database import Store
+from core.store.runs import Run
 
 OFFLINE_TAGS = ("language", "turns", "n_chars", "n_tokens", "category")
 
@@ -66,8 +67,8 @@ class Step:
         """Commit one result shard in short transactions; must be safe to repeat (a crash between the
         commit and the 'imported' marker makes the resumed job import it again)."""
 
-    def finish(self, store: Store, job: Job, seconds: float) -> dict[str, Any]:
-        store.finish_run(int(job.run_id), n_samples=job.n_rows())
+    def finish(self, store: Store, job: Job, seconds: float, run: Run) -> dict[str, Any]:
+        run.finish(job.n_rows())
         return {}
 
 
@@ -126,8 +127,7 @@ class EmbedStep(Step):
         params = {"datasets": names, "model": self.model or embed.DEFAULT_MODEL, "text": self.text,
                   "backend": self.backend, "model_key": self.model_key, "sample_ids": None, "engine": engine}
         # core/maps/embed.py's own run start: the run, its item list (sample -> text hash) and its embedding_runs row.
-        run_id, _ = embed.start_embed_run(store, names, ids, params, self.model_key, self.text, None)
-        return run_id
+        return embed.start_embed_run(store, names, ids, params, self.model_key, self.text, None).run_id
 
     def export(self, store: Store, job: Job, rows_per_shard: int) -> dict[str, dict[str, Any]]:
         import core.maps.embed as embed
@@ -150,7 +150,7 @@ class EmbedStep(Step):
         vectors = _matrix(table.column("vector"))
         embed.write_vectors(store, int(job.run_id), self.model_key, table.column("content_hash").to_pylist(), vectors)
 
-    def finish(self, store: Store, job: Job, seconds: float) -> dict[str, Any]:
+    def finish(self, store: Store, job: Job, seconds: float, run: Run) -> dict[str, Any]:
         import core.maps.embed as embed
 
         run_id, n_items = int(job.run_id), int(job.extra.get("n_items", 0))
@@ -163,7 +163,7 @@ class EmbedStep(Step):
             con.execute("UPDATE embedding_runs SET dims = ?, n_items = ?, n_cached = ?, device = ?, precision = ?, "
                         "seconds = coalesce(seconds, 0) + ? WHERE run_id = ?",
                         [dims, n_items, n_cached, self.device, self.model_key.rsplit("|", 1)[1], seconds, run_id])
-            store.finish_run(run_id, n_samples=n_items, con=con)
+            run.finish(n_items, con=con)
         return {"model_key": self.model_key, "n_items": n_items, "n_cached": n_cached, "dims": dims}
 
 
@@ -255,15 +255,16 @@ class TagStep(Step):
             metrics["category"] = {"method": methods["category"], **evaluate(store, self.model)}
         params = {"backend": "offline", "tags": tags, "groups": list(self.groups), "engine": engine,
                   "language_mode": self.language_mode, "model": self.model}
-        with store.transaction() as con:
-            run_id = store.start_run("tag", dataset_id=info.dataset_id, params=params,
-                                     model=self.model or ("all-MiniLM-L6-v2" if "category" in tags else None),
-                                     sample_filter=f"dataset: {dataset}", con=con)
+
+        def prepare(con: Any, run_id: int) -> None:
             con.execute("INSERT INTO tag_runs (run_id, backend, tags, target, n_target, methods, metrics) "
                         "VALUES (?, 'offline', ?, ?, ?, ?, ?)",
                         [run_id, tags, f"dataset:{dataset}", info.n_samples, json.dumps(methods),
                          json.dumps(metrics, default=float)])
-        return run_id
+
+        return store.run("tag", params, dataset_id=info.dataset_id, sample_filter=f"dataset: {dataset}",
+                         model=self.model or ("all-MiniLM-L6-v2" if "category" in tags else None),
+                         prepare=prepare).run_id
 
     def export(self, store: Store, job: Job, rows_per_shard: int) -> dict[str, dict[str, Any]]:
         from core.tags.taggers.base import load_samples
@@ -378,7 +379,7 @@ class MinHashStep(Step):
         info = store.dataset(dataset)
         params = {"method": "near", "datasets": [dataset], "dataset_ids": [info.dataset_id], "keep": self.keep,
                   "threshold": self.threshold, "num_perm": self.num_perm, "shingle": self.shingle, "engine": engine}
-        return store.start_run("dedup", dataset_id=info.dataset_id, params=params, sample_filter=f"datasets: {dataset}")
+        return store.run("dedup", params, dataset_id=info.dataset_id, sample_filter=f"datasets: {dataset}").run_id
 
     def export(self, store: Store, job: Job, rows_per_shard: int) -> dict[str, dict[str, Any]]:
         from core.dedup.groups import CONTENT_SQL
@@ -387,7 +388,7 @@ class MinHashStep(Step):
         sql = f"SELECT s.id, {CONTENT_SQL} AS text FROM samples s WHERE s.dataset_id = ? ORDER BY s.id"
         return export_query(store, job, sql, [info.dataset_id], rows_per_shard=rows_per_shard)
 
-    def finish(self, store: Store, job: Job, seconds: float) -> dict[str, Any]:
+    def finish(self, store: Store, job: Job, seconds: float, run: Run) -> dict[str, Any]:
         import core.dedup.groups as dedup
 
         batches = ((t.column("id").to_numpy(), _matrix(t.column("signature"), np.uint32))
@@ -395,7 +396,7 @@ class MinHashStep(Step):
         pairs = dedup.signature_pairs(batches, threshold=self.threshold, num_perm=self.num_perm, seed=self.seed)
         members, used = dedup.choose_representatives(store, dedup.groups_from_pairs(pairs), self.keep)
         dedup.write_groups(store, int(job.run_id), members)
-        store.finish_run(int(job.run_id), n_samples=job.n_rows())
+        run.finish(job.n_rows())
         n_groups = int(members["group_id"].nunique()) if len(members) else 0
         return {"n_groups": n_groups, "n_in_groups": len(members), "n_to_drop": len(members) - n_groups,
                 "keep_used": used}
@@ -450,17 +451,18 @@ class RewardStep(TagStep):
         tagger = self._tagger()
         params = {"backend": "transformers", "tags": tagger.tags, "engine": engine, "models": self.models,
                   "aggregation": self.aggregation, "device": self.device}
-        with store.transaction() as con:
-            run_id = store.start_run("tag", dataset_id=info.dataset_id, params=params, model=", ".join(self.models),
-                                     sample_filter=f"dataset: {dataset}", con=con)
+
+        def prepare(con: Any, run_id: int) -> None:
             con.execute("INSERT INTO tag_runs (run_id, backend, tags, target, n_target, methods, metrics) "
                         "VALUES (?, 'transformers', ?, ?, ?, ?, '{}')",
                         [run_id, tagger.tags, f"dataset:{dataset}", info.n_samples, json.dumps(tagger.methods())])
-        return run_id
 
-    def finish(self, store: Store, job: Job, seconds: float) -> dict[str, Any]:
+        return store.run("tag", params, dataset_id=info.dataset_id, model=", ".join(self.models),
+                         sample_filter=f"dataset: {dataset}", prepare=prepare).run_id
+
+    def finish(self, store: Store, job: Job, seconds: float, run: Run) -> dict[str, Any]:
         self._tagger().finish(store, int(job.run_id))  # ensemble aggregation over the whole run (no model load)
-        store.finish_run(int(job.run_id), n_samples=job.n_rows())
+        run.finish(job.n_rows())
         return {"models": self.models, "device": self.device}
 
 

@@ -25,12 +25,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
 
 from core.store.migrations import LATEST_VERSION, MIGRATIONS
+
+if TYPE_CHECKING:
+    from core.store.runs import Run
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DB = PROJECT_ROOT / "data" / "workbench.duckdb"
@@ -302,7 +305,7 @@ class Store:
             + "ORDER BY r.run_id"
         )
         frame = self.query_df(sql, [dataset] if dataset else [])
-        frame["interrupted"] = pd.Series([run_interrupted(r.status, r.pid, r.host, r.started_at)
+        frame["interrupted"] = pd.Series([run_interrupted(r.status, r.pid, r.host, _alive_since(r))
                                           for r in frame.itertuples()], index=frame.index, dtype=bool)
         frame["state"] = frame["status"].where(~frame["interrupted"], "interrupted")
         return frame
@@ -311,10 +314,27 @@ class Store:
         """Runs whose status says 'running' but whose process is gone (killed, crashed, machine restarted)."""
         runs = self.query_df("SELECT * FROM runs WHERE status = 'running'" + (" AND kind = ?" if kind else "")
                              + " ORDER BY run_id", [kind] if kind else [])
-        keep = [run_interrupted(r.status, r.pid, r.host, r.started_at) for r in runs.itertuples()]
+        keep = [run_interrupted(r.status, r.pid, r.host, _alive_since(r)) for r in runs.itertuples()]
         return runs[keep] if len(runs) else runs
 
     # ---- runs --------------------------------------------------------------------------------
+
+    def run(self, kind: str, params: dict[str, Any] | None = None, **options: Any) -> Run:
+        """Start a recorded run of `kind`; use it as `with store.run(kind, params) as run:`.
+
+        Options: dataset (a name) or dataset_id, model, model_revision, sample_filter, resume (take up an
+        unfinished run with identical params), prepare(con, run_id) (the run's own rows, written in the
+        transaction that creates it), con (start inside the caller's transaction). See core/store/runs.py."""
+        import core.store.runs as runs
+
+        return runs.start(self, kind, params, **options)
+
+    def attach_run(self, run_id: int) -> Run:
+        """Continue an existing run in this process (a job that spans several calls); see core/store/runs.py."""
+        import core.store.runs as runs
+
+        return runs.attach(self, run_id)
+
 
     def start_run(
         self,
@@ -327,7 +347,8 @@ class Store:
         sample_filter: str | None = None,
         con: duckdb.DuckDBPyConnection | None = None,
     ) -> int:
-        """Record that a computation started; returns its run id. Runs are never overwritten."""
+        """Insert a 'running' run row; returns its run id. Runs are never overwritten. Modules use Store.run
+        (core/store/runs.py), which also records the end, failure and metrics; this is the bare row for tests."""
         values = [
             kind, dataset_id, json.dumps(params or {}, sort_keys=True, default=str), model, model_revision,
             now_utc(), sample_filter, CODE_VERSION, os.getpid(), socket.gethostname(),
@@ -388,6 +409,12 @@ def pid_alive(pid: Any, started_at: datetime | None = None) -> bool:
         return True
     started = started_at.replace(tzinfo=timezone.utc).timestamp()
     return created <= started + 5.0  # the run row is written after its process starts
+
+
+def _alive_since(run: Any) -> Any:
+    """When the run's current process took it: resumed_at for a resumed run, else started_at."""
+    resumed = getattr(run, "resumed_at", None)
+    return run.started_at if resumed is None or pd.isna(resumed) else resumed
 
 
 def run_interrupted(status: str, pid: Any, host: Any, started_at: Any, *, now: datetime | None = None) -> bool:

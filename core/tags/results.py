@@ -77,6 +77,14 @@ def set_metrics(store: Store, run_id: int, metrics: dict[str, Any]) -> None:
 # ---- reading --------------------------------------------------------------------------------------
 
 
+def tag_runs_stamp(store: Store) -> int:
+    """A number that changes whenever a tag run starts or finishes (a cache key for tag frames)."""
+    row = store.query_df(
+        "SELECT (SELECT count(*) FROM tag_runs) AS n, (SELECT coalesce(max(run_id), 0) FROM tag_runs) AS m, "
+        "(SELECT count(*) FROM runs WHERE kind = 'tag' AND status = 'finished') AS done").iloc[0]
+    return int(row.n) * 1_000_000 + int(row.m) * 1000 + int(row.done)
+
+
 def tag_runs(store: Store, dataset: str | None = None) -> pd.DataFrame:
     """Tagging runs, newest first, with backend, tags, methods, metrics and how far they got."""
     where = "WHERE d.name = ?" if dataset else ""

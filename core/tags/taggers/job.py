@@ -9,8 +9,6 @@ configuration is a new run.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +17,7 @@ from typing import Any
 import core.tags.results as T
 import core.tags.vocabulary as vocab
 from core.store.database import Store
+from core.store.runs import Run
 from core.tags.taggers.base import NotComputed, Tagger, load_samples
 
 BACKENDS = ("offline", "openai", "transformers")
@@ -218,39 +217,16 @@ def target_ids(store: Store, dataset: str | None = None, selection: str | int | 
     return target, [int(i) for i in ids], dataset_id
 
 
-def _pid_alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, PermissionError, ValueError, TypeError):
-        return False
-    return True
-
-
-def resumable_run(store: Store, params: dict[str, Any]) -> int | None:
-    """An unfinished tag run with exactly these params whose process is gone."""
-    rows = store.query_df("SELECT run_id, status, pid, host FROM runs WHERE kind = 'tag' AND status IN ('running', 'failed', 'cancelled') "
-                          "AND params = ?::JSON ORDER BY run_id DESC", [json.dumps(params, sort_keys=True, default=str)])
-    for r in rows.itertuples():
-        if r.status == "running" and r.host == socket.gethostname() and r.pid != os.getpid() and _pid_alive(r.pid):
-            continue  # still being worked on by a live process (a failed or cancelled run resumes anywhere)
-        return int(r.run_id)
-    return None
-
-
 def _start(store: Store, cfg: JobConfig, target: str, ids: list[int], dataset_id: int | None,
-           methods: dict[str, str], resume: bool) -> tuple[int, bool]:
+           methods: dict[str, str], resume: bool) -> Run:
     params = cfg.params(target) | {"methods": methods}  # the run record says how each tag is made
-    run_id = resumable_run(store, params) if resume else None
-    if run_id is not None:
-        with store.transaction() as con:
-            con.execute("UPDATE runs SET status = 'running', pid = ?, error = NULL WHERE run_id = ?", [os.getpid(), run_id])
-        return run_id, True
-    with store.transaction() as con:
-        run_id = store.start_run("tag", dataset_id=dataset_id, params=params, model=cfg.model or cfg.embed_model,
-                                 sample_filter=target, con=con)
+
+    def prepare(con: Any, run_id: int) -> None:
         con.execute("INSERT INTO tag_runs VALUES (?, ?, ?, ?, ?, ?, '{}')",
                     [run_id, cfg.backend, cfg.tags, target, len(ids), json.dumps(methods)])
-    return run_id, False
+
+    return store.run("tag", params, dataset_id=dataset_id, model=cfg.model or cfg.embed_model, sample_filter=target,
+                     resume=resume, prepare=prepare)
 
 
 def run_tagging(store: Store, *, dataset: str | None = None, selection: str | int | None = None,
@@ -271,8 +247,8 @@ def run_tagging(store: Store, *, dataset: str | None = None, selection: str | in
     target, ids, dataset_id = target_ids(store, dataset, selection, limit)
     taggers = build_taggers(store, cfg, api_key)
     methods = {t: m for tg in taggers for t, m in tg.methods().items()}
-    run_id, resumed = _start(store, cfg, target, ids, dataset_id, methods, resume)
-    try:
+    with _start(store, cfg, target, ids, dataset_id, methods, resume) as run:
+        run_id, resumed = run.run_id, run.resumed
         _prepare(store, run_id, taggers, ids, progress)
         done = T.done_ids(store, run_id)
         todo = [i for i in ids if i not in done]
@@ -280,10 +256,7 @@ def run_tagging(store: Store, *, dataset: str | None = None, selection: str | in
         for tg in taggers:
             tg.finish(store, run_id)
         _record_language(store, run_id, taggers)
-        store.finish_run(run_id, n_samples=len(ids))
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
+        run.finish(len(ids))
     counts = T.status_counts(store, run_id)
     report_counts = {r["tag"]: {k: int(v) for k, v in r.items() if k != "tag" and v} for r in counts.to_dict("records")}
     metrics = T.tag_runs(store).set_index("run_id").loc[run_id, "metrics"]

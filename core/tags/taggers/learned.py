@@ -102,21 +102,17 @@ def train_classifier(store: Store, labels: pd.Series, *, tag: str, source: str, 
                          f"{sorted(set(labels.unique()) - set(vocab))}")
     params = {"tag": tag, "source": source, "embed_model": vectors.model_name(embed_model), "C": c,
               "folds": folds, "seed": seed, "n_labels": int(len(labels))}
-    run_id = store.start_run("tag_model", params=params, model=vectors.model_name(embed_model),
-                             sample_filter=source)
-    try:
+    with store.run("tag_model", params, model=vectors.model_name(embed_model), sample_filter=source) as run:
         samples = load_samples(store, labels.index.tolist())
         x = vectors.encode([t[:INSTRUCTION_CHARS] for t in samples["instruction"]], embed_model, store)
         y = labels.loc[samples["sample_id"]].to_numpy()
         clf, metrics = _fit(x, y, c, folds, seed)
         metrics["measured_on"] = f"{metrics.get('cv_folds', 0)}-fold stratified cross-validation on {source}"
-        model = TagModel(run_id, "classifier", tag, vectors.model_name(embed_model), "instruction",
+        model = TagModel(run.run_id, "classifier", tag, vectors.model_name(embed_model), "instruction",
                          [str(k) for k in clf.classes_], clf.coef_, clf.intercept_, metrics)
         save_model(store, model)
-        store.finish_run(run_id, n_samples=len(y))
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+        run.set_metrics(metrics)
+        run.finish(len(y))
     return model
 
 

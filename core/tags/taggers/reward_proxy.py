@@ -43,6 +43,12 @@ def preference_pairs(store: Store, dataset: str, max_pairs: int | None = None) -
     return df[["sample_id", "chosen", "rejected"]].reset_index(drop=True)
 
 
+def preference_datasets(store: Store) -> list[str]:
+    """The datasets that hold preference pairs (samples with a rejected answer), by name."""
+    return store.query_df("SELECT DISTINCT d.name FROM samples s JOIN datasets d USING (dataset_id) "
+                          "WHERE s.rejected IS NOT NULL ORDER BY 1")["name"].tolist()
+
+
 def fit_bradley_terry(diff: np.ndarray, c: float = 1.0) -> np.ndarray:
     """w such that sigmoid(w . d) = P(first preferred), from difference vectors d of preferred - other."""
     from sklearn.linear_model import LogisticRegression
@@ -59,9 +65,8 @@ def train_reward_proxy(store: Store, dataset: str, *, embed_model: str | None = 
     """Train and store a Bradley-Terry proxy (a recorded 'tag_model' run); held-out accuracy in metrics."""
     params = {"kind": "reward_proxy", "dataset": dataset, "embed_model": vectors.model_name(embed_model),
               "test_frac": test_frac, "max_pairs": max_pairs, "C": c, "seed": seed}
-    run_id = store.start_run("tag_model", dataset_id=store.dataset(dataset).dataset_id, params=params,
-                             model=vectors.model_name(embed_model), sample_filter=f"pairs of {dataset}")
-    try:
+    with store.run("tag_model", params, dataset=dataset, model=vectors.model_name(embed_model),
+                   sample_filter=f"pairs of {dataset}") as run:
         pairs = preference_pairs(store, dataset, max_pairs)
         if progress:
             progress(0, 2 * len(pairs))
@@ -78,15 +83,13 @@ def train_reward_proxy(store: Store, dataset: str, *, embed_model: str | None = 
         }
         metrics["accuracy"] = metrics["heldout_pairwise_accuracy"]
         metrics["trained_on"] = dataset
-        model = TagModel(run_id, "reward_proxy", TAG, vectors.model_name(embed_model),
+        model = TagModel(run.run_id, "reward_proxy", TAG, vectors.model_name(embed_model),
                          "last_exchange", [], w.reshape(1, -1), np.zeros(1), metrics)
         save_model(store, model)
-        store.finish_run(run_id, n_samples=len(pairs))
+        run.set_metrics(metrics)
+        run.finish(len(pairs))
         if progress:
             progress(2 * len(pairs), 2 * len(pairs))
-    except BaseException as exc:
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
     return model
 
 
