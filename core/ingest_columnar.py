@@ -52,7 +52,7 @@ _WS_SQL = "'" + _WHITESPACE + "'"  # a literal: chr() calls were evaluated per r
 _WS_CODES = ", ".join(str(ord(c)) for c in _WHITESPACE)
 _BLANK_LINE = "'\n\n'"
 _JSON_KINDS = {"VARCHAR": "string", "BIGINT": "integer", "UBIGINT": "integer", "DOUBLE": "number",
-               "BOOLEAN": "bool", None: "null"}
+               "BOOLEAN": "bool", None: "null", "NULL": "null"}
 # orjson (the record path's parser) refuses lone surrogate escapes; a line holding one is left to it.
 # Pairs (an emoji written by json.dumps with ensure_ascii) are fine: DuckDB decodes them alike.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -98,6 +98,13 @@ def _blank(expr: str) -> str:
     """Null, empty or str.isspace(). The trim runs only where the first character is whitespace, and the
     test is a plain OR chain that DuckDB short-circuits (wrapped in coalesce() it cost 2 s per million)."""
     return f"({expr} IS NULL OR {expr} = '' OR (ord({expr}) IN ({_WS_CODES}) AND trim({expr}, {_WS_SQL}) = ''))"
+
+
+def _blank_in_select(expr: str) -> str:
+    """_blank for a SELECT list, where DuckDB put the trim before the first-character test in the AND
+    (1 s more per 20k conversations); a CASE keeps the order."""
+    return (f"({expr} IS NULL OR {expr} = '' OR "
+            f"(CASE WHEN ord({expr}) IN ({_WS_CODES}) THEN trim({expr}, {_WS_SQL}) = '' ELSE false END))")
 
 
 def _json_object(pairs: list[tuple[str, str]]) -> str:
@@ -219,8 +226,9 @@ class _JsonlFragments:
         out += [f"({self._f(n)} IS NOT NULL AND json_type({self._f(n)}) <> 'VARCHAR')" for n in strings]
         for n in meta:
             f = self._f(n)
+            # TRY_CAST: inside the INSERT (single_pass) DuckDB may cast before the json_type test.
             out.append(f"(json_type({f}) IN ('ARRAY', 'OBJECT') OR (json_type({f}) = 'DOUBLE' AND "
-                       f"(NOT isfinite(CAST({f} AS DOUBLE)) OR NOT regexp_matches(CAST({f} AS VARCHAR), '[.eE]'))))")
+                       f"(NOT isfinite(TRY_CAST({f} AS DOUBLE)) OR NOT regexp_matches(CAST({f} AS VARCHAR), '[.eE]'))))")
         return out
 
     def source(self) -> str:
@@ -234,6 +242,11 @@ class _JsonlFragments:
 
     def kinds_sql(self, meta: list[str]) -> list[str]:
         return [f"list(DISTINCT json_type({self._f(n)}))" for n in meta]
+
+    def stored_kinds_sql(self, meta: list[str]) -> str:
+        """kinds_sql's row from the loaded samples' meta (a JSON null there is json_type 'NULL')."""
+        parts = [f"list(DISTINCT json_type(meta -> {_lit('$.' + json_key(n))}))" for n in meta] or ["0"]
+        return f"SELECT {', '.join(parts)} FROM samples WHERE dataset_id = $dataset_id"
 
     def field_kinds(self, meta: list[str], row: tuple) -> dict[str, set[str]]:
         return {name: {_JSON_KINDS.get(t, "other") for t in types} or {"null"}
@@ -282,32 +295,55 @@ class ColumnarPlan:
             return _blank(self._text())
         return " AND ".join(_blank(c) for c in self.contents)
 
-    def check_sql(self, max_chars: int) -> str:
-        """The first row the record path would refuse, report or read differently, or NULL. A pass of its
-        own, with the test in WHERE where DuckDB short-circuits it: inside the INSERT it doubled the
-        insert's time, as an aggregate FILTER (sharing a pass with kinds_sql) it took 7x longer."""
+    def _row_problems(self) -> list[str]:
+        """What makes a row one the record path must read (besides its text being blank or too long)."""
         problems = [self.access.is_null(c) for c in self.required]
         problems += self.access.checks(self.strings, self.meta)
         if self.turns_list:
             problems += self.access.turn_checks(self.required[0])
-        problems += [self._all_blank(), f"{self._n_chars()} > {int(max_chars)}"]
+        return problems
+
+    @property
+    def single_pass(self) -> bool:
+        """Lists of turns are checked inside the INSERT (a row that fails raises, and the record path loads
+        the file): a pass of its own parsed every line a second time (measured on 200k conversations: the
+        check pass took 4 of 17 CPU seconds, inside the INSERT the checks add well under half of that)."""
+        return self.turns_list
+
+    def check_sql(self, max_chars: int) -> str:
+        """The first row the record path would refuse, report or read differently, or NULL. A pass of its
+        own, with the test in WHERE where DuckDB short-circuits it: for flat shapes, inside the INSERT it
+        doubled the insert's time, as an aggregate FILTER (sharing a pass with kinds_sql) it took 7x longer."""
+        problems = [*self._row_problems(), self._all_blank(), f"{self._n_chars()} > {int(max_chars)}"]
         bad = " OR ".join(f"({p})" for p in problems)
         return f"SELECT min(__row) FROM ({self._source()}) src WHERE {bad}"
 
-    def insert_sql(self) -> str:
-        """INSERT of every sample; parameters $first_id and $dataset_id."""
+    def insert_sql(self, max_chars: int | None = None) -> str:
+        """INSERT of every sample; parameters $first_id and $dataset_id. With `max_chars` (single_pass
+        plans), a row the record path must read raises a DuckDB error naming it instead."""
         n_chars, text = self._n_chars(), self._text()
         meta = _json_object([(name, self.access.json_value(name)) for name in self.meta])
+        sample_id, bad = "$first_id + __row", "false"
+        if max_chars is not None:
+            bad = " OR ".join(f"({p})" for p in self._row_problems())
+            guard = f"__bad OR {_blank_in_select('text')} OR n_chars > {int(max_chars)}"
+            sample_id = (f"$first_id + __row + (CASE WHEN {guard} THEN "
+                         f"error('row ' || __row || ' needs the record path')::BIGINT ELSE 0 END)")
         return f"""
             INSERT INTO samples
-            SELECT $first_id + __row, $dataset_id, source_id, __row, messages, NULL, text, len(messages),
+            SELECT {sample_id}, $dataset_id, source_id, __row, messages, NULL, text, len(messages),
                    n_chars, assay_tokens(text), meta, raw, NULL, NULL
             FROM (
                 SELECT __row, {self.source_id} AS source_id, {self._messages()} AS messages, {text} AS text,
-                       {n_chars} AS n_chars, {meta} AS meta, {self.access.raw()} AS raw
+                       {n_chars} AS n_chars, {meta} AS meta, {self.access.raw()} AS raw, {bad} AS __bad
                 FROM ({self._source()}) src
             )
         """
+
+    def stored_kinds_sql(self) -> str | None:
+        """kinds_sql read back from the stored metadata (parameter $dataset_id), where the access allows it:
+        the stored meta column is small, while kinds_sql parses every line once more."""
+        return self.access.stored_kinds_sql(self.meta) if hasattr(self.access, "stored_kinds_sql") else None
 
     def kinds_sql(self) -> str:
         """One row: what each metadata field holds (see field_kinds)."""
