@@ -222,7 +222,9 @@ class _JsonlFragments:
         """Rows the record path would treat differently: other keys or key order, a string field holding
         something else, a nested or non-finite metadata value (or an integer beyond 64 bits)."""
         keys = "[" + ", ".join(map(_lit, self.keys)) + "]"
-        out = [f"json_keys(__line) <> {keys}::VARCHAR[]"]
+        # With turns, the keys are read from the line's structure __s (a few bytes) rather than by parsing
+        # the line once more; a key written twice, which the structure merges, fails from_json_strict.
+        out = [f"json_keys({'__s' if self.turn_style else '__line'}) <> {keys}::VARCHAR[]"]
         out += [f"({self._f(n)} IS NOT NULL AND json_type({self._f(n)}) <> 'VARCHAR')" for n in strings]
         for n in meta:
             f = self._f(n)
@@ -237,7 +239,10 @@ class _JsonlFragments:
             types[key] = [{rk: "VARCHAR", ck: "VARCHAR"}]  # parsed once, typed; turn_checks vouch for it
         structure = json_dumps_compact(types)
         shape = ", json_structure(__line) AS __s" if self.turn_style else ""
-        return (f"SELECT __row, __line, from_json(__line, {_lit(structure)}) AS __f{shape} "
+        # strict: a key written twice (at any depth; orjson keeps the last, from_json the first) or missing
+        # raises, and the record path loads the file
+        parse = "from_json_strict" if self.turn_style else "from_json"
+        return (f"SELECT __row, __line, {parse}(__line, {_lit(structure)}) AS __f{shape} "
                 f"FROM read_parquet({_lit(self.staging)})")
 
     def kinds_sql(self, meta: list[str]) -> list[str]:
