@@ -118,7 +118,7 @@ def chat_main(rows: int, skip_records: bool = False) -> None:
                 ratio = round(results["assay"]["rows_per_s"] / results[floor]["rows_per_s"], 2)
                 results[f"assay_vs_{floor}"] = ratio
                 print(f"chat assay / {floor}: {ratio}", file=sys.stderr)
-    print(write_results("ingest_chat" if rows == 1_000_000 and not skip_records else f"ingest_chat_{rows}", results))
+    print(write_results("ingest_chat" if rows == 1_000_000 else f"ingest_chat_{rows}", results))
 
 
 def _stage_timer() -> dict[str, list[float]]:

@@ -13,7 +13,9 @@ on the same file).
   records, with scalar values.
 
 The SQL mirrors core/shapes.py exactly for these shapes (tests load the same files both ways and compare
-every stored column). A source that is not flat is not planned at all; a source with any record the
+every stored column, tests/test_ingest_columnar_identical.py byte for byte). Lists of turns are checked
+inside the INSERT, where a row that fails raises (ColumnarPlan.single_pass); flat shapes in a pass of
+their own. A source that is not flat is not planned at all; a source with any record the
 record path would refuse or report (a missing value, an empty text, an over-long sample, a duplicate id,
 a malformed line) is handed to the record path, which names the file, row and problem.
 """
