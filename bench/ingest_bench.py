@@ -1,7 +1,7 @@
 """Ingest benchmark: 1,000,000 records built from real shared data, JSONL and Parquet, vs pandas.
 
     python -m bench.ingest_bench [--rows 1000000]
-    python -m bench.ingest_bench --chat [--rows 1000000]   # multi-turn conversations (OpenAI messages)
+    python -m bench.ingest_bench --chat [--rows 1000000] [--skip-records]   # multi-turn conversations
 
 The chat case also measures the floor under ingest on the same file: `datasets.load_dataset("json")`
 (conversion to Arrow only) and DuckDB's `CREATE TABLE AS SELECT * FROM read_json(...)`.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -72,28 +73,30 @@ def measure_hf_datasets(path: str, db: str) -> dict:
     import datasets
 
     datasets.disable_progress_bars()
-    started = time.perf_counter()
+    load_before = os.getloadavg()
+    started, cpu = time.perf_counter(), time.process_time()
     ds = datasets.load_dataset("json", data_files=path, split="train", cache_dir=db + ".hf-cache")
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {"rows": len(ds), "seconds": round(seconds, 2), "rows_per_s": round(len(ds) / seconds),
-            "peak_rss_mb": round(peak_rss_mb())}
+            "cpu_s": round(cpu, 1), "peak_rss_mb": round(peak_rss_mb()), "load_avg": _load(load_before)}
 
 
 def measure_duckdb_ctas(path: str, db: str) -> dict:
     """DuckDB's own reader into a table, no normalisation (the other floor)."""
     import duckdb
 
-    started = time.perf_counter()
+    load_before = os.getloadavg()
+    started, cpu = time.perf_counter(), time.process_time()
     con = duckdb.connect(db)
     con.execute(f"CREATE TABLE t AS SELECT * FROM read_json('{path}', format = 'newline_delimited')")
     n = con.execute("SELECT count(*) FROM t").fetchall()[0][0]
     con.close()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {"rows": n, "seconds": round(seconds, 2), "rows_per_s": round(n / seconds),
-            "peak_rss_mb": round(peak_rss_mb())}
+            "cpu_s": round(cpu, 1), "peak_rss_mb": round(peak_rss_mb()), "load_avg": _load(load_before)}
 
 
-def chat_main(rows: int) -> None:
+def chat_main(rows: int, skip_records: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         print(f"building {rows:,} conversations ...", file=sys.stderr)
@@ -101,28 +104,77 @@ def chat_main(rows: int) -> None:
         results: dict = {"rows": rows, "source": "gsm8k train + alpaca-gpt4 1k as 2-6 turn conversations",
                          "file_mb": round(path.stat().st_size / 1e6)}
         for what in ("assay", "assay_records", "hf_datasets", "duckdb_ctas"):
+            if what == "assay_records" and skip_records:
+                continue
             res = run_isolated("bench.ingest_bench", "--measure", what, str(path), str(folder / f"{what}.db"))
             results[what] = res
-            print(f"chat {what:14s} {res['rows_per_s']:>9,} rows/s  {res['seconds']:7.1f}s  "
-                  f"peak {res['peak_rss_mb']:,} MB  {res.get('path', '')}", file=sys.stderr)
+            print(f"chat {what:14s} {res['rows_per_s']:>9,} rows/s  {res['seconds']:7.1f}s  cpu {res['cpu_s']:6.1f}s  "
+                  f"peak {res['peak_rss_mb']:,} MB  load {res['load_avg']['before']}-{res['load_avg']['after']}  "
+                  f"{res.get('path', '')}", file=sys.stderr)
+            for label, (wall, cpu) in res.get("stages_wall_cpu_s", {}).items():
+                print(f"    {label:40s} {wall:7.1f}s  cpu {cpu:6.1f}s", file=sys.stderr)
         for floor in ("hf_datasets", "duckdb_ctas", "assay_records"):
-            results[f"assay_vs_{floor}"] = round(results["assay"]["rows_per_s"] / results[floor]["rows_per_s"], 2)
-    print(write_results("ingest_chat", results))
+            if floor in results:
+                ratio = round(results["assay"]["rows_per_s"] / results[floor]["rows_per_s"], 2)
+                results[f"assay_vs_{floor}"] = ratio
+                print(f"chat assay / {floor}: {ratio}", file=sys.stderr)
+    print(write_results("ingest_chat" if rows == 1_000_000 else f"ingest_chat_{rows}", results))
+
+
+def _stage_timer() -> dict[str, list[float]]:
+    """Wall and CPU seconds of the columnar path's stages (staging the lines, each SQL statement over
+    0.2 s), gathered by wrapping the calls: where the time goes, recorded with the figure."""
+    import duckdb
+
+    import core.ingest.columnar as ingest_columnar
+
+    stages: dict[str, list[float]] = {}
+
+    def timed(label: str, call, *args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if wall > 0.2:
+                total = stages.setdefault(label, [0.0, 0.0])
+                total[0], total[1] = round(total[0] + wall, 2), round(total[1] + cpu, 2)
+
+    stage, execute = ingest_columnar.stage_jsonl, duckdb.DuckDBPyConnection.execute
+    ingest_columnar.stage_jsonl = lambda *a, **k: timed("stage lines (Python)", stage, *a, **k)
+
+    def execute_timed(self, sql, *args, **kwargs):
+        words = str(sql).split()
+        label = " ".join(words[:3]) if words and words[0] == "INSERT" else " ".join(words[:2])
+        return timed("sql " + label[:40], execute, self, sql, *args, **kwargs)
+
+    duckdb.DuckDBPyConnection.execute = execute_timed
+    return stages
 
 
 def measure_assay(path: str, db: str, columnar: bool = True) -> dict:
     from core.ingest.importer import ingest
     from core.store.database import Store
 
+    stages = _stage_timer()
     store = Store(db)
-    started = time.perf_counter()
+    load_before = os.getloadavg()
+    started, cpu = time.perf_counter(), time.process_time()
     report = ingest(store, path, name="bench", columnar=columnar)
     store.release()  # include the checkpoint that closing the store costs
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     with store.connect() as con:
         loaded_by = json.loads(con.execute("SELECT load_options FROM datasets").fetchall()[0][0])["path"]
     return {"rows": report.n_samples, "seconds": round(seconds, 2), "rows_per_s": round(report.n_samples / seconds),
-            "peak_rss_mb": round(peak_rss_mb()), "path": loaded_by, "store_mb": round(Path(db).stat().st_size / 1e6)}
+            "cpu_s": round(cpu, 1), "peak_rss_mb": round(peak_rss_mb()), "path": loaded_by,
+            "store_mb": round(Path(db).stat().st_size / 1e6), "load_avg": _load(load_before),
+            "stages_wall_cpu_s": stages}
+
+
+def _load(before: tuple[float, float, float]) -> dict:
+    """The 1-minute load average before and after a measurement (the machine is shared: with 2 cores, a
+    load above 2 means the figure is a fraction of what the code does alone)."""
+    return {"before": round(before[0], 2), "after": round(os.getloadavg()[0], 2)}
 
 
 def measure_assay_records(path: str, db: str) -> dict:
@@ -172,6 +224,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chat", action="store_true", help="the multi-turn conversation case")
+    parser.add_argument("--skip-records", action="store_true", help="chat case: leave out the record path")
     parser.add_argument("--measure", nargs=3, metavar=("WHAT", "PATH", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -182,7 +235,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     if args.chat:
-        chat_main(args.rows)
+        chat_main(args.rows, args.skip_records)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

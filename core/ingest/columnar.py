@@ -13,7 +13,9 @@ on the same file).
   records, with scalar values.
 
 The SQL mirrors core/ingest/shapes.py exactly for these shapes (tests load the same files both ways and compare
-every stored column). A source that is not flat is not planned at all; a source with any record the
+every stored column, tests/test_ingest_columnar_identical.py byte for byte). Lists of turns are checked
+inside the INSERT, where a row that fails raises (ColumnarPlan.single_pass); flat shapes in a pass of
+their own. A source that is not flat is not planned at all; a source with any record the
 record path would refuse or report (a missing value, an empty text, an over-long sample, a duplicate id,
 a malformed line) is handed to the record path, which names the file, row and problem.
 """
@@ -52,7 +54,7 @@ _WS_SQL = "'" + _WHITESPACE + "'"  # a literal: chr() calls were evaluated per r
 _WS_CODES = ", ".join(str(ord(c)) for c in _WHITESPACE)
 _BLANK_LINE = "'\n\n'"
 _JSON_KINDS = {"VARCHAR": "string", "BIGINT": "integer", "UBIGINT": "integer", "DOUBLE": "number",
-               "BOOLEAN": "bool", None: "null"}
+               "BOOLEAN": "bool", None: "null", "NULL": "null"}
 # orjson (the record path's parser) refuses lone surrogate escapes; a line holding one is left to it.
 # Pairs (an emoji written by json.dumps with ensure_ascii) are fine: DuckDB decodes them alike.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -98,6 +100,13 @@ def _blank(expr: str) -> str:
     """Null, empty or str.isspace(). The trim runs only where the first character is whitespace, and the
     test is a plain OR chain that DuckDB short-circuits (wrapped in coalesce() it cost 2 s per million)."""
     return f"({expr} IS NULL OR {expr} = '' OR (ord({expr}) IN ({_WS_CODES}) AND trim({expr}, {_WS_SQL}) = ''))"
+
+
+def _blank_in_select(expr: str) -> str:
+    """_blank for a SELECT list, where DuckDB put the trim before the first-character test in the AND
+    (1 s more per 20k conversations); a CASE keeps the order."""
+    return (f"({expr} IS NULL OR {expr} = '' OR "
+            f"(CASE WHEN ord({expr}) IN ({_WS_CODES}) THEN trim({expr}, {_WS_SQL}) = '' ELSE false END))")
 
 
 def _json_object(pairs: list[tuple[str, str]]) -> str:
@@ -215,12 +224,15 @@ class _JsonlFragments:
         """Rows the record path would treat differently: other keys or key order, a string field holding
         something else, a nested or non-finite metadata value (or an integer beyond 64 bits)."""
         keys = "[" + ", ".join(map(_lit, self.keys)) + "]"
-        out = [f"json_keys(__line) <> {keys}::VARCHAR[]"]
+        # With turns, the keys are read from the line's structure __s (a few bytes) rather than by parsing
+        # the line once more; a key written twice, which the structure merges, fails from_json_strict.
+        out = [f"json_keys({'__s' if self.turn_style else '__line'}) <> {keys}::VARCHAR[]"]
         out += [f"({self._f(n)} IS NOT NULL AND json_type({self._f(n)}) <> 'VARCHAR')" for n in strings]
         for n in meta:
             f = self._f(n)
+            # TRY_CAST: inside the INSERT (single_pass) DuckDB may cast before the json_type test.
             out.append(f"(json_type({f}) IN ('ARRAY', 'OBJECT') OR (json_type({f}) = 'DOUBLE' AND "
-                       f"(NOT isfinite(CAST({f} AS DOUBLE)) OR NOT regexp_matches(CAST({f} AS VARCHAR), '[.eE]'))))")
+                       f"(NOT isfinite(TRY_CAST({f} AS DOUBLE)) OR NOT regexp_matches(CAST({f} AS VARCHAR), '[.eE]'))))")
         return out
 
     def source(self) -> str:
@@ -229,11 +241,19 @@ class _JsonlFragments:
             types[key] = [{rk: "VARCHAR", ck: "VARCHAR"}]  # parsed once, typed; turn_checks vouch for it
         structure = json_dumps_compact(types)
         shape = ", json_structure(__line) AS __s" if self.turn_style else ""
-        return (f"SELECT __row, __line, from_json(__line, {_lit(structure)}) AS __f{shape} "
+        # strict: a key written twice (at any depth; orjson keeps the last, from_json the first) or missing
+        # raises, and the record path loads the file
+        parse = "from_json_strict" if self.turn_style else "from_json"
+        return (f"SELECT __row, __line, {parse}(__line, {_lit(structure)}) AS __f{shape} "
                 f"FROM read_parquet({_lit(self.staging)})")
 
     def kinds_sql(self, meta: list[str]) -> list[str]:
         return [f"list(DISTINCT json_type({self._f(n)}))" for n in meta]
+
+    def stored_kinds_sql(self, meta: list[str]) -> str:
+        """kinds_sql's row from the loaded samples' meta (a JSON null there is json_type 'NULL')."""
+        parts = [f"list(DISTINCT json_type(meta -> {_lit('$.' + json_key(n))}))" for n in meta] or ["0"]
+        return f"SELECT {', '.join(parts)} FROM samples WHERE dataset_id = $dataset_id"
 
     def field_kinds(self, meta: list[str], row: tuple) -> dict[str, set[str]]:
         return {name: {_JSON_KINDS.get(t, "other") for t in types} or {"null"}
@@ -282,32 +302,55 @@ class ColumnarPlan:
             return _blank(self._text())
         return " AND ".join(_blank(c) for c in self.contents)
 
-    def check_sql(self, max_chars: int) -> str:
-        """The first row the record path would refuse, report or read differently, or NULL. A pass of its
-        own, with the test in WHERE where DuckDB short-circuits it: inside the INSERT it doubled the
-        insert's time, as an aggregate FILTER (sharing a pass with kinds_sql) it took 7x longer."""
+    def _row_problems(self) -> list[str]:
+        """What makes a row one the record path must read (besides its text being blank or too long)."""
         problems = [self.access.is_null(c) for c in self.required]
         problems += self.access.checks(self.strings, self.meta)
         if self.turns_list:
             problems += self.access.turn_checks(self.required[0])
-        problems += [self._all_blank(), f"{self._n_chars()} > {int(max_chars)}"]
+        return problems
+
+    @property
+    def single_pass(self) -> bool:
+        """Lists of turns are checked inside the INSERT (a row that fails raises, and the record path loads
+        the file): a pass of its own parsed every line a second time (measured on 200k conversations: the
+        check pass took 4 of 17 CPU seconds, inside the INSERT the checks add well under half of that)."""
+        return self.turns_list
+
+    def check_sql(self, max_chars: int) -> str:
+        """The first row the record path would refuse, report or read differently, or NULL. A pass of its
+        own, with the test in WHERE where DuckDB short-circuits it: for flat shapes, inside the INSERT it
+        doubled the insert's time, as an aggregate FILTER (sharing a pass with kinds_sql) it took 7x longer."""
+        problems = [*self._row_problems(), self._all_blank(), f"{self._n_chars()} > {int(max_chars)}"]
         bad = " OR ".join(f"({p})" for p in problems)
         return f"SELECT min(__row) FROM ({self._source()}) src WHERE {bad}"
 
-    def insert_sql(self) -> str:
-        """INSERT of every sample; parameters $first_id and $dataset_id."""
+    def insert_sql(self, max_chars: int | None = None) -> str:
+        """INSERT of every sample; parameters $first_id and $dataset_id. With `max_chars` (single_pass
+        plans), a row the record path must read raises a DuckDB error naming it instead."""
         n_chars, text = self._n_chars(), self._text()
         meta = _json_object([(name, self.access.json_value(name)) for name in self.meta])
+        sample_id, bad = "$first_id + __row", "false"
+        if max_chars is not None:
+            bad = " OR ".join(f"({p})" for p in self._row_problems())
+            guard = f"__bad OR {_blank_in_select('text')} OR n_chars > {int(max_chars)}"
+            sample_id = (f"$first_id + __row + (CASE WHEN {guard} THEN "
+                         f"error('row ' || __row || ' needs the record path')::BIGINT ELSE 0 END)")
         return f"""
             INSERT INTO samples
-            SELECT $first_id + __row, $dataset_id, source_id, __row, messages, NULL, text, len(messages),
+            SELECT {sample_id}, $dataset_id, source_id, __row, messages, NULL, text, len(messages),
                    n_chars, assay_tokens(text), meta, raw, NULL, NULL
             FROM (
                 SELECT __row, {self.source_id} AS source_id, {self._messages()} AS messages, {text} AS text,
-                       {n_chars} AS n_chars, {meta} AS meta, {self.access.raw()} AS raw
+                       {n_chars} AS n_chars, {meta} AS meta, {self.access.raw()} AS raw, {bad} AS __bad
                 FROM ({self._source()}) src
             )
         """
+
+    def stored_kinds_sql(self) -> str | None:
+        """kinds_sql read back from the stored metadata (parameter $dataset_id), where the access allows it:
+        the stored meta column is small, while kinds_sql parses every line once more."""
+        return self.access.stored_kinds_sql(self.meta) if hasattr(self.access, "stored_kinds_sql") else None
 
     def kinds_sql(self) -> str:
         """One row: what each metadata field holds (see field_kinds)."""
@@ -508,8 +551,10 @@ def stage_jsonl(path: Path, staging: Path, progress: Any = None, *, max_line: in
     n = 0
     schema = pa.schema([("__row", pa.int64()), ("__line", pa.string())])
     limit = readers.DEFAULT_MAX_LINE_BYTES if max_line is None else max_line
+    # no statistics: nothing reads them, and min/max over the long lines cost a third of the write
+    options = {"compression": "none", "write_statistics": False}
     try:
-        with readers.open_decompressed(path) as stream, pq.ParquetWriter(staging, schema, compression="none") as writer:
+        with readers.open_decompressed(path) as stream, pq.ParquetWriter(staging, schema, **options) as writer:
             for lines in readers.line_batches(stream, path, compression=readers.compression_of(path),
                                               max_line=limit, chunk_size=_STAGE_CHUNK):
                 if n == 0 and lines and lines[0].startswith(b"\xef\xbb\xbf"):

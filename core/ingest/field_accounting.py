@@ -71,13 +71,13 @@ class FieldAccounting:
             counts[0] += 1
             counts[3] += 1
 
-    def add_columns(self, n_rows: int, used: Iterable[str], meta: Iterable[str]) -> None:
-        """The columnar path: every row has every field."""
+    def add_columns(self, n_rows: int, fields: Iterable[str], meta: Iterable[str]) -> None:
+        """The columnar path: every row has every field (in this order, as the record path lists them);
+        those in `meta` went to metadata, the others into turns."""
         self.n_records += n_rows
-        for key in used:
-            self.dest[key] = [n_rows, n_rows, 0, 0]
-        for key in meta:
-            self.dest[key] = [n_rows, 0, n_rows, 0]
+        meta = set(meta)
+        for key in fields:
+            self.dest[key] = [n_rows, 0, n_rows, 0] if key in meta else [n_rows, n_rows, 0, 0]
 
     def as_list(self) -> list[dict[str, Any]]:
         return [{"field": k, "records": c[0], "turns": c[1], "metadata": c[2], "raw_only": c[3]}

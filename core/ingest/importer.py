@@ -566,7 +566,7 @@ def _run_columnar(store: Store, source: str | Path, target: _Target, *, shape: s
             return None
         accounting = FieldAccounting()
         fields = list(getattr(plan.access, "keys", None) or plan.access.kinds)  # JSON Lines keys / Parquet columns
-        accounting.add_columns(plan.n_rows, [k for k in fields if k not in plan.meta], plan.meta)
+        accounting.add_columns(plan.n_rows, fields, plan.meta)
         target.options.update(shape=shape, path="columnar", field_accounting=accounting.as_list(), not_used=[])
         return _load_plan(store, target, plan, max_chars=max_chars, progress=progress, started=started)
     finally:
@@ -579,21 +579,25 @@ def _load_plan(store: Store, target: _Target, plan: ingest_columnar.ColumnarPlan
     try:
         with _claiming(store, target.name), store.transaction() as con, bulk_settings(con):
             _check_name_in(con, store, target.name)
-            bad_row = con.execute(plan.check_sql(max_chars)).fetchall()[0][0]
-            if bad_row is not None:
-                raise _Fallback(f"row {bad_row} needs the record path")
+            if not plan.single_pass:
+                bad_row = con.execute(plan.check_sql(max_chars)).fetchall()[0][0]
+                if bad_row is not None:
+                    raise _Fallback(f"row {bad_row} needs the record path")
             ingest_columnar.register_udfs(con)
             run, dataset_id = _start(store, con, target)
             first_id = reserve_sample_ids(con, plan.n_rows)
             try:
-                con.execute(plan.insert_sql(), {"first_id": first_id, "dataset_id": dataset_id})
+                con.execute(plan.insert_sql(max_chars if plan.single_pass else None),
+                            {"first_id": first_id, "dataset_id": dataset_id})
             finally:
                 ingest_columnar.unregister_udfs(con)
             if con.execute("SELECT 1 FROM samples WHERE dataset_id = ? GROUP BY source_id HAVING count(*) > 1 "
                            "LIMIT 1", [dataset_id]).fetchall():
                 raise _Fallback("duplicate ids")
             catalog = _FieldCatalog()
-            catalog.types = plan.field_kinds(con.execute(plan.kinds_sql()).fetchall()[0])
+            stored = plan.stored_kinds_sql() if plan.single_pass else None
+            row = (con.execute(stored, {"dataset_id": dataset_id}) if stored else con.execute(plan.kinds_sql()))
+            catalog.types = plan.field_kinds(row.fetchall()[0])
             _register(store, con, target, dataset_id=dataset_id, run=run, n_samples=plan.n_rows,
                       n_records=plan.n_rows, n_skipped=0, fields=catalog.as_list())
     except (_Fallback, duckdb.Error) as exc:
