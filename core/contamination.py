@@ -864,3 +864,46 @@ def method_lines(store: Store, run_id: int) -> list[str]:
                      f"{params['mink_window']} tokens (stride {params['mink_stride']}), "
                      f"{params.get('mink_n_windowed', 0)} eval items longer than one window.")
     return lines
+
+
+# ---- signals (core/signals): contamination status and the matched eval item ---------------------------
+
+CLEAN, CONTAMINATED = "clean", "contaminated"
+
+
+def _contamination_signal(name: str, kind: str, value_sql: str, description: str, read: str,
+                          flagged_only: bool) -> Any:
+    from core.signals.registry import Bound, Signal, newest_finished
+
+    def build(con: Any, dataset_ids: Sequence[int], run: int | None) -> Bound:
+        runs = newest_finished(con, "contamination", dataset_ids, run) or [-1]
+        checked = [int(r[0]) for r in con.execute("SELECT DISTINCT dataset_id FROM runs WHERE list_contains(?, run_id)",
+                                                  [runs]).fetchall()]
+        # Results hold only samples with some evidence: the rest of a checked dataset is clean.
+        rows = ("JOIN contamination_results c" if flagged_only else "LEFT JOIN contamination_results c")
+        sql = (f"SELECT s.id AS sample_id, {value_sql} AS value FROM samples s {rows} ON c.sample_id = s.id "
+               "AND list_contains(?::INTEGER[], c.run_id)" + (" AND c.contaminated" if flagged_only else "")
+               + " LEFT JOIN samples e ON e.id = coalesce(c.ngram13_eval_id, c.ngram8_eval_id, c.embed_eval_id) "
+               "LEFT JOIN datasets d ON d.dataset_id = e.dataset_id "
+               "WHERE list_contains(?::INTEGER[], s.dataset_id) GROUP BY s.id")
+        return Bound(sql, [runs, checked], tuple(r for r in runs if r >= 0))
+
+    return Signal(name, kind, description, read, build, family="contamination")
+
+
+def signals(con: Any, dataset_ids: Sequence[int] | None) -> list[Any]:
+    """Signal provider: contamination (status) and contamination.item, where a contamination run finished."""
+    if not con.execute("SELECT 1 FROM runs WHERE kind = 'contamination' AND status = 'finished' LIMIT 1").fetchall():
+        return []
+    method = ("newest finished contamination run of the dataset: GPT-3 13-gram, PaLM 8-gram, embedding and "
+              "Min-K% checks against the evaluation sets (core/contamination.py, assay contamination)")
+    return [
+        _contamination_signal("contamination", "category",
+                              f"CASE WHEN bool_or(c.contaminated) THEN '{CONTAMINATED}' ELSE '{CLEAN}' END",
+                              f"contamination status, {method}", f"{CONTAMINATED!r} = some check flagged it",
+                              flagged_only=False),
+        _contamination_signal("contamination.item", "text",
+                              "min(d.name || ' #' || e.source_id)",
+                              f"the evaluation item a contaminated sample matched, {method}",
+                              "eval set and the item's source id; missing = not contaminated", flagged_only=True),
+    ]

@@ -32,6 +32,7 @@ from core.store import Store
 
 METHODS = ("exact", "near", "semdedup", "semantic")
 KEEP_RULES = ("first", "longest", "quality")
+SIGNAL_KEEP = "signal:"  # keep="signal:NAME": the member with the highest value of a numeric signal
 DEFAULTS: dict[str, Any] = {"near_threshold": 0.7, "num_perm": 128, "shingle": 3, "semantic_threshold": 0.95,
                             "semdedup_eps": 0.05}
 SEMDEDUP_KEEP = "farthest from centroid (SemDeDup)"
@@ -79,11 +80,12 @@ def _quality_from_tags(store: Store, ids: list[int]) -> pd.Series | None:
 
     Only a reward model or a judge writes response_quality; the offline Bradley-Terry proxy is the tag
     `preference_proxy` (what one preference set preferred) and is deliberately not read as quality."""
+    from core.tags import newest_ok_sql
+
+    sql, params = newest_ok_sql("coalesce(t.value, CAST(t.score AS VARCHAR))")
     try:
-        df = store.query_df(
-            "SELECT sample_id, score, value FROM (SELECT *, row_number() OVER (PARTITION BY sample_id "
-            "ORDER BY run_id DESC) AS rn FROM tags WHERE tag = 'response_quality' AND status = 'ok' "
-            "AND list_contains(?, sample_id)) WHERE rn = 1", [ids])
+        df = store.query_df(f"SELECT sample_id, score, value FROM ({sql}) WHERE list_contains(?, sample_id)",
+                            [["response_quality"], *params, ids])
     except Exception:  # no tags table in this store (older schema): no quality known
         return None
     if df.empty:
@@ -420,10 +422,22 @@ def quality_scores(store: Store, ids: list[int]) -> pd.Series | None:
     return None
 
 
+def signal_scores(store: Store, name: str, ids: list[int]) -> pd.Series:
+    """A numeric signal's values for these samples (core/signals): the "keep the highest X" rule."""
+    from core import signals
+
+    signal = signals.get(store, name)
+    if signal.kind != "number":
+        raise ValueError(f"keep=signal:{name}: {name} is a {signal.kind} signal; the keep rule needs a number")
+    df = signals.values(store, name, sample_ids=ids)
+    return pd.Series(df["value"].to_numpy(float), index=df["sample_id"].to_numpy("int64"))
+
+
 def choose_representatives(store: Store, members: pd.DataFrame, keep: str = "first") -> tuple[pd.DataFrame, str]:
-    """Mark one representative per group. Returns (members with is_representative, rule actually used)."""
-    if keep not in KEEP_RULES:
-        raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, got {keep!r}")
+    """Mark one representative per group. Returns (members with is_representative, rule actually used).
+    `keep` is a rule of KEEP_RULES or `signal:NAME`: the highest value of any numeric signal (core/signals)."""
+    if keep not in KEEP_RULES and not keep.startswith(SIGNAL_KEEP):
+        raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)} or signal:NAME, got {keep!r}")
     members = members.copy()
     if members.empty:
         members["is_representative"] = pd.Series(dtype=bool)
@@ -436,6 +450,9 @@ def choose_representatives(store: Store, members: pd.DataFrame, keep: str = "fir
     if keep == "longest":
         # Texts without an assistant turn (plain text datasets) count their whole length.
         members["score"] = members["response_chars"].where(members["response_chars"] > 0, members["n_chars"])
+    elif keep.startswith(SIGNAL_KEEP):
+        scores = signal_scores(store, keep[len(SIGNAL_KEEP):], ids)
+        members["score"] = members["sample_id"].map(scores).fillna(-np.inf)
     elif keep == "quality":
         scores = quality_scores(store, ids)
         if scores is None:
@@ -614,3 +631,52 @@ def method_note(store: Store, run_id: int) -> str:
     detail = {"near": f"threshold {params.get('threshold')}", "semantic": f"cosine >= {params.get('threshold')}",
               "semdedup": f"eps {params.get('eps')}"}.get(params.get("method", ""), "")
     return f"{note} ({detail})" if detail else note
+
+
+# ---- signals (core/signals): duplicate status and group ----------------------------------------------
+
+DUP_KEPT, DUP_DROP, DUP_UNIQUE = "representative (kept)", "duplicate (to drop)", "not duplicated"
+
+
+def _scope_runs(con: Any, dataset_ids: list[int], run: int | None) -> list[tuple[int, list[int]]]:
+    """(run, datasets it checked among these) for `run`, or the newest finished dedup run per dataset."""
+    rows = con.execute("SELECT run_id, params FROM runs WHERE kind = 'dedup' AND status = 'finished' "
+                       + ("AND run_id = ? " if run is not None else "") + "ORDER BY run_id DESC",
+                       [run] if run is not None else []).fetchall()
+    out, left = [], set(dataset_ids)
+    for run_id, params in rows:
+        scope = set(json.loads(params or "{}").get("dataset_ids") or []) & left
+        if scope:
+            out.append((int(run_id), sorted(scope)))
+            left -= scope
+    return out
+
+
+def _dup_signal(name: str, kind: str, value: str, description: str, read: str) -> Any:
+    from core.signals.registry import Bound, Signal
+
+    def build(con: Any, dataset_ids: list[int], run: int | None) -> Bound:
+        parts, params = [], []
+        # Groups of one are not stored: a sample of a dataset the run checked but in no group is unique.
+        for run_id, scope in _scope_runs(con, dataset_ids, run) or [(-1, [])]:
+            parts.append(f"SELECT s.id AS sample_id, {value} AS value FROM samples s LEFT JOIN dup_groups g "
+                         "ON g.run_id = ? AND g.sample_id = s.id WHERE list_contains(?::INTEGER[], s.dataset_id)")
+            params += [DUP_UNIQUE, DUP_KEPT, DUP_DROP, run_id, scope] if name == "dup.status" else [run_id, scope]
+        runs = tuple(r for r, _ in _scope_runs(con, dataset_ids, run))
+        return Bound(" UNION ALL ".join(parts), params, runs)
+
+    return Signal(name, kind, description, read, build, family="dedup")
+
+
+def signals(con: Any, dataset_ids: Any) -> list[Any]:
+    """Signal provider: dup.status and dup.group where a dedup run finished."""
+    if not con.execute("SELECT 1 FROM runs WHERE kind = 'dedup' AND status = 'finished' LIMIT 1").fetchall():
+        return []
+    method = "from the newest finished dedup run that checked the dataset (core/dedup.py, assay dedup)"
+    return [
+        _dup_signal("dup.status", "category", "CASE WHEN g.sample_id IS NULL THEN ? WHEN g.is_representative "
+                    "THEN ? ELSE ? END", f"duplicate status {method}",
+                    f"{DUP_DROP!r} samples are dropped when a mixture keeps one per group"),
+        _dup_signal("dup.group", "number", "g.group_id", f"duplicate group id {method}",
+                    "samples with the same number are duplicates of each other; missing = not duplicated"),
+    ]

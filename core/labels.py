@@ -749,3 +749,47 @@ def export_labels(store: Store, schema: str, path: str | Path, *, fmt: str | Non
         out.to_parquet(tmp, index=False)
     tmp.replace(path)
     return len(df)
+
+
+# ---- signals (core/signals): hand-label consensus per field, and disagreement ----------------------------
+
+TIE = "(tie)"  # a labelled sample whose annotators disagree and nobody adjudicated
+# A consensus value as text: strings as they are, lists joined, a tie as TIE.
+_CONSENSUS_TEXT = ("CASE WHEN c.value IS NULL THEN ? WHEN json_type(c.value) = 'ARRAY' "
+                   "THEN array_to_string(from_json(c.value, '[\"VARCHAR\"]'), ', ') ELSE c.value ->> '$' END")
+
+
+def _label_signal(schema: str, field_name: str) -> Any:
+    from core.signals.registry import Bound, Signal
+
+    def build(con: Any, dataset_ids: Sequence[int], run: int | None) -> Bound:
+        return Bound(f"SELECT c.sample_id, {_CONSENSUS_TEXT} AS value FROM label_consensus c "
+                     "WHERE c.schema = ? AND c.field = ?", [TIE, schema, field_name])
+
+    return Signal(f"label.{schema}.{field_name}", "category",
+                  f"hand-label consensus of {schema}/{field_name}: the adjudicated value, else the majority of "
+                  "annotators' current labels (core/labels.py)", f"{TIE} where annotators disagree", build,
+                  family="labels")
+
+
+def _disagreement(con: Any, dataset_ids: Sequence[int], run: int | None) -> Any:
+    from core.signals.registry import Bound
+
+    return Bound("SELECT sample_id, max(1 - agreement) AS value FROM label_consensus WHERE n_annotators > 1 "
+                 "AND status <> 'adjudicated' GROUP BY sample_id")
+
+
+def signals(con: Any, dataset_ids: Sequence[int] | None) -> list[Any]:
+    """Signal provider: label.<schema>.<field> per labelled field, label.disagreement where some sample has
+    two annotators."""
+    from core.signals.registry import Signal
+
+    pairs = con.execute("SELECT DISTINCT schema, field FROM label_events WHERE kind = 'label' AND field <> ? "
+                        "ORDER BY 1, 2", [SKIP_FIELD]).fetchall()
+    out = [_label_signal(schema, name) for schema, name in pairs]
+    if pairs:
+        out.append(Signal("label.disagreement", "number",
+                          "hand-label disagreement: 1 - the share of annotators agreeing with the majority, the "
+                          "largest over a sample's fields (samples with two or more annotators, not adjudicated)",
+                          "0 = unanimous; higher = more disagreement", _disagreement, family="labels"))
+    return out

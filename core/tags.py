@@ -460,3 +460,62 @@ def method_lines(store: Store, datasets: Sequence[str]) -> list[tuple[str, str, 
         r = runs.iloc[0]
         out += [(d, tag, f"run {int(r.run_id)}: {r.methods.get(tag, 'method not recorded')}") for tag in r.tags]
     return out
+
+
+# ---- signals (core/signals): one per stored tag ------------------------------------------------------
+
+# Tags whose values are free text rather than a small vocabulary; every other tag is a category.
+TEXT_TAGS = {"intent", "knowledge", "other_categories"}
+# Finished runs without a tag_runs row (tags written by scale steps or directly).
+_UNLISTED_RUNS = "SELECT run_id FROM runs WHERE status = 'finished' AND run_id NOT IN (SELECT run_id FROM tag_runs)"
+# A tag shown under another signal name than tag.<name>.
+SIGNAL_NAMES = {"preference_proxy": "reward.proxy"}
+
+
+def newest_ok_sql(value: str = "t.value", *, finished: bool = False,
+                  runs: Sequence[int] | None = None) -> tuple[str, list[Any]]:
+    """The one definition of "the current tag": per sample and tag, the newest run's 'ok' row with a
+    `value` (an expression over `t`). SQL with one parameter slot for the tags wanted (a VARCHAR[]),
+    yielding sample_id, tag, value, score, run_id. `finished`: only runs that finished; `runs`: only
+    these runs (one run needs no window: the runs' rows are read as they are)."""
+    where = ["list_contains(?::VARCHAR[], t.tag)", "t.status = 'ok'", f"{value} IS NOT NULL"]
+    params: list[Any] = []
+    if finished:
+        where.append("t.run_id IN (SELECT run_id FROM runs WHERE status = 'finished')")
+    if runs is not None:
+        where.append("list_contains(?::INTEGER[], t.run_id)")
+        params.append([int(r) for r in runs])
+    sql = f"SELECT t.sample_id, t.tag, {value} AS value, t.score, t.run_id FROM tags t WHERE {' AND '.join(where)}"
+    if runs is None or len(runs) > 1:
+        sql += " QUALIFY row_number() OVER (PARTITION BY t.sample_id, t.tag ORDER BY t.run_id DESC) = 1"
+    return sql, params
+
+
+def _tag_signal(tag: str) -> Any:
+    from core.signals.registry import Bound, Signal
+
+    kind = "number" if tag in SCORE_TAGS else "text" if tag in TEXT_TAGS else "category"
+    value = "t.score" if kind == "number" else "t.value"
+
+    def build(con: Any, dataset_ids: Sequence[int], run: int | None) -> Bound:
+        runs = [run] if run is not None else [int(r[0]) for r in con.execute(
+            f"SELECT run_id FROM tag_runs JOIN runs USING (run_id) WHERE status = 'finished' AND list_contains(tags, ?) "
+            f"UNION SELECT DISTINCT run_id FROM tags WHERE tag = ? AND run_id IN ({_UNLISTED_RUNS}) ORDER BY 1",
+            [tag, tag]).fetchall()] or [-1]
+        sql, params = newest_ok_sql(value, runs=runs)
+        return Bound(f"SELECT sample_id, value FROM ({sql})", [[tag], *params], tuple(r for r in runs if r >= 0))
+
+    method = {"number": "its score", "text": "its free-text value", "category": "its vocabulary value"}[kind]
+    read = ("higher = better (a reward or proxy score)" if tag in ("response_quality", "preference_proxy")
+            else "a count" if kind == "number" else "one value per sample; missing where the tagger failed")
+    return Signal(SIGNAL_NAMES.get(tag, f"tag.{tag}"), kind,
+                  f"machine tag {tag} (core/tags.py, assay tag): {method}, from the newest finished tag run "
+                  "with an ok value per sample", read, build, family="tags")
+
+
+def signals(con: Any, dataset_ids: Sequence[int] | None) -> list[Any]:
+    """Signal provider: one signal per tag stored by a finished run."""
+    # tag_runs lists each run's tags (a small table); runs without a tag_runs row are read from `tags`.
+    rows = con.execute("SELECT DISTINCT unnest(tags) FROM tag_runs JOIN runs USING (run_id) WHERE status = 'finished' "
+                       f"UNION SELECT DISTINCT tag FROM tags WHERE run_id IN ({_UNLISTED_RUNS}) ORDER BY 1").fetchall()
+    return [_tag_signal(r[0]) for r in rows]
