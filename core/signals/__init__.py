@@ -19,9 +19,10 @@ from core.signals.registry import (
     get,
     newest_finished,
     register,
+    sample_signals,
     unregister,
     values,
 )
 
 __all__ = ["KINDS", "OPS", "Bound", "Signal", "available", "describe", "format_filter", "get", "newest_finished",
-           "parse_filter", "register", "unregister", "values"]
+           "parse_filter", "register", "sample_signals", "unregister", "values"]

@@ -207,3 +207,21 @@ def newest_finished(con: duckdb.DuckDBPyConnection, kind: str, dataset_ids: Sequ
                        "AND list_contains(?::INTEGER[], dataset_id) GROUP BY dataset_id ORDER BY 1",
                        [kind, [int(i) for i in dataset_ids]]).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def sample_signals(store: Store, sample_id: int) -> pd.DataFrame:
+    """Every signal's value for one sample (name, kind, value as text, description): the sample view."""
+    rows = []
+    with store.connect() as con:
+        found = con.execute("SELECT dataset_id FROM samples WHERE id = ?", [int(sample_id)]).fetchall()
+        if not found:
+            raise NotFoundError(f"no sample with id {sample_id}")
+        scope = [int(found[0][0])]
+        for signal in list_on(con, scope):
+            bound = signal.bind(con, scope)
+            got = con.execute(f"SELECT CAST(value AS VARCHAR) FROM ({bound.sql}) WHERE sample_id = ?",
+                              [*bound.params, int(sample_id)]).fetchall()
+            value = got[0][0] if got else None
+            rows.append({"signal": signal.name, "kind": signal.kind, "value": value,
+                         "runs": ", ".join(map(str, bound.runs)), "description": f"{signal.description}. {signal.read}"})
+    return pd.DataFrame(rows, columns=["signal", "kind", "value", "runs", "description"])
