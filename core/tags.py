@@ -415,10 +415,9 @@ def quality_scores(store: Store, ids: list[int]) -> pd.Series | None:
     """Current response_quality per sample id, or None: a hook for core.dedup.QUALITY_SOURCES."""
     if not ids:
         return None
-    df = store.query_df(
-        "SELECT sample_id, score FROM tags WHERE tag = 'response_quality' AND status = 'ok' "
-        "AND sample_id IN (SELECT unnest(?::BIGINT[])) "
-        "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY run_id DESC) = 1", [list(map(int, ids))])
+    current, params = newest_ok_sql("t.score")
+    df = store.query_df(f"SELECT sample_id, score FROM ({current}) WHERE sample_id IN (SELECT unnest(?::BIGINT[]))",
+                        [["response_quality"], *params, list(map(int, ids))])
     return None if df.empty else df.set_index("sample_id")["score"]
 
 
