@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.dedup import DUP_DROP, DUP_KEPT, DUP_UNIQUE  # one wording with the dup.status signal
+from core.dedup_signals import DUP_DROP, DUP_KEPT, DUP_UNIQUE  # one wording with the dup.status signal
 from core.labels import TIE  # a labelled sample whose annotators disagree and nobody adjudicated
 from core.noise.config import FLAG_COLUMNS, SCORE_COLUMNS
 from core.store import Store

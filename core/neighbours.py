@@ -237,7 +237,7 @@ def search(
 
 
 def _nn_distance(con: Any, dataset_ids: Sequence[int], run: int | None) -> Any:
-    from core.maps import newest_map_runs
+    from core.map_signals import newest_map_runs
     from core.signals.registry import Bound
 
     if run is None:
