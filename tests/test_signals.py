@@ -206,3 +206,67 @@ def test_after_unregistering_the_signal_is_gone(toy: Store) -> None:
     assert "probe.mod3" not in {s.name for s in signals.available(toy)}
     with pytest.raises(ValueError, match="Unknown column 'probe.mod3'"):
         browse.query_samples(toy, "toy", filters=[signals.parse_filter("probe.mod3:eq:2")])
+
+
+def test_built_in_providers_read_their_runs(tmp_path: Path) -> None:
+    """Noise, duplicates, contamination, hand labels, selections and exclusions, each from rows as their
+    capability writes them; the newest finished run wins and a running one is not read."""
+    from core.selection import exclude, save_selection
+
+    store = Store(tmp_path / "providers.duckdb")
+    ingest_records(store, [{"instruction": f"q {i}", "output": "a"} for i in range(6)], name="d", shape="alpaca")
+    ingest_records(store, [{"instruction": f"eval {i}", "output": "a"} for i in range(2)], name="ev",
+                   shape="alpaca", is_eval=True)
+    d = store.dataset("d").dataset_id
+    ids = store.query_df("SELECT id FROM samples WHERE dataset_id = ? ORDER BY id", [d])["id"].tolist()
+    ev = store.query_df("SELECT id, source_id FROM samples WHERE dataset_id <> ? ORDER BY id", [d])
+    noise, running = store.start_run("noise", dataset_id=d), store.start_run("noise", dataset_id=d)
+    dup = store.start_run("dedup", params={"dataset_ids": [d]})
+    contam = store.start_run("contamination", dataset_id=d)
+    with store.connect() as con:
+        for run, flag in ((noise, "id % 2 = 0"), (running, "true")):
+            con.execute("INSERT INTO noise_runs VALUES (?, ?, 'meta:x', 0, ['a'], ['cleanlab', 'aum'], 6, 0, 0, '{}')",
+                        [run, d])
+            con.execute(f"INSERT INTO noise_scores (run_id, sample_id, given_label, cleanlab_score, cleanlab_flag, aum) "
+                        f"SELECT ?, id, 'a', id / 10, {flag}, -id FROM samples WHERE dataset_id = ?", [run, d])
+        con.execute("INSERT INTO dup_groups VALUES (?, 7, ?, true, 1.0), (?, 7, ?, false, 1.0)",
+                    [dup, ids[0], dup, ids[1]])
+        con.execute("INSERT INTO contamination_results (run_id, sample_id, eval_dataset_id, ngram13_eval_id, "
+                    "contaminated) VALUES (?, ?, ?, ?, true)", [contam, ids[2], store.dataset("ev").dataset_id,
+                                                                 int(ev["id"][1])])
+    for run in (noise, dup, contam):
+        store.finish_run(run)
+    schema = labels.save_schema(store, labels.parse_schema({"name": "t", "fields": [
+        {"name": "cat", "type": "single_choice", "options": ["x", "y"]}]}))
+    labels.record_label(store, schema, ids[0], {"cat": "x"}, annotator="a")
+    labels.record_label(store, schema, ids[0], {"cat": "y"}, annotator="b")
+    labels.record_label(store, schema, ids[1], {"cat": "y"}, annotator="a")
+    save_selection(store, "picked", ids[3:5], origin="manual")
+    exclude(store, [ids[5]], reason="off topic", origin="manual")
+
+    def vals(name: str) -> dict[int, object]:
+        df = signals.values(store, name, dataset="d")
+        return dict(zip(df["sample_id"].astype(int), df["value"], strict=True))
+
+    names = {s.name: s.kind for s in signals.available(store, "d")}
+    assert {"noise.cleanlab.flag": "bool", "noise.cleanlab.score": "number", "noise.aum.score": "number",
+            "dup.status": "category", "dup.group": "number", "contamination": "category",
+            "contamination.item": "text", "label.t.cat": "category", "label.disagreement": "number",
+            "selection.picked": "bool", "exclusion.any": "bool"}.items() <= names.items()
+    assert "noise.rescaler.weight" not in names  # a method that did not run offers nothing
+    assert vals("noise.cleanlab.flag") == {i: i % 2 == 0 for i in ids}  # not the running run's all-true
+    assert vals("noise.aum.score") == {i: -i for i in ids}
+    assert vals("dup.status") == {ids[0]: "representative (kept)", ids[1]: "duplicate (to drop)",
+                                  **{i: "not duplicated" for i in ids[2:]}}
+    assert vals("dup.group") == {ids[0]: 7, ids[1]: 7}
+    assert vals("contamination") == {i: "contaminated" if i == ids[2] else "clean" for i in ids}
+    assert vals("contamination.item") == {ids[2]: f"ev #{ev['source_id'][1]}"}
+    assert vals("label.t.cat") == {ids[0]: labels.TIE, ids[1]: "y"}
+    assert vals("label.disagreement") == {ids[0]: 0.5}
+    assert vals("selection.picked") == {i: i in ids[3:5] for i in ids}
+    assert vals("exclusion.reason")[ids[5]] == "off topic"
+    assert signals.values(store, "noise.cleanlab.flag", dataset="d", run=running)["value"].all()
+    page = browse.query_samples(store, "d", filters=[signals.parse_filter("contamination:eq:clean"),
+                                                     signals.parse_filter("noise.cleanlab.flag:is_true"),
+                                                     signals.parse_filter("dup.status:ne:duplicate (to drop)")])
+    assert page.ids == [i for i in ids if i != ids[2] and i % 2 == 0 and i != ids[1]]

@@ -176,9 +176,9 @@ def values_on(con: duckdb.DuckDBPyConnection, name: str, ids: Sequence[int] | No
               run: int | None = None, sample_ids: Sequence[int] | None = None) -> tuple[pd.DataFrame, Bound]:
     scope = list(ids) if ids is not None else all_dataset_ids(con)
     bound = find_on(con, name, ids).bind(con, scope, run)
-    sql, params = f"SELECT v.sample_id, v.value FROM ({bound.sql}) v", list(bound.params)
+    sql, params = f"SELECT v.sample_id, v.value FROM ({bound.sql}) v WHERE v.value IS NOT NULL", list(bound.params)
     if sample_ids is not None:
-        sql += " WHERE v.sample_id IN (SELECT unnest(?::BIGINT[]))"
+        sql += " AND v.sample_id IN (SELECT unnest(?::BIGINT[]))"
         params.append([int(i) for i in sample_ids])
     return con.execute(sql + " ORDER BY v.sample_id", params).df(), bound
 
