@@ -27,8 +27,12 @@ N = 30
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """30 samples, a finished tag run (category on every sample, a proxy score on most), a noise-free store."""
-    store = Store(tmp_path_factory.mktemp("signals") / "signals.duckdb", busy_timeout=5)
+    return build_toy(tmp_path_factory.mktemp("signals") / "signals.duckdb")
+
+
+def build_toy(path: Path) -> Store:
+    """30 samples and two finished tag runs (category on every sample, a proxy score on most)."""
+    store = Store(path, busy_timeout=5)
     ingest_records(store, [{"instruction": f"question {i}", "output": "answer " * (i + 1)} for i in range(N)],
                    name="toy", shape="alpaca", license="MIT")
     info = store.dataset("toy")
