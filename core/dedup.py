@@ -82,10 +82,10 @@ def _quality_from_tags(store: Store, ids: list[int]) -> pd.Series | None:
     `preference_proxy` (what one preference set preferred) and is deliberately not read as quality."""
     from core.tags import newest_ok_sql
 
-    sql, params = newest_ok_sql("coalesce(t.value, CAST(t.score AS VARCHAR))")
+    sql, params = newest_ok_sql("coalesce(t.value, CAST(t.score AS VARCHAR))", ["response_quality"])
     try:
         df = store.query_df(f"SELECT sample_id, score, value FROM ({sql}) WHERE list_contains(?, sample_id)",
-                            [["response_quality"], *params, ids])
+                            [*params, ids])
     except Exception:  # no tags table in this store (older schema): no quality known
         return None
     if df.empty:

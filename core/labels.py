@@ -480,9 +480,9 @@ def tag_table_suggester(store: Store, schema: LabelSchema, sample_ids: Sequence[
     with store.connect() as con:
         if "tags" not in _tables(con) or not _TAG_COLUMNS | {"status"} <= _columns(con, "tags"):
             return pd.DataFrame()
-        current, params = newest_ok_sql("CAST(t.value AS VARCHAR)")
+        current, params = newest_ok_sql("CAST(t.value AS VARCHAR)", list(wanted))
         df = con.execute(f"SELECT sample_id, tag, value, score, run_id FROM ({current}) "
-                         "WHERE sample_id IN (SELECT unnest(?))", [list(wanted), *params, list(map(int, sample_ids))]).df()
+                         "WHERE sample_id IN (SELECT unnest(?))", [*params, list(map(int, sample_ids))]).df()
     if df.empty:
         return df
     df["field"] = df["tag"].map(wanted)

@@ -78,10 +78,10 @@ def _resolve_tag(store: Store, tag: str) -> Column:
     value = "t.score" if kind == "numeric" else "t.value"
     # The newest finished run with a usable value wins: a newer run that could not make this tag
     # (not_computed, request_error) does not hide an older real value.
-    current, params = newest_ok_sql(value, finished=True)
+    current, params = newest_ok_sql(value, [tag], finished=True)
     sql = (f"SELECT v.sample_id AS id, v.value FROM ({current}) v "
            "JOIN projections p ON p.run_id = ? AND p.sample_id = v.sample_id")
-    return Column(f"tag:{tag}", kind, sql, [[tag], *params])
+    return Column(f"tag:{tag}", kind, sql, params)
 
 
 # ---- hand labels ------------------------------------------------------------------------------------

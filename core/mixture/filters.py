@@ -64,8 +64,8 @@ def tag_values(store: Store, name: str) -> pd.DataFrame | None:
 
     tag, want_score = (name[:-6], True) if name.endswith(".score") else (name, False)
     value = "CAST(t.score AS VARCHAR)" if want_score else "coalesce(t.value, CAST(t.score AS VARCHAR))"
-    sql, params = newest_ok_sql(value)
-    return store.query_df(f"SELECT sample_id, value FROM ({sql})", [[tag], *params])
+    sql, params = newest_ok_sql(value, [tag])
+    return store.query_df(f"SELECT sample_id, value FROM ({sql})", params)
 
 
 def signal_values(store: Store, name: str, dataset_ids: list[int]) -> tuple[pd.DataFrame, tuple[int, ...]]:
