@@ -256,14 +256,6 @@ def _catalog(con: duckdb.DuckDBPyConnection, store: Store, info: _Target) -> lis
     return list(columns)
 
 
-def _lookup(catalog: Sequence[Column], name: str) -> Column:
-    for column in catalog:
-        if column.name == name:
-            return column
-    valid = ", ".join(c.name for c in catalog)
-    raise ValueError(f"Unknown column {name!r}. Valid columns: {valid}")
-
-
 def _signal_column(signal: Any, alias: str | None = None) -> Column:
     return Column(signal.name, _SIGNAL_KINDS[signal.kind], "signal", path=alias,
                   description=f"{signal.description} {signal.read}".strip())
