@@ -9,7 +9,9 @@ second case adds a newer tag run over 10% of the samples, so the "newest ok valu
 
     .venv/bin/python -m bench.browse_signals [--rows 1000000] [--db PATH] [--repeat 5]
 
-Prints the figures and writes them, with the machine's load average, to bench/results/browse_signals.json.
+Prints the figures and writes them, with the machine's load average and CPU time, to
+bench/results/browse_signals.json; a calibration case repeats one of browse_page's queries without signals, so
+a figure taken on a loaded machine can be read against browse_page's.
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ def main() -> None:
     filters = [signals.parse_filter(f) for f in FILTERS]
     three = {"filters": filters, "sort": "reward.proxy", "descending": True}
     cases = {"listing the signals (registry)": None,
+             # The same query as browse_page's second case (26.5 ms committed, idle machine): how loaded is it now?
+             "calibration, no signals: n_chars 200-600, sort n_tokens desc": {
+                 "filters": [signals.parse_filter("n_chars:between:200,600")], "sort": "n_tokens", "descending": True},
              "3 signal filters, sort by reward.proxy desc": three,
              "3 signal filters, sort by reward.proxy, 3 signals shown": {**three, "signals": ["tag.category",
                                                                                               "noise.cleanlab.score",

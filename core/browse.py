@@ -490,7 +490,7 @@ def query_samples(
             "AND s.id IN (SELECT id FROM _page_ids)",
             [info.dataset_id],
         ).df()
-        shown = _signal_values(con, info, catalog, signals, runs, page_ids)
+        shown = _signal_values(con, info, catalog, signals, runs, page_ids, scope)
     rows = rows.set_index("id").loc[page_ids].reset_index() if page_ids else rows
     rows = _expand_meta(rows, catalog)
     for name, column in shown.items():
@@ -499,12 +499,14 @@ def query_samples(
 
 
 def _signal_values(con: duckdb.DuckDBPyConnection, info: _Target, catalog: Sequence[Column],
-                   names: Sequence[str], runs: dict[str, int] | None, page_ids: list[int]) -> dict[str, list[Any]]:
+                   names: Sequence[str], runs: dict[str, int] | None, page_ids: list[int],
+                   listed: _Scope) -> dict[str, list[Any]]:
     """The page's values of the shown signals, in page order (None where a sample has none)."""
     names = [n for n in dict.fromkeys(names) if not any(c.name == n for c in catalog)]
     if not names:
         return {}
     scope = _Scope(con, info, [], runs)
+    scope._signals = listed._signals  # the registry was read once for this query
     columns = [scope.column(n) for n in names]
     select = ", ".join(f"{c.path}.value AS v{i}" for i, c in enumerate(columns))
     df = con.execute(f"SELECT s.id, {select} FROM {scope.from_sql()} WHERE s.dataset_id = ? "
