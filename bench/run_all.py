@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("ingest_bench", "browse_page", "embed_throughput", "map_scale", "tagging", "label_latency",
+BENCHMARKS = ("ingest_bench", "browse_page", "browse_signals", "embed_throughput", "map_scale", "tagging", "label_latency",
               "noise", "dedup_contamination", "mixture_export", "scale")
 
 

@@ -17,10 +17,12 @@ from core.browse.samples import (
     is_integral,
     matching_ids,
     query_samples,
+    signal_columns,
     top_values,
     value_range,
 )
 from core.browse.selections import save_selection
+from core.signals import parse_filter, sample_signals
 from core.store.database import DatasetInfo, Store, StoreError, default_db_path
 from ui import error, md_text, run_page, success, warning
 
@@ -145,6 +147,9 @@ def filter_builder(store: Store, info: DatasetInfo, catalog: list[Column]) -> li
         left.selectbox("Add a filter on", [c.name for c in catalog], key="new_filter_column",
                        format_func=lambda n: f"{label(n)}  ({by_name[n].kind})")
         right.button("Add filter", on_click=_add_filter, args=(info,))
+        lines = st.text_area("Filters as text, one per line (NAME:OP[:VALUE], e.g. tag.category:eq:Math, "
+                             "noise.cleanlab.flag:is_true, contamination:eq:clean)", key="filter_text", height=68)
+        active += [parse_filter(line.strip()) for line in lines.splitlines() if line.strip()]
     return active
 
 
@@ -158,6 +163,16 @@ def _step_page(delta: int, n_pages: int) -> None:
 def _open_typed() -> None:
     if st.session_state.get("sample_id_input") is not None:
         st.session_state["open_sample"] = int(st.session_state["sample_id_input"])
+
+
+def signal_picker(signal_cols: list[Column]) -> list[str]:
+    """Which signals to show as columns; each option's help is its description."""
+    if not signal_cols:
+        return []
+    with st.expander(f"Signals ({len(signal_cols)}): per-sample values runs made"):
+        chosen = st.multiselect("Show as columns", [c.name for c in signal_cols], key="shown_signals")
+        st.text("\n".join(f"{c.name} ({c.kind}): {c.description}" for c in signal_cols))
+    return chosen
 
 
 def results(store: Store, info: DatasetInfo, catalog: list[Column], query: dict[str, Any]) -> None:
@@ -205,7 +220,7 @@ def save_selection_form(store: Store, info: DatasetInfo, query: dict[str, Any], 
             if not name.strip():
                 st.error("Give the selection a name.")
                 return
-            where = {k: v for k, v in query.items() if k not in ("sort", "descending")}
+            where = {k: v for k, v in query.items() if k not in ("sort", "descending", "signals")}
             ids = matching_ids(store, info, **where)
             predicate = {"dataset": info.name, "search": query["search"], "search_column": query["search_column"],
                          "filters": [vars(f) for f in query["filters"]]}
@@ -281,7 +296,12 @@ def sample_view(store: Store, info: DatasetInfo) -> None:
         conversation(sample["messages"], str(sample_id))
     if sample.get("kto_label") is not None:
         st.text(f"KTO label: {'desirable' if sample['kto_label'] else 'undesirable'}")
-    meta, tools, raw = st.tabs(["meta", "tools", "raw record"])
+    meta, tools, raw, sigs = st.tabs(["meta", "tools", "raw record", "signals"])
+    values = sample_signals(store, sample_id)
+    if values.empty:
+        sigs.text("no signals yet: tag, map, label, noise, dedup or contamination runs add them")
+    else:
+        sigs.dataframe(**table(values), hide_index=True, width="stretch")
     meta.json(sample["meta"] or {})
     if sample.get("tools"):
         tools.json(sample["tools"])
@@ -298,7 +318,8 @@ def main() -> None:
         if info is None:
             return
         facts(info)
-        catalog = column_catalog(store, info)
+        signal_cols = signal_columns(store, info)
+        catalog = column_catalog(store, info) + signal_cols
         names = [c.name for c in catalog]
         text_columns = ["text"] + [c.name for c in catalog if c.kind in ("text", "category") and c.name != "text"]
         search_col, in_col, sort_col, dir_col = st.columns([5, 2, 2, 1.3], vertical_alignment="bottom")
@@ -307,8 +328,11 @@ def main() -> None:
         sort = sort_col.selectbox("Sort by", ["(dataset order)"] + names, key="sort")
         descending = dir_col.toggle("desc", key="descending", help="sort descending")
         filters = filter_builder(store, info, catalog)
+        shown = signal_picker(signal_cols)
         query = {"search": search or None, "search_column": search_in, "filters": filters,
                  "sort": None if sort == "(dataset order)" else sort, "descending": descending}
+        if shown:
+            query["signals"] = shown
         results(store, info, catalog, query)
         sample_view(store, info)
     except StoreError as exc:

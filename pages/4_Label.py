@@ -131,13 +131,25 @@ def queue_source(schema: L.LabelSchema) -> tuple[tuple, list[int]] | None:
     if kind == "Nearest neighbours":
         return neighbours_source(dataset)
     search = st.sidebar.text_input("Search text", key="queue_search")
-    ids = matching_ids(store, dataset, search=search or None)
+    lines = st.sidebar.text_area("Signal filters, one per line (NAME:OP[:VALUE], e.g. tag.category:eq:Math, "
+                                 "noise.cleanlab.flag:is_true)", key="queue_filters", height=68)
+    filters = tuple(line.strip() for line in lines.splitlines() if line.strip())
+    try:
+        ids = L.signal_candidates(store, dataset, filters, search=search or None) if filters else \
+            matching_ids(store, dataset, search=search or None)
+    except ValueError as exc:
+        st.sidebar.warning(md_text(str(exc)))
+        return None
     if kind == "Most uncertain first":
-        ordered = L.most_uncertain_first(store, schema, ids)
+        by = st.sidebar.selectbox("Uncertainty from", ["tagger confidence / noise flags"]
+                                  + L.numeric_signals(store, dataset), key="queue_order",
+                                  help="a numeric signal orders the queue lowest first")
+        signal = None if by == "tagger confidence / noise flags" else by
+        ordered = L.most_uncertain_first(store, schema, ids, signal=signal)
         if not ordered:
             st.sidebar.info("No tagger confidence or noise flags yet for these samples: showing dataset order.")
-        return (kind, dataset, search), ordered or ids
-    return (kind, dataset, search), ids
+        return (kind, dataset, search, filters, signal), ordered or ids
+    return (kind, dataset, search, filters), ids
 
 
 def neighbours_source(dataset: str) -> tuple[tuple, list[int]] | None:

@@ -42,7 +42,8 @@ SAMPLE_COLUMNS: dict[str, Kind] = {
     "text": "text",
 }
 OPS = ("between", "in", "not_in", "eq", "ne", "gt", "ge", "lt", "le", "contains", "not_contains",
-       "is_null", "not_null")
+       "is_null", "not_null", "is_true", "is_false")
+_SIGNAL_KINDS: dict[str, Kind] = {"number": "numeric", "category": "category", "bool": "bool", "text": "text"}
 MAX_LIMIT = 10_000
 PREVIEW_CHARS = 200
 CATEGORY_MAX_DISTINCT = 50  # a string field with at most this many values (in the sampled rows) is a category
@@ -60,14 +61,17 @@ class Column:
 
     name: str
     kind: Kind
-    source: Literal["sample", "meta"]
-    path: str | None = None  # JSON pointer into samples.meta, for meta fields
+    source: Literal["sample", "meta", "signal"]
+    path: str | None = None  # JSON pointer into samples.meta (meta fields); the join's alias (signals)
     key: str | None = None  # the meta field's own name (the column name may differ: see _meta_columns)
+    description: str = ""  # signals: what made it and how to read it
 
     def expr(self) -> tuple[str, list[Any]]:
         """The SQL expression as text (never user text) plus its bound parameters."""
         if self.source == "sample":
             return f"s.{self.name}", []
+        if self.source == "signal":
+            return f"{self.path}.value", []  # the alias is made here (sig0, sig1, ...), never user text
         return "json_extract_string(s.meta, ?)", [self.path]
 
     def typed_expr(self) -> tuple[str, list[Any]]:
@@ -252,12 +256,61 @@ def _catalog(con: duckdb.DuckDBPyConnection, store: Store, info: _Target) -> lis
     return list(columns)
 
 
-def _lookup(catalog: Sequence[Column], name: str) -> Column:
-    for column in catalog:
-        if column.name == name:
-            return column
-    valid = ", ".join(c.name for c in catalog)
-    raise ValueError(f"Unknown column {name!r}. Valid columns: {valid}")
+def _signal_column(signal: Any, alias: str | None = None) -> Column:
+    return Column(signal.name, _SIGNAL_KINDS[signal.kind], "signal", path=alias,
+                  description=f"{signal.description} {signal.read}".strip())
+
+
+def signal_columns(store: Store, dataset: str | DatasetInfo) -> list[Column]:
+    """The signals (core/signals) this dataset has, as columns one can show, filter and sort by."""
+    from core.signals.registry import list_on
+
+    with store.connect() as con:
+        info = _resolve(con, store, dataset)
+        return [_signal_column(s) for s in list_on(con, [info.dataset_id])]
+
+
+class _Scope:
+    """Resolves column names for one query: the dataset's catalog first, then the signal registry. Each
+    signal used becomes one LEFT JOIN of its (sample_id, value) query, aliased sig0, sig1, ..."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, info: _Target, catalog: Sequence[Column],
+                 runs: dict[str, int] | None = None) -> None:
+        self.con, self.info, self.catalog, self.runs = con, info, list(catalog), dict(runs or {})
+        self.joined: dict[str, Column] = {}
+        self.joins: list[str] = []
+        self.params: list[Any] = []
+        self.bounds: dict[str, Any] = {}
+        self._signals: dict[str, Any] | None = None
+
+    def signals(self) -> dict[str, Any]:
+        if self._signals is None:
+            from core.signals.registry import list_on
+
+            self._signals = {s.name: s for s in list_on(self.con, [self.info.dataset_id])}
+        return self._signals
+
+    def column(self, name: str) -> Column:
+        for column in self.catalog:
+            if column.name == name:
+                return column
+        if name in self.joined:
+            return self.joined[name]
+        signal = self.signals().get(name)
+        if signal is None:
+            valid = ", ".join([c.name for c in self.catalog] + list(self.signals()))
+            raise ValueError(f"Unknown column {name!r}. Valid columns: {valid}")
+        alias = f"sig{len(self.joined)}"
+        bound = signal.bind(self.con, [self.info.dataset_id], self.runs.get(name))
+        # A signal's query yields at most one row per sample, so the join never multiplies rows.
+        self.joins.append(f" LEFT JOIN ({bound.sql}) {alias} ON {alias}.sample_id = s.id")
+        self.params += bound.params
+        self.bounds[name] = bound
+        self.joined[name] = _signal_column(signal, alias)
+        return self.joined[name]
+
+    def from_sql(self) -> str:
+        return "samples s" + "".join(self.joins)
 
 
 # ---- conditions --------------------------------------------------------------------------------
@@ -309,6 +362,9 @@ def _filter_sql(column: Column, op: str, value: Any) -> tuple[str, list[Any]]:
     typed, typed_params = column.typed_expr()
     if op in ("is_null", "not_null"):
         return f"{raw} IS {'NOT ' if op == 'not_null' else ''}NULL", raw_params
+    if op in ("is_true", "is_false"):
+        truth = f"TRY_CAST({raw} AS BOOLEAN)"
+        return f"coalesce({'NOT ' if op == 'is_false' else ''}{truth}, false)", raw_params
     if op in ("contains", "not_contains"):
         negate = "NOT " if op == "not_contains" else ""
         return f"coalesce({negate}regexp_matches(CAST({raw} AS VARCHAR), ?), false)", [
@@ -348,7 +404,7 @@ class _Query:
 
 
 def _build_where(
-    catalog: Sequence[Column],
+    scope: _Scope,
     dataset_id: int,
     search: str | None,
     search_column: str | None,
@@ -357,13 +413,13 @@ def _build_where(
 ) -> _Query:
     where, params = ["s.dataset_id = ?"], [dataset_id]
     if search:
-        target = _lookup(catalog, search_column or "text")
+        target = scope.column(search_column or "text")
         sql, expr_params = target.expr()
         where.append(f"regexp_matches(CAST({sql} AS VARCHAR), ?)")
         params += [*expr_params, literal_pattern(search)]
     for item in filters:
         flt = item if isinstance(item, Filter) else Filter(*item)
-        sql, flt_params = _filter_sql(_lookup(catalog, flt.column), flt.op, flt.value)
+        sql, flt_params = _filter_sql(scope.column(flt.column), flt.op, flt.value)
         where.append(f"({sql})")
         params += flt_params
     ids_table = None
@@ -395,31 +451,37 @@ def query_samples(
     offset: int = 0,
     limit: int = 50,
     ids: Iterable[int] | None = None,
+    signals: Sequence[str] = (),
+    runs: dict[str, int] | None = None,
 ) -> Page:
     """One page of a dataset's samples matching a search (case-insensitive substring of the flat text, or
-    of `search_column`), filters and an optional id set, sorted by any catalog column (nulls last)."""
+    of `search_column`), filters and an optional id set, sorted by any catalog column or signal (nulls
+    last). `signals` are shown as extra columns; filters and sort may name any signal (core/signals), read
+    from the newest finished run unless `runs` maps its name to a run id."""
     limit = max(1, min(int(limit), MAX_LIMIT))
     offset = max(0, int(offset))
     with store.connect() as con:
         info = _resolve(con, store, dataset)
         catalog = _catalog(con, store, info)
-        query = _build_where(catalog, info.dataset_id, search, search_column, list(filters), ids)
+        scope = _Scope(con, info, catalog, runs)
+        query = _build_where(scope, info.dataset_id, search, search_column, list(filters), ids)
         order_sql, order_params = "s.row_idx", []
         if sort:
-            sql, order_params = _lookup(catalog, sort).typed_expr()
+            sql, order_params = scope.column(sort).typed_expr()
             order_sql = f"{sql} {'DESC' if descending else 'ASC'} NULLS LAST, s.row_idx"
         where_sql = " AND ".join(query.where)
         _prepare(con, query)
         # One scan finds the page's ids and the total (only the sort key travels through the sort); the
         # page's wide columns are then read for its ids alone.
         found = con.execute(
-            f"SELECT s.id, count(*) OVER () FROM samples s WHERE {where_sql} ORDER BY {order_sql} LIMIT ? OFFSET ?",
-            [*query.params, *order_params, limit, offset],
+            f"SELECT s.id, count(*) OVER () FROM {scope.from_sql()} WHERE {where_sql} ORDER BY {order_sql} "
+            "LIMIT ? OFFSET ?", [*scope.params, *query.params, *order_params, limit, offset],
         ).fetchall()
         if found:
             total = found[0][1]
         else:  # past the end (or nothing matches): the count still says how many match
-            total = con.execute(f"SELECT count(*) FROM samples s WHERE {where_sql}", query.params).fetchall()[0][0]
+            total = con.execute(f"SELECT count(*) FROM {scope.from_sql()} WHERE {where_sql}",
+                                [*scope.params, *query.params]).fetchall()[0][0]
         page_ids = [int(r[0]) for r in found]
         con.register("_page_ids", pa.table({"id": pa.array(page_ids, type=pa.int64())}))
         rows = con.execute(
@@ -428,8 +490,29 @@ def query_samples(
             "AND s.id IN (SELECT id FROM _page_ids)",
             [info.dataset_id],
         ).df()
+        shown = _signal_values(con, info, catalog, signals, runs, page_ids, scope)
     rows = rows.set_index("id").loc[page_ids].reset_index() if page_ids else rows
-    return Page(_expand_meta(rows, catalog), int(total), offset, limit, info.name, catalog)
+    rows = _expand_meta(rows, catalog)
+    for name, column in shown.items():
+        rows[name] = column
+    return Page(rows, int(total), offset, limit, info.name, catalog)
+
+
+def _signal_values(con: duckdb.DuckDBPyConnection, info: _Target, catalog: Sequence[Column],
+                   names: Sequence[str], runs: dict[str, int] | None, page_ids: list[int],
+                   listed: _Scope) -> dict[str, list[Any]]:
+    """The page's values of the shown signals, in page order (None where a sample has none)."""
+    names = [n for n in dict.fromkeys(names) if not any(c.name == n for c in catalog)]
+    if not names:
+        return {}
+    scope = _Scope(con, info, [], runs)
+    scope._signals = listed._signals  # the registry was read once for this query
+    columns = [scope.column(n) for n in names]
+    select = ", ".join(f"{c.path}.value AS v{i}" for i, c in enumerate(columns))
+    df = con.execute(f"SELECT s.id, {select} FROM {scope.from_sql()} WHERE s.dataset_id = ? "
+                     "AND s.id IN (SELECT id FROM _page_ids)", [*scope.params, info.dataset_id]).df()
+    df = df.set_index("id").reindex(page_ids)
+    return {n: [None if pd.isna(v) else v for v in df[f"v{i}"]] for i, n in enumerate(names)}
 
 
 def matching_ids(
@@ -440,13 +523,16 @@ def matching_ids(
     search_column: str | None = None,
     filters: Iterable[Filter | tuple] = (),
     ids: Iterable[int] | None = None,
+    runs: dict[str, int] | None = None,
 ) -> list[int]:
-    """Every sample id matching a search and filters, in dataset order (for saving as a selection)."""
+    """Every sample id matching a search and filters (signals too), in dataset order (for saving as a
+    selection, or a labelling queue)."""
     with store.connect() as con:
         info = _resolve(con, store, dataset)
-        query = _build_where(_catalog(con, store, info), info.dataset_id, search, search_column, list(filters), ids)
-        sql = f"SELECT s.id FROM samples s WHERE {' AND '.join(query.where)} ORDER BY s.row_idx"
-        return [int(r[0]) for r in _prepare(con, query).execute(sql, query.params).fetchall()]
+        scope = _Scope(con, info, _catalog(con, store, info), runs)
+        query = _build_where(scope, info.dataset_id, search, search_column, list(filters), ids)
+        sql = f"SELECT s.id FROM {scope.from_sql()} WHERE {' AND '.join(query.where)} ORDER BY s.row_idx"
+        return [int(r[0]) for r in _prepare(con, query).execute(sql, [*scope.params, *query.params]).fetchall()]
 
 
 def _cell(value: Any) -> Any:
@@ -467,11 +553,12 @@ def top_values(store: Store, dataset: str | DatasetInfo, column: str, k: int = 5
     """The k most frequent values of a column (as text) with their counts: choices for a category filter."""
     with store.connect() as con:
         info = _resolve(con, store, dataset)
-        sql, params = _lookup(_catalog(con, store, info), column).expr()
+        scope = _Scope(con, info, _catalog(con, store, info))
+        sql, params = scope.column(column).expr()
         return con.execute(
-            f"SELECT CAST({sql} AS VARCHAR) AS value, count(*) AS n FROM samples s WHERE s.dataset_id = ? "
+            f"SELECT CAST({sql} AS VARCHAR) AS value, count(*) AS n FROM {scope.from_sql()} WHERE s.dataset_id = ? "
             "GROUP BY 1 ORDER BY n DESC, value LIMIT ?",
-            [*params, info.dataset_id, int(k)],
+            [*params, *scope.params, info.dataset_id, int(k)],
         ).df()
 
 
@@ -479,12 +566,14 @@ def value_range(store: Store, dataset: str | DatasetInfo, column: str) -> tuple[
     """Minimum and maximum of a numeric column, for range sliders."""
     with store.connect() as con:
         info = _resolve(con, store, dataset)
-        target = _lookup(_catalog(con, store, info), column)
+        scope = _Scope(con, info, _catalog(con, store, info))
+        target = scope.column(column)
         if target.kind != "numeric":
             raise ValueError(f"Column {column!r} is {target.kind}, not numeric")
         sql, params = target.typed_expr()
         lo, hi = con.execute(
-            f"SELECT min({sql}), max({sql}) FROM samples s WHERE s.dataset_id = ?", [*params, *params, info.dataset_id]
+            f"SELECT min({sql}), max({sql}) FROM {scope.from_sql()} WHERE s.dataset_id = ?",
+            [*params, *params, *scope.params, info.dataset_id],
         ).fetchone()
     return (None if lo is None else float(lo)), (None if hi is None else float(hi))
 
@@ -493,14 +582,15 @@ def is_integral(store: Store, dataset: str | DatasetInfo, column: str) -> bool:
     """Whether every value of a numeric column is a whole number (counts, ids): filters then take integers."""
     with store.connect() as con:
         info = _resolve(con, store, dataset)
-        target = _lookup(_catalog(con, store, info), column)
+        scope = _Scope(con, info, _catalog(con, store, info))
+        target = scope.column(column)
         if target.kind != "numeric":
             return False
         if target.source == "sample":
             return True  # the samples table's numeric columns are all integers
         sql, params = target.typed_expr()
-        row = con.execute(f"SELECT coalesce(bool_and({sql} = floor({sql})), false) FROM samples s "
-                          "WHERE s.dataset_id = ?", [*params, *params, info.dataset_id]).fetchone()
+        row = con.execute(f"SELECT coalesce(bool_and({sql} = floor({sql})), false) FROM {scope.from_sql()} "
+                          "WHERE s.dataset_id = ?", [*params, *params, *scope.params, info.dataset_id]).fetchone()
     return bool(row[0])
 
 

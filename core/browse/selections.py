@@ -97,3 +97,44 @@ def excluded_ids(store: Store, dataset_id: int | None = None) -> set[int]:
         params.append(dataset_id)
     with store.connect() as con:
         return {r[0] for r in con.execute(sql, params).fetchall()}
+
+
+# ---- signals (core/signals): membership of saved selections, hand exclusions ------------------------------
+
+
+def _membership(selection_id: int) -> Any:
+    from core.signals.registry import Bound
+
+    def build(con: Any, dataset_ids: Any, run: int | None) -> Bound:
+        return Bound("SELECT s.id AS sample_id, s.id IN (SELECT sample_id FROM selection_samples WHERE selection_id = ?) "
+                     "AS value FROM samples s WHERE list_contains(?::INTEGER[], s.dataset_id)",
+                     [selection_id, list(dataset_ids)])
+
+    return build
+
+
+def _excluded(value: str) -> Any:
+    from core.signals.registry import Bound
+
+    def build(con: Any, dataset_ids: Any, run: int | None) -> Bound:
+        return Bound(f"SELECT s.id AS sample_id, {value} AS value FROM samples s LEFT JOIN excluded_samples e "
+                     "ON e.sample_id = s.id WHERE list_contains(?::INTEGER[], s.dataset_id)", [list(dataset_ids)])
+
+    return build
+
+
+def signals(con: Any, dataset_ids: Any) -> list[Any]:
+    """Signal provider: selection.<name> per saved selection (the newest of a name), exclusion.any and
+    exclusion.reason where anything was ever excluded."""
+    from core.signals.registry import Signal
+
+    rows = con.execute("SELECT name, max(selection_id) FROM selections GROUP BY name ORDER BY name").fetchall()
+    out = [Signal(f"selection.{name}", "bool", f"member of the saved selection {name!r} (id {sid}; "
+                  "core/browse/selections.py: saved from the map, a search, a filter or the noise page)",
+                  "true = in the selection", _membership(int(sid)), family="selection") for name, sid in rows]
+    if con.execute("SELECT 1 FROM exclusion_events LIMIT 1").fetchall():
+        out += [Signal("exclusion.any", "bool", "excluded from mixtures by hand (the latest exclusion event)",
+                       "true = excluded", _excluded("e.sample_id IS NOT NULL"), family="selection"),
+                Signal("exclusion.reason", "text", "why a sample was excluded from mixtures (the latest event)",
+                       "missing = not excluded", _excluded("e.reason"), family="selection")]
+    return out

@@ -32,6 +32,7 @@ from core.store.database import Store
 
 METHODS = ("exact", "near", "semdedup", "semantic")
 KEEP_RULES = ("first", "longest", "quality")
+SIGNAL_KEEP = "signal:"  # keep="signal:NAME": the member with the highest value of a numeric signal
 DEFAULTS: dict[str, Any] = {"near_threshold": 0.7, "num_perm": 128, "shingle": 3, "semantic_threshold": 0.95,
                             "semdedup_eps": 0.05}
 SEMDEDUP_KEEP = "farthest from centroid (SemDeDup)"
@@ -79,11 +80,12 @@ def _quality_from_tags(store: Store, ids: list[int]) -> pd.Series | None:
 
     Only a reward model or a judge writes response_quality; the offline Bradley-Terry proxy is the tag
     `preference_proxy` (what one preference set preferred) and is deliberately not read as quality."""
+    from core.tags.results import newest_ok_sql
+
+    sql, params = newest_ok_sql("coalesce(t.value, CAST(t.score AS VARCHAR))", ["response_quality"])
     try:
-        df = store.query_df(
-            "SELECT sample_id, score, value FROM (SELECT *, row_number() OVER (PARTITION BY sample_id "
-            "ORDER BY run_id DESC) AS rn FROM tags WHERE tag = 'response_quality' AND status = 'ok' "
-            "AND list_contains(?, sample_id)) WHERE rn = 1", [ids])
+        df = store.query_df(f"SELECT sample_id, score, value FROM ({sql}) WHERE list_contains(?, sample_id)",
+                            [*params, ids])
     except Exception:  # no tags table in this store (older schema): no quality known
         return None
     if df.empty:
@@ -420,10 +422,22 @@ def quality_scores(store: Store, ids: list[int]) -> pd.Series | None:
     return None
 
 
+def signal_scores(store: Store, name: str, ids: list[int]) -> pd.Series:
+    """A numeric signal's values for these samples (core/signals): the "keep the highest X" rule."""
+    from core import signals
+
+    signal = signals.get(store, name)
+    if signal.kind != "number":
+        raise ValueError(f"keep=signal:{name}: {name} is a {signal.kind} signal; the keep rule needs a number")
+    df = signals.values(store, name, sample_ids=ids)
+    return pd.Series(df["value"].to_numpy(float), index=df["sample_id"].to_numpy("int64"))
+
+
 def choose_representatives(store: Store, members: pd.DataFrame, keep: str = "first") -> tuple[pd.DataFrame, str]:
-    """Mark one representative per group. Returns (members with is_representative, rule actually used)."""
-    if keep not in KEEP_RULES:
-        raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, got {keep!r}")
+    """Mark one representative per group. Returns (members with is_representative, rule actually used).
+    `keep` is a rule of KEEP_RULES or `signal:NAME`: the highest value of any numeric signal (core/signals)."""
+    if keep not in KEEP_RULES and not keep.startswith(SIGNAL_KEEP):
+        raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)} or signal:NAME, got {keep!r}")
     members = members.copy()
     if members.empty:
         members["is_representative"] = pd.Series(dtype=bool)
@@ -436,6 +450,9 @@ def choose_representatives(store: Store, members: pd.DataFrame, keep: str = "fir
     if keep == "longest":
         # Texts without an assistant turn (plain text datasets) count their whole length.
         members["score"] = members["response_chars"].where(members["response_chars"] > 0, members["n_chars"])
+    elif keep.startswith(SIGNAL_KEEP):
+        scores = signal_scores(store, keep[len(SIGNAL_KEEP):], ids)
+        members["score"] = members["sample_id"].map(scores).fillna(-np.inf)
     elif keep == "quality":
         scores = quality_scores(store, ids)
         if scores is None:

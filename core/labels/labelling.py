@@ -478,15 +478,16 @@ def tag_table_suggester(store: Store, schema: LabelSchema, sample_ids: Sequence[
     wanted = {f.suggest_from: f.name for f in schema.fields if f.suggest_from}
     if not wanted or not sample_ids:
         return pd.DataFrame()
+    from core.tags.results import (
+        newest_ok_sql,  # here: core.tags.results imports core.labels.agreement, which imports this module
+    )
+
     with store.connect() as con:
-        if "tags" not in _tables(con) or not _TAG_COLUMNS <= _columns(con, "tags"):
+        if "tags" not in _tables(con) or not _TAG_COLUMNS | {"status"} <= _columns(con, "tags"):
             return pd.DataFrame()
-        df = con.execute(
-            "SELECT sample_id, tag, CAST(value AS VARCHAR) AS value, score, run_id FROM tags "
-            "WHERE sample_id IN (SELECT unnest(?)) AND tag IN (SELECT unnest(?)) AND value IS NOT NULL "
-            + ("AND status = 'ok' " if "status" in _columns(con, "tags") else "") +
-            "QUALIFY row_number() OVER (PARTITION BY sample_id, tag ORDER BY run_id DESC) = 1",
-            [list(map(int, sample_ids)), list(wanted)]).df()
+        current, params = newest_ok_sql("CAST(t.value AS VARCHAR)", list(wanted))
+        df = con.execute(f"SELECT sample_id, tag, value, score, run_id FROM ({current}) "
+                         "WHERE sample_id IN (SELECT unnest(?))", [*params, list(map(int, sample_ids))]).df()
     if df.empty:
         return df
     df["field"] = df["tag"].map(wanted)
@@ -519,7 +520,58 @@ def noise_flag_uncertainty(store: Store, schema: LabelSchema, candidates: Sequen
     return [int(r[0]) for r in rows]
 
 
-SUGGESTERS.append(tag_table_suggester)
+def signal_suggester(store: Store, schema: LabelSchema, sample_ids: Sequence[int]) -> pd.DataFrame:
+    """Suggestions from any signal (core/signals) a field names in `suggest_from` (e.g. map.cluster,
+    label.other.category, a plug-in's signal); plain tag names are the tag suggester's."""
+    from core import signals
+
+    if not sample_ids:
+        return pd.DataFrame()
+    known = {s.name for s in signals.available(store)}
+    rows = []
+    for f in schema.fields:
+        if not f.suggest_from or f.suggest_from not in known:
+            continue
+        df = signals.values(store, f.suggest_from, sample_ids=sample_ids)
+        for r in df.itertuples():
+            if r.value is not None and not pd.isna(r.value):
+                text = str(int(r.value)) if isinstance(r.value, float) and r.value.is_integer() else str(r.value)
+                rows.append({"sample_id": int(r.sample_id), "field": f.name, "value": dump_value(text),
+                             "score": None, "source": f"signal {f.suggest_from}"})
+    return pd.DataFrame(rows, columns=["sample_id", "field", "value", "score", "source"]) if rows else pd.DataFrame()
+
+
+def signal_order(store: Store, candidates: Sequence[int], signal: str, *, descending: bool = False) -> list[int]:
+    """Candidates ordered by a numeric signal's value (lowest first unless `descending`); those without a
+    value last, in their own order. "Most uncertain first" by any score (noise.cleanlab.score, ...)."""
+    from core import signals
+
+    if signals.get(store, signal).kind != "number":
+        raise LabelError(f"{signal} is not a numeric signal; order the queue by a number")
+    df = signals.values(store, signal, sample_ids=candidates).dropna(subset=["value"])
+    df = df.sort_values(["value", "sample_id"], ascending=[not descending, True])
+    first = [int(i) for i in df["sample_id"]]
+    seen = set(first)
+    return first + [int(i) for i in candidates if int(i) not in seen]
+
+
+def signal_candidates(store: Store, dataset: str, filters: Sequence[str], *, search: str | None = None) -> list[int]:
+    """A queue's candidates: the dataset's samples matching a search and filters in the signal grammar
+    (`tag.category:eq:Math`, `noise.cleanlab.flag:is_true`), in dataset order."""
+    from core.browse.samples import matching_ids
+    from core.signals import parse_filter
+
+    return matching_ids(store, dataset, search=search, filters=[parse_filter(f) for f in filters if f.strip()])
+
+
+def numeric_signals(store: Store, dataset: str | None = None) -> list[str]:
+    """Names of the numeric signals (for "order the queue by")."""
+    from core import signals
+
+    return [s.name for s in signals.available(store, dataset) if s.kind == "number"]
+
+
+SUGGESTERS.extend([tag_table_suggester, signal_suggester])
 UNCERTAINTY_SOURCES.extend([noise_flag_uncertainty, tag_confidence_uncertainty])
 
 
@@ -541,8 +593,12 @@ def suggestion_for(store: Store, schema: LabelSchema, sample_id: int) -> dict[st
             for r in df.itertuples()}
 
 
-def most_uncertain_first(store: Store, schema: LabelSchema, candidates: Sequence[int]) -> list[int]:
-    """Candidates ordered by the first uncertainty source that has anything; [] when none has."""
+def most_uncertain_first(store: Store, schema: LabelSchema, candidates: Sequence[int], *,
+                         signal: str | None = None) -> list[int]:
+    """Candidates ordered by the first uncertainty source that has anything; [] when none has. With
+    `signal`, by that numeric signal instead, lowest first (signal_order)."""
+    if signal:
+        return signal_order(store, candidates, signal)
     for source in UNCERTAINTY_SOURCES:
         ordered = source(store, schema, candidates)
         if ordered:
@@ -750,3 +806,47 @@ def export_labels(store: Store, schema: str, path: str | Path, *, fmt: str | Non
         out.to_parquet(tmp, index=False)
     tmp.replace(path)
     return len(df)
+
+
+# ---- signals (core/signals): hand-label consensus per field, and disagreement ----------------------------
+
+TIE = "(tie)"  # a labelled sample whose annotators disagree and nobody adjudicated
+# A consensus value as text: strings as they are, lists joined, a tie as TIE.
+_CONSENSUS_TEXT = ("CASE WHEN c.value IS NULL THEN ? WHEN json_type(c.value) = 'ARRAY' "
+                   "THEN array_to_string(from_json(c.value, '[\"VARCHAR\"]'), ', ') ELSE c.value ->> '$' END")
+
+
+def _label_signal(schema: str, field_name: str) -> Any:
+    from core.signals.registry import Bound, Signal
+
+    def build(con: Any, dataset_ids: Sequence[int], run: int | None) -> Bound:
+        return Bound(f"SELECT c.sample_id, {_CONSENSUS_TEXT} AS value FROM label_consensus c "
+                     "WHERE c.schema = ? AND c.field = ?", [TIE, schema, field_name])
+
+    return Signal(f"label.{schema}.{field_name}", "category",
+                  f"hand-label consensus of {schema}/{field_name}: the adjudicated value, else the majority of "
+                  "annotators' current labels (core/labels/labelling.py)", f"{TIE} where annotators disagree", build,
+                  family="labels")
+
+
+def _disagreement(con: Any, dataset_ids: Sequence[int], run: int | None) -> Any:
+    from core.signals.registry import Bound
+
+    return Bound("SELECT sample_id, max(1 - agreement) AS value FROM label_consensus WHERE n_annotators > 1 "
+                 "AND status <> 'adjudicated' GROUP BY sample_id")
+
+
+def signals(con: Any, dataset_ids: Sequence[int] | None) -> list[Any]:
+    """Signal provider: label.<schema>.<field> per labelled field, label.disagreement where some sample has
+    two annotators."""
+    from core.signals.registry import Signal
+
+    pairs = con.execute("SELECT DISTINCT schema, field FROM label_events WHERE kind = 'label' AND field <> ? "
+                        "ORDER BY 1, 2", [SKIP_FIELD]).fetchall()
+    out = [_label_signal(schema, name) for schema, name in pairs]
+    if pairs:
+        out.append(Signal("label.disagreement", "number",
+                          "hand-label disagreement: 1 - the share of annotators agreeing with the majority, the "
+                          "largest over a sample's fields (samples with two or more annotators, not adjudicated)",
+                          "0 = unanimous; higher = more disagreement", _disagreement, family="labels"))
+    return out

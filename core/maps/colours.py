@@ -23,12 +23,14 @@ from typing import Any
 
 import pandas as pd
 
+from core.dedup.signals import DUP_DROP, DUP_KEPT, DUP_UNIQUE  # one wording with the dup.status signal
+from core.labels.labelling import TIE  # a labelled sample whose annotators disagree and nobody adjudicated
 from core.noise.config import FLAG_COLUMNS, SCORE_COLUMNS
 from core.store.database import Store
+from core.tags.results import newest_ok_sql
 from core.tags.vocabulary import SCORE_TAGS
 
 KINDS = ("numeric", "category", "bool")
-TIE = "(tie)"  # a labelled sample whose annotators disagree and nobody adjudicated
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Column:
     name: str
     kind: str
     sql: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] | list[Any] = field(default_factory=dict)  # a list: positional, projection last
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,10 @@ def _resolve_tag(store: Store, tag: str) -> Column:
     value = "t.score" if kind == "numeric" else "t.value"
     # The newest finished run with a usable value wins: a newer run that could not make this tag
     # (not_computed, request_error) does not hide an older real value.
-    sql = (f"SELECT t.sample_id AS id, {value} AS value FROM tags t {_ON_MAP.format(alias='t')} "
-           f"{_FINISHED.format(alias='t')} WHERE t.tag = $tag AND t.status = 'ok' AND {value} IS NOT NULL "
-           "QUALIFY row_number() OVER (PARTITION BY t.sample_id ORDER BY t.run_id DESC) = 1")
-    return Column(f"tag:{tag}", kind, sql, {"tag": tag})
+    current, params = newest_ok_sql(value, [tag], finished=True)
+    sql = (f"SELECT v.sample_id AS id, v.value FROM ({current}) v "
+           "JOIN projections p ON p.run_id = ? AND p.sample_id = v.sample_id")
+    return Column(f"tag:{tag}", kind, sql, params)
 
 
 # ---- hand labels ------------------------------------------------------------------------------------
@@ -148,7 +150,6 @@ def _resolve_noise(store: Store, rest: str) -> Column:
 
 # ---- duplicates and contamination -------------------------------------------------------------------
 
-DUP_KEPT, DUP_DROP, DUP_UNIQUE = "representative (kept)", "duplicate (to drop)", "not duplicated"
 
 
 def _run_of(store: Store, rest: str, kind: str) -> pd.Series:
@@ -198,6 +199,41 @@ def _resolve_contamination(store: Store, rest: str) -> Column:
                   {"run": int(run["run_id"]), "dataset": int(run["dataset_id"])})
 
 
+# ---- any other signal of the registry (core/signals) --------------------------------------------------
+
+# Families the sources above already offer under their own names (kept: saved links and pages use them).
+_OWN_FAMILIES = {"tags", "labels", "noise", "dedup", "contamination", "maps"}
+_KIND = {"number": "numeric", "category": "category", "bool": "bool", "text": "category"}
+
+
+def _signal_columns(store: Store) -> dict[str, Any]:
+    from core import signals
+
+    return {s.name: s for s in signals.available(store) if s.family not in _OWN_FAMILIES}
+
+
+def _offer_signals(store: Store, proj: int) -> dict[str, str]:
+    out = {}
+    for name, signal in _signal_columns(store).items():
+        column = _resolve_signal(store, name, signal)
+        if not store.query_df(f"SELECT 1 FROM ({column.sql}) LIMIT 1", [*column.params, proj]).empty:
+            out[f"signal:{name}"] = column.kind  # nothing empty is offered
+    return out
+
+
+def _resolve_signal(store: Store, name: str, signal: Any = None) -> Column:
+    from core.signals.registry import all_dataset_ids
+
+    signal = signal or _signal_columns(store).get(name)
+    if signal is None:
+        raise ValueError(f"no signal {name!r} to colour by")
+    with store.connect() as con:
+        bound = signal.bind(con, all_dataset_ids(con))
+    sql = (f"SELECT v.sample_id AS id, v.value FROM ({bound.sql}) v "
+           "JOIN projections p ON p.run_id = ? AND p.sample_id = v.sample_id WHERE v.value IS NOT NULL")
+    return Column(f"signal:{name}", _KIND[signal.kind], sql, list(bound.params))
+
+
 # ---- the registry -----------------------------------------------------------------------------------
 
 SOURCES: dict[str, Source] = {
@@ -206,6 +242,7 @@ SOURCES: dict[str, Source] = {
     "noise": Source(_offer_noise, _resolve_noise),
     "dup": Source(_offer_dup, _resolve_dup),
     "contamination": Source(_offer_contamination, _resolve_contamination),
+    "signal": Source(_offer_signals, _resolve_signal),
 }
 
 
@@ -233,7 +270,10 @@ def resolve(store: Store, name: str) -> Column:
 
 def load_values(store: Store, column: Column, projection_run_id: int) -> pd.Series:
     """One query: the column's value per sample id of the projection (samples without one are absent)."""
-    df = store.query_df(column.sql, {**column.params, "proj": projection_run_id})
+    if isinstance(column.params, list):  # a registry signal's query: positional, the projection last
+        df = store.query_df(column.sql, [*column.params, projection_run_id])
+    else:
+        df = store.query_df(column.sql, {**column.params, "proj": projection_run_id})
     return pd.Series(df["value"].to_numpy(), index=df["id"].to_numpy("int64"), name=column.name)
 
 

@@ -226,3 +226,33 @@ def search(
         candidates = pos.to_numpy().astype(np.int64)
     positions, scores = index.query(embed_query(store, embedding_run_id, text), k, candidates)
     return _with_text(store, index.ids[positions], scores)
+
+
+# ---- signals (core/signals): distance to the nearest neighbour ----------------------------------------
+
+
+def _nn_distance(con: Any, dataset_ids: Sequence[int], run: int | None) -> Any:
+    from core.maps.signals import newest_map_runs
+    from core.signals.registry import Bound
+
+    if run is None:
+        runs = newest_map_runs(con, dataset_ids)
+        rows = con.execute("SELECT run_id FROM runs WHERE kind = 'knn' AND status = 'finished' ORDER BY "
+                           "(json_extract(params, '$.embedding_run_id')::INTEGER = ?) DESC, run_id DESC LIMIT 1",
+                           [runs[0] if runs else -1]).fetchall()
+        run = int(rows[0][0]) if rows else -1
+    # The graph lists the sample itself first: its nearest other sample is the second entry.
+    return Bound("SELECT sample_id, distances[2] AS value FROM knn_graphs WHERE run_id = ?", [run],
+                 (run,) if run >= 0 else ())
+
+
+def signals(con: Any, dataset_ids: Sequence[int] | None) -> list[Any]:
+    """Signal provider: nn.distance where a k-NN graph was computed."""
+    from core.signals.registry import Signal
+
+    if not con.execute("SELECT 1 FROM runs WHERE kind = 'knn' AND status = 'finished' LIMIT 1").fetchall():
+        return []
+    return [Signal("nn.distance", "number", "cosine distance to the nearest other sample in the embedding k-NN "
+                   "graph of the newest map's embedding (core/maps/neighbours.py)",
+                   "0 = an identical neighbour; small = near-duplicate region; large = isolated", _nn_distance,
+                   family="maps")]

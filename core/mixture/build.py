@@ -50,6 +50,9 @@ class Composition:
     contamination_runs: list[int]
     unsafe_origins: list[str]
     selection_notes: list[str] = field(default_factory=list)
+    signal_runs: dict[str, list[int]] = field(default_factory=dict)  # signal:NAME used by the recipe -> its runs
+    dataset_ids: list[int] = field(default_factory=list)
+    exported_signals: dict[str, Any] = field(default_factory=dict)  # export.signals: name -> kind, runs, ...
 
     @property
     def n_selected(self) -> int:
@@ -267,7 +270,8 @@ def compose_on(con: duckdb.DuckDBPyConnection, store: Store, recipe: Recipe, *, 
     if progress:
         progress("composed", 0.5)
     return Composition(recipe, plan, counts, examples, sources, composition, warns, dedup_run,
-                       src.contamination_runs, src.unsafe_origins, notes)
+                       src.contamination_runs, src.unsafe_origins, notes, src.signal_runs,
+                       [i.dataset_id for i in infos])
 
 
 def preview(store: Store, recipe: Recipe, *, with_examples: bool = True, progress: Progress | None = None) -> Composition:

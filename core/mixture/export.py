@@ -29,7 +29,7 @@ from typing import Any
 
 import duckdb
 
-from core.errors import ConflictError
+from core.errors import ConflictError, UserError
 from core.mixture.build import Composition, MixturePlanError, Progress, compose_on
 from core.mixture.datasheet import datasheet_markdown, write_charts
 from core.mixture.recipe import Recipe, RecipeError
@@ -202,12 +202,37 @@ def _write_hf(folder: Path, parquet_files: dict[str, Path], fingerprint: str) ->
     DatasetDict(parts).save_to_disk(str(folder))
 
 
-def _provenance(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _signal_columns(con: duckdb.DuckDBPyConnection, comp: Composition) -> tuple[str, str, dict[str, Any]]:
+    """The recipe's export.signals as a TEMP table mix_signals (sample_id, v0, v1, ...) of the selected samples:
+    (select list, join, {name: kind, runs, description} for the manifest)."""
+    from core.signals.registry import find_on
+
+    names = comp.recipe.export.signals
+    if not names:
+        return "", "", {}
+    con.execute("CREATE OR REPLACE TEMP TABLE mix_signals AS SELECT DISTINCT sample_id FROM mix_sel")
+    record = {}
+    for i, name in enumerate(names):
+        try:
+            signal = find_on(con, name, comp.dataset_ids)
+        except UserError as exc:
+            raise RecipeError("export.signals", str(exc)) from None
+        bound = signal.bind(con, comp.dataset_ids)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE mix_signals AS SELECT m.*, v.value AS v{i} FROM mix_signals m "
+                    f"LEFT JOIN ({bound.sql}) v ON v.sample_id = m.sample_id", bound.params)
+        record[name] = {"kind": signal.kind, "runs": list(bound.runs), "description": signal.description,
+                        "column": name}
+    # Column names are the signal names, quoted; a double quote in a name is doubled (never user SQL).
+    select = "".join(f', g.v{i} AS "{n.replace(chr(34), chr(34) * 2)}"' for i, n in enumerate(names))
+    return select, " LEFT JOIN mix_signals g ON g.sample_id = m.sample_id", record
+
+
+def _provenance(con: duckdb.DuckDBPyConnection, path: Path, signals: tuple[str, str] = ("", "")) -> None:
     con.execute(
         "COPY (SELECT m.split, row_number() OVER (PARTITION BY m.split ORDER BY m.pos) - 1 AS row, m.sample_id, "
-        "d.name AS source, s.source_id, s.row_idx, c.category, m.copy, c.weight FROM mix_sel m "
+        f"d.name AS source, s.source_id, s.row_idx, c.category, m.copy, c.weight{signals[0]} FROM mix_sel m "
         "JOIN samples s ON s.id = m.sample_id JOIN mix_cand c ON c.id = m.sample_id "
-        "JOIN datasets d ON d.dataset_id = s.dataset_id ORDER BY m.split, m.pos) "
+        f"JOIN datasets d ON d.dataset_id = s.dataset_id{signals[1]} ORDER BY m.split, m.pos) "
         f"TO '{_sql_path(path)}' (FORMAT PARQUET, COMPRESSION ZSTD)")
 
 
@@ -248,6 +273,8 @@ def _manifest(store: Store, comp: Composition, files: list[dict[str, Any]], spli
                  "cells": json.loads(comp.plan.cells.to_json(orient="records"))},
         "dedup_run": comp.dedup_run,
         "contamination_runs": comp.contamination_runs,
+        **({"signal_runs": comp.signal_runs} if comp.signal_runs else {}),
+        **({"signals": comp.exported_signals} if comp.exported_signals else {}),
         "selection": comp.selection_notes,
         "warnings": [w.to_dict() for w in comp.warnings],
         "files": files,
@@ -278,7 +305,8 @@ def _write_files(con: duckdb.DuckDBPyConnection, comp: Composition, tmp: Path, f
                 _copy(con, "parquet", split, parquet_for_hf[split], weighted)
         _write_hf(tmp / "hf", parquet_for_hf, recipe.fingerprint())
         shutil.rmtree(tmp / ".hf-parquet", ignore_errors=True)
-    _provenance(con, tmp / "provenance.parquet")
+    select, join, comp.exported_signals = _signal_columns(con, comp)
+    _provenance(con, tmp / "provenance.parquet", (select, join))
     return {s: splits[s] for s in _SPLITS}
 
 

@@ -1,5 +1,6 @@
 """The fields a recipe's proportions can be grouped by, as they exist in the store for the chosen sources:
-`source`, the sources' categorical meta fields, their machine tags and the label schemas' choice fields."""
+`source`, the sources' categorical meta fields, their machine tags, the label schemas' choice fields and
+the other category and flag signals (core/signals)."""
 
 from __future__ import annotations
 
@@ -32,4 +33,10 @@ def grouping_fields(store: Store, datasets: Sequence[str]) -> list[str]:
     for schema in labels.list_schemas(store)["name"]:
         fields += [f"label.{schema}.{f.name}" for f in labels.get_schema(store, schema).fields
                    if f.type != "free_text"]
+    if names:
+        from core import signals
+
+        # Any other signal with few values (categories, flags) groups too: signal:dup.status, signal:map.cluster.
+        fields += [f"signal:{s.name}" for s in signals.available(store, names) if s.kind in GROUP_KINDS
+                   and s.family not in ("tags", "labels")]
     return fields

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from core.browse.samples import json_pointer
 from core.errors import UserError
-from core.mixture.recipe import FilterSpec, Recipe, RecipeError
+from core.mixture.recipe import SIGNAL_PREFIX, FilterSpec, Recipe, RecipeError
 from core.store.database import Store
 
 UNSAFE_VALUES = ("unsafe", "harmful", "toxic", "unsafe_content", "no")  # "no" for a field named is_safe
@@ -60,11 +60,23 @@ def tag_values(store: Store, name: str) -> pd.DataFrame | None:
     """
     if "sample_id" not in _table_columns(store, "tags"):
         return None
+    from core.tags.results import newest_ok_sql
+
     tag, want_score = (name[:-6], True) if name.endswith(".score") else (name, False)
-    value = "CAST(score AS VARCHAR)" if want_score else "coalesce(value, CAST(score AS VARCHAR))"
-    return store.query_df(
-        f"SELECT sample_id, {value} AS value FROM tags WHERE tag = ? AND status = 'ok' "
-        "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY run_id DESC) = 1", [tag])
+    value = "CAST(t.score AS VARCHAR)" if want_score else "coalesce(t.value, CAST(t.score AS VARCHAR))"
+    sql, params = newest_ok_sql(value, [tag])
+    return store.query_df(f"SELECT sample_id, value FROM ({sql})", params)
+
+
+def signal_values(store: Store, name: str, dataset_ids: list[int]) -> tuple[pd.DataFrame, tuple[int, ...]]:
+    """(sample_id, value) of a registry signal (core/signals) over these datasets, and the runs behind it."""
+    from core.signals.registry import values_on
+
+    with store.connect() as con:
+        try:
+            return values_on(con, name, dataset_ids)
+        except UserError as exc:
+            raise MixtureDataError(f"signal:{name}: {exc}") from None
 
 
 def label_values(store: Store, schema: str, field_name: str) -> pd.DataFrame | None:
@@ -139,6 +151,7 @@ class FieldSource:
     id_sets: dict[str, pa.Table] = field(default_factory=dict)   # contaminated/unsafe/excluded -> ids
     notes: list[str] = field(default_factory=list)
     contamination_runs: list[int] = field(default_factory=list)
+    signal_runs: dict[str, list[int]] = field(default_factory=dict)  # signal:NAME -> the runs its values came from
     unsafe_origins: list[str] = field(default_factory=list)
 
     def register(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -177,6 +190,12 @@ def prefetch(store: Store, recipe: Recipe, dataset_ids: list[int]) -> FieldSourc
             df = label_values(store, schema, name)
             if df is None:
                 raise MixtureDataError(f"{ref}: hand labels are not available in this Assay")
+        elif ref.startswith(SIGNAL_PREFIX):
+            df, bound = signal_values(store, ref[len(SIGNAL_PREFIX):], dataset_ids)
+            src.signal_runs[ref] = list(bound.runs)
+            # Signals keep their own type (numbers compare as numbers, flags as booleans).
+            src.external[ref] = pa.Table.from_pandas(df[["sample_id", "value"]], preserve_index=False)
+            continue
         else:
             continue
         src.external[ref] = pa.table({"sample_id": pa.array(df["sample_id"].astype("int64")),
@@ -226,6 +245,8 @@ def filter_sql(spec: FilterSpec, src: FieldSource, dataset_name: str) -> tuple[s
     op, value = spec.op, spec.value
     if op in ("is_null", "not_null"):
         return f"({expr} IS {'NOT ' if op == 'not_null' else ''}NULL)", params
+    if op in ("is_true", "is_false"):
+        return f"coalesce({'NOT ' if op == 'is_false' else ''}TRY_CAST({expr} AS BOOLEAN), false)", params
     if op in ("contains", "not_contains"):
         pattern = "%" + str(value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         negate = "NOT " if op == "not_contains" else ""

@@ -28,7 +28,10 @@ A recipe, as YAML:
 
 Field references (`field:`): a samples column (n_tokens, n_turns, n_chars, row_idx, id, source_id, text),
 `source` (the dataset's name), `meta.<key>` (a field of the sample's meta JSON), `tag.<name>` (a machine
-tag), `label.<schema>.<field>` (the current hand label).
+tag), `label.<schema>.<field>` (the current hand label), `signal:<name>` (any signal of core/signals, e.g.
+`signal:noise.cleanlab.flag` with op is_true, `signal:contamination` eq clean, `selection.score:
+signal:reward.proxy`). `export.signals: [tag.category, dup.status]` adds those signals as provenance
+columns and records the run behind each in the manifest.
 """
 
 from __future__ import annotations
@@ -45,14 +48,15 @@ from core import safe_yaml
 from core.errors import InputError
 
 SAMPLE_FIELDS = ("id", "row_idx", "source_id", "n_turns", "n_chars", "n_tokens", "text")
-FIELD_PREFIXES = ("meta.", "tag.", "label.")
+FIELD_PREFIXES = ("meta.", "tag.", "label.", "signal:")
+SIGNAL_PREFIX = "signal:"  # signal:NAME reads any signal of the registry (core/signals), newest finished run
 OPS = ("eq", "ne", "in", "not_in", "gt", "ge", "lt", "le", "between", "contains", "not_contains",
-       "is_null", "not_null", "percentile_ge", "percentile_le")
+       "is_null", "not_null", "is_true", "is_false", "percentile_ge", "percentile_le")
 FLAGS = ("not_contaminated", "not_excluded", "not_unsafe")
 SELECTION_METHODS = ("random", "top", "diverse", "kmq")
 DEDUP_METHODS = ("exact", "near", "semdedup", "semantic")
 FORMATS = ("openai", "sharegpt", "alpaca", "trl", "parquet", "hf")  # trl: prompt/chosen/rejected message lists
-NO_VALUE_OPS = ("is_null", "not_null")
+NO_VALUE_OPS = ("is_null", "not_null", "is_true", "is_false")
 
 
 class RecipeError(InputError):
@@ -75,7 +79,7 @@ def check_field(ref: str, where: str) -> str:
                 raise RecipeError(where, f"a hand label is label.<schema>.<field>, got {ref!r}")
             return ref
     raise RecipeError(where, f"unknown field {ref!r}; use one of {', '.join(SAMPLE_FIELDS)}, source, "
-                             "meta.<key>, tag.<name> or label.<schema>.<field>")
+                             "meta.<key>, tag.<name>, label.<schema>.<field> or signal:<name>")
 
 
 @dataclass
@@ -181,9 +185,13 @@ class ExportSpec:
     formats: list[str] = field(default_factory=lambda: ["openai"])
     validation: float = 0.0
     shuffle: bool = True
+    signals: list[str] = field(default_factory=list)  # written as extra provenance columns, runs in the manifest
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.signals:  # absent unless used: older recipes keep their fingerprints
+            out.pop("signals")
+        return out
 
 
 @dataclass
@@ -371,7 +379,7 @@ def _parse_weights(raw: Any) -> WeightSpec | None:
 
 
 def _parse_export(raw: Any) -> ExportSpec:
-    spec = _mapping(raw, "export", ("formats", "validation", "shuffle"))
+    spec = _mapping(raw, "export", ("formats", "validation", "shuffle", "signals"))
     formats = spec.get("formats", ["openai"])
     if isinstance(formats, str):
         formats = [formats]
@@ -381,8 +389,13 @@ def _parse_export(raw: Any) -> ExportSpec:
     validation = _number(spec.get("validation", 0.0), "export.validation", allow_zero=True)
     if validation >= 1:
         raise RecipeError("export.validation", f"a fraction below 1, got {validation!r}")
+    signals = spec.get("signals") or []
+    if isinstance(signals, str):
+        signals = [signals]
+    if not isinstance(signals, list) or not all(isinstance(n, str) and n for n in signals):
+        raise RecipeError("export.signals", "expected a list of signal names, e.g. [tag.category, dup.status]")
     return ExportSpec(formats=list(dict.fromkeys(formats)), validation=validation,
-                      shuffle=bool(spec.get("shuffle", True)))
+                      shuffle=bool(spec.get("shuffle", True)), signals=list(dict.fromkeys(signals)))
 
 
 def recipe_from_dict(raw: Any) -> Recipe:

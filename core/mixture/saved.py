@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -46,3 +47,34 @@ def record_export(store: Store, run_id: int, recipe: Recipe, out: Path, formats:
 def list_exports(store: Store) -> pd.DataFrame:
     return store.query_df("SELECT run_id, recipe_name, out_dir, formats, n_samples, n_tokens, manifest_sha256, "
                           "created_at FROM mixture_exports ORDER BY run_id DESC")
+
+
+# ---- signals (core/signals): membership of the newest export of each recipe --------------------------------
+
+
+def _members(recipe_name: str) -> Any:
+    from core.signals.registry import Bound
+
+    def build(con: Any, dataset_ids: Any, run: int | None) -> Bound:
+        row = con.execute("SELECT e.run_id, e.out_dir FROM mixture_exports e JOIN runs r USING (run_id) "
+                          "WHERE e.recipe_name = ? AND r.status = 'finished'" + (" AND e.run_id = ?" if run else "")
+                          + " ORDER BY e.run_id DESC LIMIT 1", [recipe_name, *([run] if run else [])]).fetchall()
+        # The export's provenance.parquet lists its samples; a moved or deleted export has no members.
+        path = Path(row[0][1]) / "provenance.parquet" if row else None
+        if path is None or not path.is_file():
+            return Bound("SELECT CAST(NULL AS BIGINT) AS sample_id, CAST(NULL AS BOOLEAN) AS value WHERE false")
+        return Bound("SELECT s.id AS sample_id, s.id IN (SELECT sample_id FROM read_parquet(?)) AS value "
+                     "FROM samples s WHERE list_contains(?::INTEGER[], s.dataset_id)",
+                     [str(path), list(dataset_ids)], (int(row[0][0]),))
+
+    return build
+
+
+def signals(con: Any, dataset_ids: Any) -> list[Any]:
+    """Signal provider: mixture.<recipe> per exported recipe: in its newest export or not."""
+    from core.signals.registry import Signal
+
+    rows = con.execute("SELECT DISTINCT recipe_name FROM mixture_exports ORDER BY 1").fetchall()
+    return [Signal(f"mixture.{name}", "bool", f"in the newest export of mixture recipe {name!r} "
+                   "(core/mixture/export.py, assay mix)", "true = exported in that mixture", _members(name),
+                   family="mixture") for (name,) in rows]

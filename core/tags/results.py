@@ -234,10 +234,9 @@ def quality_scores(store: Store, ids: list[int]) -> pd.Series | None:
     """Current response_quality per sample id, or None: a hook for core.dedup.groups.QUALITY_SOURCES."""
     if not ids:
         return None
-    df = store.query_df(
-        "SELECT sample_id, score FROM tags WHERE tag = 'response_quality' AND status = 'ok' "
-        "AND sample_id IN (SELECT unnest(?::BIGINT[])) "
-        "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY run_id DESC) = 1", [list(map(int, ids))])
+    current, params = newest_ok_sql("t.score", ["response_quality"])
+    df = store.query_df(f"SELECT sample_id, score FROM ({current}) WHERE sample_id IN (SELECT unnest(?::BIGINT[]))",
+                        [*params, list(map(int, ids))])
     return None if df.empty else df.set_index("sample_id")["score"]
 
 
@@ -279,3 +278,89 @@ def method_lines(store: Store, datasets: Sequence[str]) -> list[tuple[str, str, 
         r = runs.iloc[0]
         out += [(d, tag, f"run {int(r.run_id)}: {r.methods.get(tag, 'method not recorded')}") for tag in r.tags]
     return out
+
+
+# ---- signals (core/signals): one per stored tag ------------------------------------------------------
+
+# Tags whose values are free text rather than a small vocabulary; every other tag is a category.
+TEXT_TAGS = {"intent", "knowledge", "other_categories"}
+# A tag shown under another signal name than tag.<name>.
+SIGNAL_NAMES = {"preference_proxy": "reward.proxy"}
+
+
+def newest_ok_sql(value: str, tags: Sequence[str], *, finished: bool = False,
+                  runs: Sequence[int] | None = None) -> tuple[str, list[Any]]:
+    """The one definition of "the current tag": per sample and tag, the newest run's 'ok' row with a
+    `value` (an expression over `t`, a fixed string from the caller). SQL and its parameters, yielding
+    sample_id, tag, value, score, run_id. `finished`: only runs that finished; `runs`: only these runs.
+
+    With `runs` known, each run's rows count where no newer run of them has a value for that sample and tag
+    (anti-joins: on 1M samples and two runs about 10x faster than a window over every row); otherwise a
+    window picks the newest row per sample and tag."""
+    ok = f"t.status = 'ok' AND {value} IS NOT NULL AND list_contains(?::VARCHAR[], t.tag)"
+    select = f"SELECT t.sample_id, t.tag, {value} AS value, t.score, t.run_id FROM tags t WHERE {ok}"
+    if runs is None:
+        done = " AND t.run_id IN (SELECT run_id FROM runs WHERE status = 'finished')" if finished else ""
+        return (f"{select}{done} QUALIFY row_number() OVER (PARTITION BY t.sample_id, t.tag "
+                "ORDER BY t.run_id DESC) = 1", [list(tags)])
+    newest_first = sorted({int(r) for r in runs}, reverse=True)
+    one = f"SELECT t.sample_id, t.tag, {value} AS value, t.score, t.run_id FROM tags t WHERE t.tag = ? AND t.run_id = ? " \
+          f"AND t.status = 'ok' AND {value} IS NOT NULL"
+    newer = f"SELECT n.sample_id FROM tags n WHERE n.tag = ? AND list_contains(?::INTEGER[], n.run_id) " \
+            f"AND n.status = 'ok' AND {value.replace('t.', 'n.')} IS NOT NULL"
+    parts, params = [], []
+    for tag in tags:
+        for k, run in enumerate(newest_first):
+            parts.append(one + (f" AND t.sample_id NOT IN ({newer})" if k else ""))
+            params += [tag, run] + ([tag, newest_first[:k]] if k else [])
+    return " UNION ALL ".join(parts) or f"{select} AND false", params or [list(tags)]
+
+
+def _tag_signal(tag: str) -> Any:
+    from core.signals.registry import Bound, Signal
+
+    kind = "number" if tag in SCORE_TAGS else "text" if tag in TEXT_TAGS else "category"
+    value = "t.score" if kind == "number" else "t.value"
+
+    def build(con: Any, dataset_ids: Sequence[int], run: int | None) -> Bound:
+        runs = [run] if run is not None else _runs_with(con, tag) or [-1]
+        sql, params = newest_ok_sql(value, [tag], runs=runs)
+        return Bound(f"SELECT sample_id, value FROM ({sql})", params, tuple(r for r in runs if r >= 0))
+
+    method = {"number": "its score", "text": "its free-text value", "category": "its vocabulary value"}[kind]
+    read = ("higher = better (a reward or proxy score)" if tag in ("response_quality", "preference_proxy")
+            else "a count" if kind == "number" else "one value per sample; missing where the tagger failed")
+    return Signal(SIGNAL_NAMES.get(tag, f"tag.{tag}"), kind,
+                  f"machine tag {tag} (core/tags/results.py, assay tag): {method}, from the newest finished tag run "
+                  "with an ok value per sample", read, build, family="tags")
+
+
+def signals(con: Any, dataset_ids: Sequence[int] | None) -> list[Any]:
+    """Signal provider: one signal per tag stored by a finished run."""
+    listed = con.execute("SELECT DISTINCT unnest(tags) FROM tag_runs JOIN runs USING (run_id) "
+                         "WHERE status = 'finished'").fetchall()
+    unlisted = _unlisted_runs(con)
+    extra = con.execute("SELECT DISTINCT tag FROM tags WHERE list_contains(?::INTEGER[], run_id)",
+                        [unlisted]).fetchall() if unlisted else []
+    return [_tag_signal(name) for name in sorted({r[0] for r in listed + extra})]
+
+
+def _unlisted_runs(con: Any) -> list[int]:
+    """Finished runs with tag rows but no tag_runs row (tags written by scale steps or directly)."""
+    runs = [int(r[0]) for r in con.execute("SELECT run_id FROM runs WHERE status = 'finished' "
+                                           "AND run_id NOT IN (SELECT run_id FROM tag_runs)").fetchall()]
+    if not runs:
+        return []
+    # Only the run_id column is read (tag runs write their rows together, so most row groups are skipped).
+    return [int(r[0]) for r in con.execute("SELECT DISTINCT run_id FROM tags WHERE list_contains(?::INTEGER[], run_id)",
+                                           [runs]).fetchall()]
+
+
+def _runs_with(con: Any, tag: str) -> list[int]:
+    """Finished runs that stored `tag`: tag_runs says so (a small table), or their rows do."""
+    listed = con.execute("SELECT run_id FROM tag_runs JOIN runs USING (run_id) WHERE status = 'finished' "
+                         "AND list_contains(tags, ?)", [tag]).fetchall()
+    unlisted = _unlisted_runs(con)
+    extra = con.execute("SELECT DISTINCT run_id FROM tags WHERE tag = ? AND list_contains(?::INTEGER[], run_id)",
+                        [tag, unlisted]).fetchall() if unlisted else []
+    return sorted({int(r[0]) for r in listed + extra})

@@ -9,8 +9,10 @@ from typing import Any
 
 import pandas as pd
 
+from core import signals
 from core.browse.samples import Filter, get_sample, query_samples
 from core.cli.commands import add_command
+from core.errors import InputError
 from core.store.database import Store
 
 _TEXT_WIDTH = 70
@@ -27,8 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--desc", action="store_true", help="sort descending")
     show.add_argument(
         "--filter", action="append", default=[], metavar="COL:OP[:VALUE]",
-        help="e.g. n_chars:between:100,500  category:in:math,code  text:contains:apple  label:is_null",
+        help="on a column or a signal, e.g. n_chars:between:100,500  category:in:math,code  text:contains:apple  "
+             "tag.category:eq:Math  noise.cleanlab.flag:is_true  contamination:eq:clean",
     )
+    show.add_argument("--signal", action="append", default=[], metavar="NAME",
+                      help="show a signal as a column (repeatable; `assay signals NAME` lists them)")
+    show.add_argument("--run", action="append", default=[], metavar="SIGNAL=RUN",
+                      help="read a signal from this run instead of the newest finished one")
+    sig = add_command(subparsers, "signals", signals_command, "list the signals (per-sample values runs made)")
+    sig.add_argument("name", nargs="?", help="dataset name (default: every dataset)")
     show.add_argument("--sample", type=int, metavar="ID", help="print one sample in full instead of a page")
 
 
@@ -45,16 +54,25 @@ def datasets_command(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def parse_filter(text: str) -> Filter:
-    """`COL:OP[:VALUE]`; lists (in, not_in, between) are comma-separated. The column may hold no colon."""
-    column, sep, rest = text.partition(":")
-    if not sep or not column:
-        raise ValueError(f"--filter {text!r}: expected COL:OP[:VALUE], e.g. n_chars:between:100,500")
-    op, _, value = rest.partition(":")
-    if op in ("between", "in", "not_in"):
-        parts = [p.strip() for p in value.split(",")]
-        parsed: Any = [p if p else None for p in parts] if op == "between" else parts
-        return Filter(column, op, parsed)
-    return Filter(column, op, value if value != "" else None)
+    """`COL:OP[:VALUE]` (core/signals/grammar.py); lists (in, not_in, between) are comma-separated."""
+    return signals.parse_filter(text)
+
+
+def _runs(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, sep, run = item.rpartition("=")
+        if not sep or not name or not run.isdigit():
+            raise InputError(f"--run {item!r}: expected SIGNAL=RUN, e.g. tag.category=12")
+        out[name] = int(run)
+    return out
+
+
+def signals_command(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
+    frame = signals.describe(store, args.name)
+    if frame.empty:
+        return [], "No signals yet: run a tagger, noise, dedup, contamination or a map first."
+    return _records(frame), "\n".join(f"{r.name}  ({r.kind})  {r.description}. {r.read}" for r in frame.itertuples())
 
 
 def _shorten(value: Any) -> Any:
@@ -73,7 +91,7 @@ def show_command(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     info = store.dataset(args.name)
     page = query_samples(
         store, info, search=args.search, filters=[parse_filter(f) for f in args.filter], sort=args.sort,
-        descending=args.desc, offset=args.offset, limit=args.limit,
+        descending=args.desc, offset=args.offset, limit=args.limit, signals=args.signal, runs=_runs(args.run),
     )
     facts = asdict(info)
     result = {"dataset": facts, "total": page.total, "offset": page.offset, "limit": page.limit,

@@ -15,6 +15,12 @@ from core.cli.commands.scale import add_engine_options, run_on_ray
 from core.store.database import Store
 
 
+def _keep_rule(text: str) -> str:
+    if text in dedup.KEEP_RULES or (text.startswith(dedup.SIGNAL_KEEP) and len(text) > len(dedup.SIGNAL_KEEP)):
+        return text
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(dedup.KEEP_RULES)} or signal:NAME, got {text!r}")
+
+
 def _bar(label: str):  # noqa: ANN202 - a progress callback
     """A one-line progress bar on stderr (kept off stdout so --json stays clean)."""
     from tqdm import tqdm
@@ -91,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="Jaccard (near, default 0.7) or cosine (semantic; semdedup: 1 - eps; default 0.95)")
     p.add_argument("--num-perm", type=int, default=dedup.DEFAULTS["num_perm"], help="MinHash permutations")
     p.add_argument("--shingle", type=int, default=dedup.DEFAULTS["shingle"], help="words per shingle")
-    p.add_argument("--keep", choices=dedup.KEEP_RULES, default="first", help="which member represents a group (semdedup: always the paper's, farthest from the centroid)")
+    p.add_argument("--keep", type=_keep_rule, default="first", help="which member represents a group: first, longest, quality or signal:NAME (the highest value of a numeric signal; semdedup: always the paper's, farthest from the centroid)")
     p.add_argument("--clusters", type=int, help="k-means clusters for semdedup/semantic (default: about sqrt(n))")
     p.add_argument("--model", help="embedding model for semdedup/semantic (default: bundled all-MiniLM-L6-v2)")
     add_engine_options(p)
