@@ -197,14 +197,16 @@ def build_index(store: Store, dataset: str | int) -> Path:
         return final
     root = index_root(store)
     root.mkdir(parents=True, exist_ok=True)
-    sweep(store)
     tmp = root / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
         texts = tmp / "texts.parquet"
         with store.connect() as con:
+            current = con.execute("SELECT dataset_id, loaded_at FROM datasets").fetchall()
+            sweep(store, {index_folder(store, d, t).name for d, t in current})  # dropped datasets' leftovers
+            target = str(texts).replace("'", "''")  # COPY takes no parameter for its file
             con.execute(f"COPY (SELECT id, row_idx, text FROM samples WHERE dataset_id = {int(info.dataset_id)} "
-                        f"ORDER BY id) TO '{texts}' (FORMAT parquet)")
+                        f"ORDER BY id) TO '{target}' (FORMAT parquet)")
         marker = _write_index(tmp, texts, info)
         texts.unlink()
         (tmp / MARKER).write_text(json.dumps(marker))

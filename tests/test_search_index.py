@@ -140,10 +140,12 @@ def test_missing_stale_and_damaged_indexes_fall_back(store: Store, monkeypatch: 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     leftover = search_index.index_root(store) / f".tmp-{int(dead.stdout)}-x"
     leftover.mkdir()
+    orphan = search_index.index_root(store) / "d999-20200101T000000000000"  # a dropped dataset's, left behind
+    orphan.mkdir()
     search_index._remove(folder)
     assert answered() == 50
     search_index.build_index(store, "d")
-    assert not leftover.exists() and answered() == 50
+    assert not leftover.exists() and not orphan.exists() and answered() == 50
 
 
 def test_background_rebuild_after_a_miss(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
