@@ -109,9 +109,19 @@ def _case(store: Store, term: str, repeat: int, scan_repeat: int, **query: Any) 
     plan = search_index.plan(index, term) if index else None
     index_s, scan_s = _summary(indexed_step), _summary(scanned_step)
     return {"term": term, "query": {k: str(v) for k, v in query.items()}, "matches": page.total,
-            "answered_by": "scan" if plan is None else ("index" if plan.exact else "index + check"),
+            "answered_by": _answered_by(plan, not query and plan is not None and plan.exact, info.n_samples),
             "index": index_s, "scan": scan_s, "speedup_p50": round(scan_s["p50_ms"] / max(index_s["p50_ms"], 0.01), 1),
             "page_index": _summary(indexed), "page_scan": _summary(scanned), "loadavg": load}
+
+
+def _answered_by(plan: search_index.Plan | None, page_only: bool, size: int) -> str:
+    if plan is None:
+        return "scan"
+    if page_only:
+        return "index"
+    if not browse.index_pays(plan, plan.count(), size):
+        return "scan (too many hits)"
+    return "index" if plan.exact else "index + check"
 
 
 def _index_build(store: Store) -> dict[str, Any]:

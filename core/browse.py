@@ -375,6 +375,13 @@ def _search_plan(store: Store, info: _Target, search: str | None,
     return search_index.plan(index, search)
 
 
+def index_pays(plan: search_index.Plan, n: int, size: int) -> bool:
+    """Whether handing the index's n hits (or candidates) to SQL beats the scan of a dataset of `size`."""
+    if plan.exact:
+        return n <= INDEX_MAX_IDS or n * 10 <= size
+    return n <= INDEX_MAX_CHECKED and n * 20 <= size
+
+
 def _search_ids(con: duckdb.DuckDBPyConnection, info: _Target, plan: search_index.Plan | None,
                 search: str | None) -> list[int] | None:
     """Every sample id matching the search, from the index (candidates checked against the exact substring
@@ -382,8 +389,7 @@ def _search_ids(con: duckdb.DuckDBPyConnection, info: _Target, plan: search_inde
     if plan is None:
         return None
     n = plan.count()
-    size = info.n_samples or 0
-    if (n > INDEX_MAX_IDS and n * 10 > size) if plan.exact else (n > INDEX_MAX_CHECKED or n * 20 > size):
+    if not index_pays(plan, n, info.n_samples or 0):
         return None
     ids = plan.ids(n)
     if plan.exact or not ids:
