@@ -21,6 +21,7 @@ from core.browse.samples import (
     top_values,
     value_range,
 )
+from core.browse.search_index import SEARCH_HELP
 from core.browse.selections import save_selection
 from core.signals import parse_filter, sample_signals
 from core.store.database import DatasetInfo, Store, StoreError, default_db_path
@@ -323,7 +324,8 @@ def main() -> None:
         names = [c.name for c in catalog]
         text_columns = ["text"] + [c.name for c in catalog if c.kind in ("text", "category") and c.name != "text"]
         search_col, in_col, sort_col, dir_col = st.columns([5, 2, 2, 1.3], vertical_alignment="bottom")
-        search = search_col.text_input("Search", key="search", placeholder="case-insensitive substring")
+        search = search_col.text_input("Search", key="search", placeholder="case-insensitive substring",
+                                       help=SEARCH_HELP)
         search_in = in_col.selectbox("in", text_columns, key="search_column")
         sort = sort_col.selectbox("Sort by", ["(dataset order)"] + names, key="sort")
         descending = dir_col.toggle("desc", key="descending", help="sort descending")

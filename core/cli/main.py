@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import core.browse.search_index as search_index
 import core.cli.commands
 from core.errors import UserError
 from core.store.database import Store, StoreError
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     store = Store(args.db, busy_timeout=args.busy_timeout)
+    search_index.BACKGROUND_REBUILD = False  # this process ends before a background index build would
     # Where the JSON flag comes after the subcommand, argparse stores it on the sub-namespace too.
     as_json = bool(getattr(args, "json", False))
     try:

@@ -25,6 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import core.browse.search_index as search_index
 import core.ingest.columnar as ingest_columnar
 import core.ingest.readers as readers
 import core.ingest.shapes as shapes
@@ -664,16 +665,17 @@ def ingest(
             report = _run_columnar(store, source, target, shape=shape, split=split, max_chars=max_chars,
                                    progress=progress)
             if report is not None:
-                return report
+                return _indexed(store, report)
         skipper = _ReaderSkips() if on_bad == "skip" else None
         if fmt == "txt":
             batches = readers.iter_txt_batches(source, txt_mode, on_error=skipper, encoding=encoding)
         else:
             batches = readers.iter_batches(source, fmt, on_error=skipper, encoding=encoding, split=split,
                                            max_line_bytes=readers.line_limit(max_chars))
-        return _run(store, batches, target, shape=shape, mapping=mapping, on_bad=on_bad, max_chars=max_chars,
-                    progress=progress, total=readers.count_hint(source, fmt, split=split), reader_skips=skipper,
-                    strict=strict)
+        return _indexed(store, _run(store, batches, target, shape=shape, mapping=mapping, on_bad=on_bad,
+                                    max_chars=max_chars, progress=progress,
+                                    total=readers.count_hint(source, fmt, split=split), reader_skips=skipper,
+                                    strict=strict))
     except readers.FormatError as exc:
         raise IngestError(str(exc)) from exc
 
@@ -721,8 +723,14 @@ def ingest_records(
     options = {"format": "records", "shape": shape, "mapping": mapping, "on_bad": on_bad, "max_chars": max_chars,
                "token_method": TOKEN_METHOD}
     target = _Target(name, source, "records", license, synthetic, is_eval, description, options)
-    return _run(store, _batched(records), target, shape=shape, mapping=mapping, on_bad=on_bad,
-                max_chars=max_chars, progress=progress, total=None, strict=strict)
+    return _indexed(store, _run(store, _batched(records), target, shape=shape, mapping=mapping, on_bad=on_bad,
+                                max_chars=max_chars, progress=progress, total=None, strict=strict))
+
+
+def _indexed(store: Store, report: IngestReport) -> IngestReport:
+    """The new dataset's texts into its search index (large datasets only; never fails the load)."""
+    search_index.after_ingest(store, report.dataset_id, report.n_samples)
+    return report
 
 
 def _batched(records: Iterable[dict[str, Any]], size: int = 8192) -> Iterator[list[RawRecord]]:
@@ -759,4 +767,5 @@ def drop_dataset(store: Store, name: str) -> int:
         con.execute("DELETE FROM noise_runs WHERE dataset_id = $d", {"d": info.dataset_id})
         con.execute("DELETE FROM samples WHERE dataset_id = $d", {"d": info.dataset_id})
         con.execute("DELETE FROM datasets WHERE dataset_id = $d", {"d": info.dataset_id})
+    search_index.drop_index(store, info.dataset_id)  # after the commit: a failed drop keeps its index
     return info.n_samples

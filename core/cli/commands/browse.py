@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("name", help="dataset name")
     show.add_argument("--limit", type=int, default=10, help="rows per page (default 10)")
     show.add_argument("--offset", type=int, default=0, help="rows to skip")
-    show.add_argument("--search", help="case-insensitive substring of the sample text")
+    show.add_argument("--search", help="case-insensitive substring of the sample text (answered from the "
+                      "dataset's word index where it has one, with the same result)")
     show.add_argument("--sort", help="column to sort by (any column of the dataset)")
     show.add_argument("--desc", action="store_true", help="sort descending")
     show.add_argument(
