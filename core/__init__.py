@@ -2,12 +2,13 @@
 
     import core
     store = core.Store("data/workbench.duckdb")
-    core.ingest(store, "data.jsonl", name="my-sft")
+    core.ingest_file(store, "data.jsonl", name="my-sft")
     page = core.query_samples(store, "my-sft", filters=[core.Filter("n_tokens", "gt", 100)])
     core.make_map(store, "my-sft")
 
 Each capability is a package with its public verbs in its own `__init__` (core.maps, core.tags, ...);
-the names below are the ones a notebook reaches for first. Nothing heavy is imported until used.
+the names below are the ones a notebook reaches for first. Nothing heavy is imported until used. A front-door
+name never equals a package's name (`core.ingest` is the package; its verb is `core.ingest_file`).
 """
 
 from core._exports import lazy_exports
@@ -17,7 +18,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "Store": "store.database",
     "start_job": "store.jobs",
     # ingest
-    "ingest": "ingest.importer",
+    "ingest_file": "ingest.importer:ingest",
     "ingest_records": "ingest.importer",
     "drop_dataset": "ingest.importer",
     "load_demo": "ingest.demo",

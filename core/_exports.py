@@ -10,12 +10,14 @@ from typing import Any
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> tuple[list[str], Callable[[str], Any]]:
-    """(`__all__`, `__getattr__`) for `package`: each public name -> the submodule (relative) defining it."""
+    """(`__all__`, `__getattr__`) for `package`: each public name -> the submodule (relative) defining it,
+    or `submodule:attribute` where the public name differs from the defined one."""
 
     def __getattr__(name: str) -> Any:
-        module = exports.get(name)
-        if module is None:
+        where = exports.get(name)
+        if where is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{module}"), name)
+        module, _, attribute = where.partition(":")
+        return getattr(importlib.import_module(f"{package}.{module}"), attribute or name)
 
     return sorted(exports), __getattr__

@@ -17,5 +17,4 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "start_job": "jobs",
     "get_job": "jobs",
     "cancel_job": "jobs",
-    "jobs": "jobs",
 })
