@@ -12,6 +12,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "DatasetInfo": "database",
     "default_db_path": "database",
     "migrate": "database",
+    "Run": "runs",
     "Job": "jobs",
     "JobCancelled": "jobs",
     "start_job": "jobs",
