@@ -12,6 +12,7 @@ import ui_jobs
 from core.atlas import AtlasTable, atlas_table, selected_ids
 from core.cluster import cluster_table
 from core.embed import BACKENDS, DEFAULT_MODEL, TEXT_FIELDS
+from core.errors import UserError
 from core.estimates import embedding_plan
 from core.jobs import Job
 from core.maps import (
@@ -148,7 +149,12 @@ def draw_every_point(store: Store, map_id: int, view: dict[str, Any], color: str
     predicate = draw_atlas(table, key=f"{key}-atlas-{map_id}-{zlib.crc32((view_key + color).encode())}")
     if predicate is None:
         return table.frame, None
-    return table.frame, {"atlas": predicate, "ids": selected_ids(table, predicate)}
+    try:
+        ids = selected_ids(table, predicate)
+    except UserError as exc:  # the browser sent SQL the sandbox refuses: say so, select nothing
+        error(exc)
+        return table.frame, None
+    return table.frame, {"atlas": predicate, "ids": ids}
 
 
 def view_controls(store: Store, datasets: list[str], map_ids: list[int]) -> dict[str, Any]:
@@ -164,6 +170,8 @@ def view_controls(store: Store, datasets: list[str], map_ids: list[int]) -> dict
     tool = st.radio("Dragging on the map", list(DRAG_TOOLS), horizontal=True, key="drag_tool",
                     help="Streamlit reads a click on a point only while panning; box and lasso select many points "
                          "(the chart's toolbar switches too)")
+    if "drawer" not in st.session_state and st.query_params.get("draw") in DRAWERS:  # a link: /Map?draw=plotly
+        st.session_state["drawer"] = st.query_params["draw"]
     drawer = st.radio("Draw with", list(DRAWERS), format_func=DRAWERS.get, horizontal=True, key="drawer",
                       help="Embedding Atlas draws every point in the browser (WebGL); plotly draws at most the point "
                            "budget, and reads a clicked point with its neighbours")
