@@ -140,12 +140,18 @@ def atlas_frame(page: Any) -> Any:
     return next((f for f in page.frames if "embedding_atlas" in f.url), None)
 
 
-def wait_atlas_drawn(page: Any, timeout: float, min_pixels: int = 2000) -> int:
-    """Poll until the atlas's canvas shows points; the number of drawn pixels (0 on timeout)."""
-    deadline = time.monotonic() + timeout
+def wait_atlas_drawn(page: Any, timeout: float, min_pixels: int = 2000, seen: dict | None = None) -> int:
+    """Poll until the atlas's canvas shows points; the number of drawn pixels (0 on timeout). `seen` gets
+    the seconds until the component's frame appeared and until its canvas did."""
+    start = time.monotonic()
+    deadline = start + timeout
     while time.monotonic() < deadline:
         frame = atlas_frame(page)
+        if seen is not None and frame is not None:
+            seen.setdefault("component_frame_s", round(time.monotonic() - start, 1))
         if frame is not None and frame.locator("canvas").count():
+            if seen is not None:
+                seen.setdefault("canvas_s", round(time.monotonic() - start, 1))
             try:
                 pixels = frame.locator("canvas").first.evaluate(DRAWN_PIXELS)
             except Exception:  # noqa: BLE001 - the frame may be replaced while it loads
@@ -190,7 +196,7 @@ def browser_side(store_path: Path, n: int, big_budget: int | None, timeout: floa
                 page.goto(f"{url}/Map?draw={drawer}")
                 row: dict[str, Any] = {"drawer": drawer, "points": n}
                 if drawer == "atlas":
-                    pixels = wait_atlas_drawn(page, timeout)
+                    pixels = wait_atlas_drawn(page, timeout, seen=row)
                     row |= {"first_frame_s": round(time.monotonic() - start, 2) if pixels else None,
                             "drawn_pixels": pixels}
                     frame = atlas_frame(page)

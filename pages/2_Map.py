@@ -104,8 +104,8 @@ DRAWERS = {"auto": "Embedding Atlas past the point budget, else plotly", "atlas"
            "plotly": "Plotly (click a point to read it)"}
 
 
-def _filtered(db: str, map_id: int, view: dict[str, Any]) -> pd.DataFrame:
-    points = _points(db, map_id, _extra(view))
+def _filtered(db: str, map_id: int, view: dict[str, Any], points: pd.DataFrame | None = None) -> pd.DataFrame:
+    points = _points(db, map_id, _extra(view)) if points is None else points
     if view["filter"] and view["range"] is not None:
         lo, hi = view["range"]
         keep = points[view["filter"]].between(lo, hi)
@@ -118,8 +118,11 @@ def _filtered(db: str, map_id: int, view: dict[str, Any]) -> pd.DataFrame:
 @st.cache_resource(ttl=600, show_spinner=False, max_entries=4)
 def _atlas_table(db: str, map_id: int, view_key: str, view: dict[str, Any], color: str) -> AtlasTable:
     # A resource, not data: the table of 2M points is shared as it is, never copied per rerun.
-    info = get_map(Store(db), map_id)
-    return atlas_table(_filtered(db, map_id, view), color=color, labels=_labels(db, info.cluster_run_id))
+    # Loaded here, not through _points: st.cache_data would pickle a copy of 2M rows on every read.
+    store = Store(db)
+    info = get_map(store, map_id)
+    points = _filtered(db, map_id, view, load_points(store, map_id, _extra(view)))
+    return atlas_table(points, color=color, labels=_labels(db, info.cluster_run_id))
 
 
 def draw(store: Store, map_id: int, view: dict[str, Any], key: str) -> tuple[pd.DataFrame, dict | None]:
