@@ -89,7 +89,7 @@ def test_every_colour_source_of_the_map_passes_to_the_atlas(tmp_path_factory, sh
     columns = colour_columns(store, datasets, map_id)
     sourced = [c for c in columns if ":" in c]
     assert len(sourced) >= 4
-    points = load_points(store, map_id, sourced)
+    points = load_points(store, map_id, list(columns))  # meta fields and every source
     for column, kind in columns.items():
         table = atlas_table(points, color=column)
         values = table.frame[table.color]
