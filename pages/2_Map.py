@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import pandas as pd
@@ -9,6 +10,8 @@ import streamlit as st
 
 import ui_jobs
 from core.browse.samples import sample_text
+from core.errors import UserError
+from core.maps.atlas import AtlasTable, atlas_table, selected_ids
 from core.maps.cluster import cluster_table
 from core.maps.embed import BACKENDS, DEFAULT_MODEL, TEXT_FIELDS
 from core.maps.estimates import embedding_plan
@@ -29,6 +32,7 @@ from core.maps.points import (
 from core.store.database import Store, StoreError
 from core.store.jobs import Job
 from ui import error, md_text, open_store, run_page
+from ui_atlas import atlas_ready, draw_atlas
 
 
 @st.cache_data(ttl=600, show_spinner=False, max_entries=8)
@@ -97,16 +101,37 @@ def _extra(view: dict[str, Any]) -> tuple[str, ...]:
                                if c and c not in SAMPLE_COLUMNS))
 
 
-def draw(store: Store, map_id: int, view: dict[str, Any], key: str) -> tuple[pd.DataFrame, dict | None]:
-    info = get_map(store, map_id)
-    points = _points(str(store.path), map_id, _extra(view))
+DRAWERS = {"auto": "Embedding Atlas past the point budget, else plotly", "atlas": "Embedding Atlas (every point)",
+           "plotly": "Plotly (click a point to read it)"}
+
+
+def _filtered(db: str, map_id: int, view: dict[str, Any], points: pd.DataFrame | None = None) -> pd.DataFrame:
+    points = _points(db, map_id, _extra(view)) if points is None else points
     if view["filter"] and view["range"] is not None:
         lo, hi = view["range"]
         keep = points[view["filter"]].between(lo, hi)
         if view["keep_missing"]:
             keep |= points[view["filter"]].isna()
         points = points[keep]
+    return points
+
+
+@st.cache_resource(ttl=600, show_spinner=False, max_entries=4)
+def _atlas_table(db: str, map_id: int, view_key: str, view: dict[str, Any], color: str) -> AtlasTable:
+    # A resource, not data: the table of 2M points is shared as it is, never copied per rerun.
+    # Loaded here, not through _points: st.cache_data would pickle a copy of 2M rows on every read.
+    store = Store(db)
+    info = get_map(store, map_id)
+    points = _filtered(db, map_id, view, load_points(store, map_id, _extra(view)))
+    return atlas_table(points, color=color, labels=_labels(db, info.cluster_run_id))
+
+
+def draw(store: Store, map_id: int, view: dict[str, Any], key: str) -> tuple[pd.DataFrame, dict | None]:
+    info = get_map(store, map_id)
     color = view["color"] if view["color"] != "cluster" or info.cluster_run_id is not None else "dataset"
+    if view["drawer"] == "atlas":
+        return draw_every_point(store, map_id, view, color, key)
+    points = _filtered(str(store.path), map_id, view)
     fig, fig_info = map_figure(points, color=color, size=view["size"], labels=_labels(str(store.path), info.cluster_run_id),
                                density=view["density"], budget=view["budget"], title=info.name,
                                dragmode=view.get("dragmode", "pan"))
@@ -115,6 +140,25 @@ def draw(store: Store, map_id: int, view: dict[str, Any], key: str) -> tuple[pd.
                             width="stretch")
     selection = event.get("selection") if isinstance(event, dict) or hasattr(event, "get") else None
     return points, (dict(selection) if selection else None)
+
+
+def draw_every_point(store: Store, map_id: int, view: dict[str, Any], color: str,
+                     key: str) -> tuple[pd.DataFrame, dict | None]:
+    """The atlas: every point in the browser; its selection (a SQL predicate) resolved to ids in core."""
+    view_key = repr(sorted((k, v) for k, v in view.items() if k in ("color", "filter", "range", "keep_missing")))
+    table = _atlas_table(str(store.path), map_id, view_key + color, view, color)
+    st.caption(table.message + "; size and density are plotly's (choose it above)" if view["size"] or view["density"]
+               else table.message)
+    # The component loads its table once per key: a new map, colour or filter is a new key.
+    predicate = draw_atlas(table, key=f"{key}-atlas-{map_id}-{zlib.crc32((view_key + color).encode())}")
+    if predicate is None:
+        return table.frame, None
+    try:
+        ids = selected_ids(table, predicate)
+    except UserError as exc:  # the browser sent SQL the sandbox refuses: say so, select nothing
+        error(exc)
+        return table.frame, None
+    return table.frame, {"atlas": predicate, "ids": ids}
 
 
 def view_controls(store: Store, datasets: list[str], map_ids: list[int]) -> dict[str, Any]:
@@ -130,9 +174,14 @@ def view_controls(store: Store, datasets: list[str], map_ids: list[int]) -> dict
     tool = st.radio("Dragging on the map", list(DRAG_TOOLS), horizontal=True, key="drag_tool",
                     help="Streamlit reads a click on a point only while panning; box and lasso select many points "
                          "(the chart's toolbar switches too)")
+    if "drawer" not in st.session_state and st.query_params.get("draw") in DRAWERS:  # a link: /Map?draw=plotly
+        st.session_state["drawer"] = st.query_params["draw"]
+    drawer = st.radio("Draw with", list(DRAWERS), format_func=DRAWERS.get, horizontal=True, key="drawer",
+                      help="Embedding Atlas draws every point in the browser (WebGL); plotly draws at most the point "
+                           "budget, and reads a clicked point with its neighbours")
     view = {"color": color, "size": None if size == "(none)" else size, "filter": None if flt == "(none)" else flt,
             "range": None, "keep_missing": True, "density": density, "budget": int(budget),
-            "dragmode": DRAG_TOOLS[tool]}
+            "dragmode": DRAG_TOOLS[tool], "drawer": _drawer(store, map_ids, drawer, int(budget))}
     if st.button("Reload values", key="reload_values", help="Points are cached for 10 minutes: reload after new "
                  "tags, labels or runs to see them"):
         for cached in (_columns, _points, _spread):
@@ -140,6 +189,19 @@ def view_controls(store: Store, datasets: list[str], map_ids: list[int]) -> dict
     if view["filter"]:
         view |= filter_range(store, map_ids, view)
     return view
+
+
+def _drawer(store: Store, map_ids: list[int], choice: str, budget: int) -> str:
+    """"atlas" or "plotly": auto is the atlas only past the point budget, where plotly would sample; below
+    it plotly shows every point too, loads faster and reads a clicked point."""
+    if choice == "plotly" or not atlas_ready():
+        if choice == "atlas":
+            st.caption("Embedding Atlas is not installed (pip install --no-deps embedding-atlas==0.26.0): plotly draws")
+        return "plotly"
+    if choice == "atlas":
+        return "atlas"
+    sizes = list_maps(store).set_index("map_id").n_samples
+    return "atlas" if any(int(sizes.get(m, 0)) > budget for m in map_ids) else "plotly"
 
 
 @st.cache_data(ttl=600, show_spinner=False, max_entries=16)
@@ -178,10 +240,11 @@ def selection_panel(store: Store, map_id: int, points: pd.DataFrame, selection: 
     if clicked is not None:  # a click (no box or lasso): read the point
         point_panel(store, map_id, clicked)
         return
-    ids = ids_in_selection(points, selection)
+    ids = selection["ids"] if selection and "atlas" in selection else ids_in_selection(points, selection)
     if not ids:
         st.info("Click a point to read it and its nearest neighbours; to select many samples, drag a box or a "
-                "lasso (choose it above or in the chart's toolbar).")
+                "lasso (choose it above or in the chart's toolbar). On Embedding Atlas, drag a rectangle or lasso "
+                "(its toolbar) or click a category." if not selection else "The selection holds no point.")
         return
     st.subheader(f"Selected: {len(ids):,} samples")
     st.dataframe(selected_rows(store, ids), hide_index=True, width="stretch", key="selected_table")

@@ -277,7 +277,10 @@ def clicked_point(selection: dict[str, Any] | None) -> int | None:
 def selection_predicate(map_id: int, selection: dict[str, Any] | None) -> dict[str, Any]:
     """The selection as a description stored with a saved selection (which map, which boxes/lassos)."""
     sel = selection or {}
-    return {"map_id": map_id, "box": sel.get("box") or [], "lasso": sel.get("lasso") or []}
+    out = {"map_id": map_id, "box": sel.get("box") or [], "lasso": sel.get("lasso") or []}
+    if sel.get("atlas"):  # Embedding Atlas's selection: its SQL predicate over the table it was sent
+        out["atlas"] = str(sel["atlas"])
+    return out
 
 
 def selected_rows(store: Store, ids: Sequence[int], limit: int = 1000) -> pd.DataFrame:
