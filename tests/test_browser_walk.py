@@ -112,6 +112,7 @@ def _walk(page, url: str, tmp_path: Path) -> None:
         choose_option(page, page.locator('[data-testid="stMultiSelect"]').first, name)
         page.keyboard.press("Escape")
     page.get_by_text("Samples per source").first.wait_for(timeout=90_000)
+    page.get_by_text("Before and after filters").first.wait_for()
     page.get_by_role("tab", name="Export").click()
     page.get_by_role("button", name="Export").click()
     page.get_by_text("export run").wait_for(timeout=120_000)
@@ -121,5 +122,6 @@ def _walk(page, url: str, tmp_path: Path) -> None:
     info.value.save_as(path)
     names = zipfile.ZipFile(path).namelist()
     assert any(n.endswith("manifest.json") for n in names) and any(n.endswith("datasheet.md") for n in names)
+    assert any(n.endswith("openai/train.jsonl") for n in names)
     _step(page, "7-mixture")
     assert not page.dialogs
