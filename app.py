@@ -10,6 +10,7 @@ import streamlit as st
 
 import ui_jobs
 from core.display import computed_kinds, plural, table
+from core.embed import fallback_note
 from core.store import Store, StoreError, default_db_path
 from ui import error, guard, md_text, success
 
@@ -69,6 +70,9 @@ def recent_runs(store: Store) -> None:
     runs = runs.assign(status=runs["state"],  # 'interrupted' where the process of a 'running' run is gone
                        note=[_run_note(k, i, s) for k, i, s in zip(runs["kind"], runs["interrupted"], runs["status"],
                                                                   strict=True)])
+    # An embed run where the default ONNX path failed says so, with the reason (core/embed.py).
+    runs["note"] = ["; ".join(filter(None, (n, fallback_note(k, p)))) for n, k, p in
+                    zip(runs["note"], runs["kind"], runs["params"], strict=True)]
     cols = ["run_id", "kind", "dataset", "status", "note", "model", "started_at", "finished_at", "n_samples", "error"]
     st.dataframe(**table(runs.sort_values("run_id", ascending=False).head(20)[cols]), hide_index=True, width="stretch")
 

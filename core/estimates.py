@@ -54,12 +54,12 @@ def describe_seconds(seconds: float) -> str:
 
 
 def embedding_plan(store: Store, datasets: str | Sequence[str], *, model: str | None = None,
-                   text: str = "instruction", backend: str = "torch", device: str = "auto") -> WorkPlan:
+                   text: str = "instruction", backend: str = "auto", device: str = "auto") -> WorkPlan:
     """How many texts an `embed.embed` call with these arguments would compute, and how long it would take."""
     names, ids = embed.dataset_ids(store, datasets)
     key = embed.model_key(model, backend, device)
     counts = _hash_counts(store, ids, key, text)
-    rate, source = _embed_rate(store, key, backend)
+    rate, source = _embed_rate(store, key, embed.resolve_backend(backend, device))
     return WorkPlan(*counts, rate, source)
 
 
