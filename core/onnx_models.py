@@ -12,6 +12,8 @@ export. A folder is built under a temporary name and renamed into place: a reade
 whole one, never half of one; when two processes export at once, the second rename fails and its copy is
 dropped. A folder that does not load (hash mismatch, unreadable file) is moved aside and rebuilt once.
 
+The export uses torch.onnx directly rather than optimum, which pins transformers 4.x (see DESIGN.md).
+
 Exactness. Only Transformer + mean pooling (+ Normalize) models are exported, and an fp32 export is kept
 only if it reproduces `SentenceTransformer.encode` on probe texts (padding, truncation, case, empty text,
 non-Latin scripts) to within EXACT_TOLERANCE; otherwise it is refused with the measured difference.
