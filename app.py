@@ -10,6 +10,7 @@ import streamlit as st
 
 import ui_jobs
 from core.browse.display import computed_kinds, plural, table
+from core.maps.embed import fallback_note
 from core.store.database import Store, StoreError, default_db_path
 from ui import error, guard, md_text, success
 
@@ -69,7 +70,10 @@ def recent_runs(store: Store) -> None:
     runs = runs.assign(status=runs["state"],  # 'interrupted' where the process of a 'running' run is gone
                        note=[_run_note(k, i, s) for k, i, s in zip(runs["kind"], runs["interrupted"], runs["status"],
                                                                   strict=True)])
-    # params: what the run was started with (frozen); metrics: what it measured on the way
+    # params: what the run was started with (frozen); metrics: what it measured on the way. An embed run
+    # where the default ONNX path failed says so in its note, with the reason (core/maps/embed.py).
+    runs["note"] = ["; ".join(filter(None, (n, fallback_note(k, m)))) for n, k, m in
+                    zip(runs["note"], runs["kind"], runs["metrics"], strict=True)]
     cols = ["run_id", "kind", "dataset", "status", "note", "model", "started_at", "finished_at", "n_samples", "error",
             "params", "metrics"]
     st.dataframe(**table(runs.sort_values("run_id", ascending=False).head(20)[cols]), hide_index=True, width="stretch")

@@ -13,7 +13,14 @@ from core.browse.samples import sample_text
 from core.errors import UserError
 from core.maps.atlas import AtlasTable, atlas_table, selected_ids
 from core.maps.cluster import cluster_table
-from core.maps.embed import BACKENDS, DEFAULT_MODEL, TEXT_FIELDS
+from core.maps.embed import (
+    BACKENDS,
+    DEFAULT_MODEL,
+    TEXT_FIELDS,
+    agreement_text,
+    backend_help,
+    run_vectors_note,
+)
 from core.maps.estimates import embedding_plan
 from core.maps.figures import map_figure
 from core.maps.neighbours import neighbours, search
@@ -49,14 +56,15 @@ def compute_panel(store: Store, datasets: list[str]) -> None:
     with st.expander("Compute a new map", expanded=list_maps(store, datasets[0]).empty):
         c1, c2, c3, c4, c5 = st.columns(5)
         text = c1.selectbox("Embed which text", TEXT_FIELDS, key="text_field")
-        backend = c2.selectbox("Backend", BACKENDS, key="backend",
-                               help="onnx-int8: about 2x faster on CPU, cosine ~0.99 to the torch vectors")
+        backend = c2.selectbox("Backend", BACKENDS, key="backend", help=md_text(backend_help()))
         method = c3.selectbox("Projection", ["pca", "umap"], key="method",
                               help="UMAP's first run in a process compiles for ~30 s")
         clusters = c4.selectbox("Clusters", ["kmeans", "hdbscan", "none"], key="clusters")
         k = c5.number_input("k (k-means)", 2, 500, 12, key="k")
         st.caption(embedding_plan(store, datasets, text=text, backend=backend).describe(DEFAULT_MODEL)
                    + (" UMAP's first run in a process adds ~30 s of compilation." if method == "umap" else ""))
+        if backend == "onnx-int8":
+            st.caption(md_text(f"onnx-int8 vectors are {agreement_text(DEFAULT_MODEL, backend)}."))
         if st.button("Embed, project and cluster", key="compute", type="primary", disabled=ui_jobs.running("map_job")):
             def work(job: Job) -> object:
                 return make_map(store, datasets, text=text, backend=backend, method=method,
@@ -136,6 +144,7 @@ def draw(store: Store, map_id: int, view: dict[str, Any], key: str) -> tuple[pd.
                                density=view["density"], budget=view["budget"], title=info.name,
                                dragmode=view.get("dragmode", "pan"))
     st.caption(fig_info.message + ("" if fig_info.hover_text else "; hover shows ids only at this size"))
+    st.caption(md_text(run_vectors_note(store, info.embedding_run_id)))
     event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=key,
                             width="stretch")
     selection = event.get("selection") if isinstance(event, dict) or hasattr(event, "get") else None

@@ -17,6 +17,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder of ONNX exports for the whole session (child processes inherit it): each test's store
+    is in a folder of its own, and exporting beside each one would re-export the model per test."""
+    folder = Path(os.environ.setdefault("ASSAY_ONNX_DIR", str(tmp_path_factory.mktemp("onnx-exports"))))
+    return folder
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     """A real DuckDB store file in a temporary folder."""

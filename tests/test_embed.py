@@ -75,19 +75,20 @@ def test_embed_real_data_then_cache_hits(store: Store, shared: Path) -> None:
 
 
 def test_reference_agreement_of_vectors(store: Store, shared: Path) -> None:
-    """The stored vectors are exactly what SentenceTransformer.encode gives for the question text."""
+    """The stored vectors are what SentenceTransformer.encode gives for the question text: the default
+    path on a CPU (ONNX fp32) reproduces torch to ~1e-6, which is why the two share one cache key."""
     load_real(store, shared)
     report = embed(store, "gsm8k", sample_ids=None)
+    assert report.computed_with.startswith("onnxruntime fp32") and report.model_key.endswith("|torch|fp32")
     ids, vectors = load_vectors(store, report.run_id)
-    questions = [r["question"] for r in read_jsonl(shared / "gsm8k" / "test.jsonl", 5)]
-    reference = get_embedder()._st.encode(questions, normalize_embeddings=True)  # noqa: SLF001
-    assert np.allclose(vectors[:5], reference, atol=1e-4)
+    questions = [r["question"] for r in read_jsonl(shared / "gsm8k" / "test.jsonl", N_GSM8K)]
+    reference = get_embedder(backend="torch")._st.encode(questions, normalize_embeddings=True)  # noqa: SLF001
+    assert np.abs(vectors - reference).max() < 1e-6
 
 
-def test_onnx_int8_backend_agrees_with_torch(store: Store, shared: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("ASSAY_CACHE", str(tmp_path / "cache"))
+def test_onnx_int8_backend_agrees_with_torch(store: Store, shared: Path) -> None:
     texts = [r["question"] for r in read_jsonl(shared / "gsm8k" / "test.jsonl", 40)]
-    reference = get_embedder().encode(texts)
+    reference = get_embedder(backend="torch").encode(texts)
     from core.maps.embed import OnnxEmbedder
 
     fast = OnnxEmbedder(int8=True).encode(texts)

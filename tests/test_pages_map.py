@@ -53,6 +53,12 @@ def test_page_computes_a_map_and_acts_on_a_selection(page_store) -> None:
     assert len(maps) == 1 and any("Made" in s.value for s in at.success)
     assert any(f"showing all {N_GSM8K + N_ARENA} points" in c.value for c in at.caption)
     assert at.selectbox(key="map_pick").value == int(maps.map_id[0])
+    captions = [c.value.replace("\\", "") for c in at.caption]
+    assert any("exact fp32" in c for c in captions), captions  # which vectors the map shows
+    # Choosing int8 says how far its vectors are from exact ones, from the benchmark's record.
+    at.selectbox(key="backend").set_value("onnx-int8").run()
+    assert any("mean cosine" in c.value.replace("\\", "") for c in at.caption)
+    at.selectbox(key="backend").set_value("auto")
     # A second map made on the page is the one shown (the picker had map 1 in its state).
     at.selectbox(key="clusters").set_value("none")
     at.button(key="compute").click().run()

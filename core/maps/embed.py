@@ -11,9 +11,18 @@ Resume. A run writes its item list first, then computes the missing vectors in l
 committing each. A killed run is resumed by the next call with the same parameters (same run id); only
 vectors still missing are computed.
 
-Backends. "torch": sentence-transformers (CUDA with fp16 and large batches when present, else CPU).
-"onnx": the same model exported once with torch.onnx and run by onnxruntime; "onnx-int8": that export
-with per-channel int8 dynamic quantisation, the faster CPU path (see bench/embed_throughput.py).
+Backends. "auto" (the default): on a CPU the model's ONNX fp32 export run by onnxruntime
+(core/maps/onnx_models.py: exported once, checked against torch, cached beside the store), which gives the
+same vectors as torch faster; where the export or its loading fails, torch, with the reason recorded in
+the run's metrics (`fallback_reason`); on a GPU torch. "torch": sentence-transformers (CUDA with fp16 and
+large batches when present, else CPU). "onnx": the ONNX fp32 export, no fallback. "onnx-int8": that
+export with per-channel int8 dynamic quantisation: faster, approximate; its measured agreement with fp32
+is in embed_agreement.json (written by bench/embed_throughput.py) and shown wherever it is chosen.
+
+Cache keys. Exact fp32 vectors (torch on CPU, ONNX fp32) share one key, `<model>|torch|fp32` (the key
+torch fp32 vectors always had, so stores keep their cache): the two give the same numbers to ~1e-6
+(tests/test_onnx_default.py). Approximate vectors (int8, and fp16 on a GPU) have keys of their own and
+are never served to a request for another precision.
 """
 
 from __future__ import annotations
@@ -36,7 +45,10 @@ from core.store.runs import Run
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 TEXT_FIELDS = ("instruction", "user", "conversation", "response")
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+DEFAULT_BACKEND = "auto"
+AGREEMENT_FILE = Path(__file__).with_name("embed_agreement.json")  # int8 vs fp32, from bench/embed_throughput.py
+# Keys of an embed run's params that say how it was computed, not what was asked (a resume ignores them).
 COMMIT_EVERY = 512  # texts per committed chunk: a kill loses at most this much work
 
 Progress = Callable[[int, int], None]
@@ -94,10 +106,18 @@ class Embedder:
     device: str
     precision: str
     batch_size: int
+    revision: str | None = None          # the model files it runs (ONNX exports know theirs)
+    fallback_reason: str | None = None   # why "auto" runs torch on a CPU (the ONNX export failed)
 
     @property
     def key(self) -> str:
-        return f"{self.model}|{self.backend}|{self.precision}"
+        return vector_key(self.model, self.backend, self.precision)
+
+    @property
+    def computed_with(self) -> str:
+        """How the vectors are computed, for the run's record."""
+        engine = "onnxruntime" if self.backend.startswith("onnx") else "torch"
+        return f"{engine} {self.precision} on {self.device}" + (f" ({self.revision})" if self.revision else "")
 
     def encode_batch(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
@@ -115,6 +135,14 @@ class Embedder:
             if progress:
                 progress(min(start + self.batch_size, len(texts)), len(texts))
         return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def vector_key(model: str, backend: str, precision: str) -> str:
+    """The cache key of vectors: exact fp32 ones share one key whatever computed them (torch on CPU and
+    the checked ONNX fp32 export give the same numbers); other precisions are kept apart by backend."""
+    if precision == "fp32":
+        return f"{model}|torch|fp32"
+    return f"{model}|{backend}|{precision}"
 
 
 class TorchEmbedder(Embedder):
@@ -143,112 +171,130 @@ class TorchEmbedder(Embedder):
         return np.asarray(vecs, dtype=np.float32)
 
 
-class _Pooled:
-    """Transformer + mean pooling + L2 normalisation as one module, for torch.onnx.export."""
-
-    @staticmethod
-    def build(model_path: str):  # noqa: ANN205 - torch module built lazily
-        import torch
-        from transformers import AutoModel
-
-        class Pooled(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.inner = AutoModel.from_pretrained(model_path).eval()
-
-            def forward(self, input_ids, attention_mask):  # noqa: ANN001, ANN201
-                hidden = self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(mean, dim=-1)
-
-        return Pooled()
-
-
-def export_onnx(model: str = DEFAULT_MODEL, *, int8: bool = False, folder: Path | None = None) -> Path:
-    """Export (once, cached on disk) the model with pooling to ONNX; optionally int8-quantise it.
-
-    Uses torch.onnx directly rather than optimum, which pins transformers 4.x (see DESIGN.md).
-    Per-channel int8 weights keep mean cosine to the fp32 model around 0.99; per-tensor gives ~0.96.
-    """
-    import torch
-    from transformers import AutoTokenizer
-
-    path = resolve_model(model)
-    tag = hashlib.sha1(f"{Path(path).resolve() if Path(path).exists() else path}".encode()).hexdigest()[:12]
-    folder = folder or cache_dir() / "onnx" / tag
-    fp32, q8 = folder / "model.onnx", folder / "model-int8.onnx"
-    folder.mkdir(parents=True, exist_ok=True)
-    if not fp32.exists():
-        tok = AutoTokenizer.from_pretrained(path)
-        enc = tok(["an example", "another example text"], padding=True, return_tensors="pt")
-        tmp = folder / f"model.{os.getpid()}.tmp.onnx"
-        axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "embedding": {0: "batch"}}
-        with torch.no_grad():
-            torch.onnx.export(_Pooled.build(path), (enc["input_ids"], enc["attention_mask"]), str(tmp),
-                              dynamo=False, input_names=["input_ids", "attention_mask"],
-                              output_names=["embedding"], dynamic_axes=axes, opset_version=17)
-        tmp.replace(fp32)  # atomic: a half-written export is never picked up
-    if int8 and not q8.exists():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        tmp = folder / f"model-int8.{os.getpid()}.tmp.onnx"
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-        tmp.replace(q8)
-    return q8 if int8 else fp32
+def onnx_dir(store_path: str | Path | None = None) -> Path:
+    """Where ONNX exports are kept: $ASSAY_ONNX_DIR, else `.assay-onnx/` beside the store's DuckDB file,
+    else (no store) the user cache."""
+    if os.environ.get("ASSAY_ONNX_DIR"):
+        return Path(os.environ["ASSAY_ONNX_DIR"]).expanduser()
+    if store_path is not None:
+        return Path(store_path).expanduser().resolve().parent / ".assay-onnx"
+    return cache_dir() / "onnx"
 
 
 class OnnxEmbedder(Embedder):
-    """onnxruntime on CPU over an export of the same model; "onnx-int8" is the quantised variant."""
+    """onnxruntime on CPU over the model's cached, checked export (core/maps/onnx_models.py); int8 quantised or fp32."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, int8: bool = True, batch_size: int | None = None,
-                 threads: int | None = None, max_length: int = 256) -> None:
-        import onnxruntime as ort
-        from transformers import AutoTokenizer
+                 threads: int | None = None, folder: Path | None = None) -> None:
+        import core.maps.onnx_models as onnx_models
 
         self.model = model or DEFAULT_MODEL
         self.backend = "onnx-int8" if int8 else "onnx"
         self.device, self.precision = "cpu", "int8" if int8 else "fp32"
         self.batch_size = batch_size or 32
-        self.max_length = max_length
-        self._tok = AutoTokenizer.from_pretrained(resolve_model(model))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
-        self._session = ort.InferenceSession(str(export_onnx(model, int8=int8)), options,
-                                             providers=["CPUExecutionProvider"])
+        self._onnx = onnx_models.load(self.model, folder or onnx_dir(), self.precision, threads=threads)
+        self.folder = self._onnx.folder
+        self.revision = f"ONNX export of {self._onnx.meta['revision']}"
 
     def encode_batch(self, texts: list[str]) -> np.ndarray:
-        enc = self._tok(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
-        feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
-        return self._session.run(None, feeds)[0].astype(np.float32)
+        return self._onnx.encode(texts)
+
+
+def resolve_backend(backend: str, device: str = "auto") -> str:
+    """The backend "auto" means here: ONNX fp32 on a CPU, torch on a GPU; others are themselves."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend == "auto":
+        return "torch" if pick_device(device).startswith("cuda") else "onnx"
+    return backend
 
 
 _EMBEDDERS: dict[tuple, Embedder] = {}
 
 
-def get_embedder(model: str | None = None, *, backend: str = "torch", device: str = "auto",
-                 batch_size: int | None = None) -> Embedder:
-    """One loaded embedder per (model, backend, device, batch size) per process: loading costs seconds."""
+def get_embedder(model: str | None = None, *, backend: str = DEFAULT_BACKEND, device: str = "auto",
+                 batch_size: int | None = None, folder: Path | None = None) -> Embedder:
+    """One loaded embedder per (model, backend, device, batch size, export folder) per process: loading
+    costs seconds. "auto" on a CPU falls back to torch when the ONNX export fails (the embedder's
+    `fallback_reason` says why)."""
     model = model or DEFAULT_MODEL
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    key = (model, backend, pick_device(device), batch_size)
+    resolved = resolve_backend(backend, device)
+    folder = Path(folder) if folder is not None else onnx_dir()
+    key = (model, backend, pick_device(device), batch_size, str(folder) if resolved != "torch" else None)
     if key not in _EMBEDDERS:
-        if backend == "torch":
+        if resolved == "torch":
             _EMBEDDERS[key] = TorchEmbedder(model, device=device, batch_size=batch_size)
+        elif backend == "auto":
+            _EMBEDDERS[key] = _onnx_or_torch(model, batch_size, folder)
         else:
-            _EMBEDDERS[key] = OnnxEmbedder(model, int8=backend == "onnx-int8", batch_size=batch_size)
+            _EMBEDDERS[key] = OnnxEmbedder(model, int8=resolved == "onnx-int8", batch_size=batch_size, folder=folder)
     return _EMBEDDERS[key]
+
+
+def _onnx_or_torch(model: str, batch_size: int | None, folder: Path) -> Embedder:
+    try:
+        return OnnxEmbedder(model, int8=False, batch_size=batch_size, folder=folder)
+    except Exception as exc:  # noqa: BLE001 - any failure to export or load: torch computes the same vectors
+        embedder = TorchEmbedder(model, device="cpu", batch_size=batch_size)
+        embedder.fallback_reason = f"ONNX fp32 unavailable, torch used: {type(exc).__name__}: {exc}"[:500]
+        return embedder
 
 
 def model_key(model: str | None, backend: str, device: str = "auto") -> str:
     """The cache key of the vectors a configuration produces, known without loading the model."""
     model = model or DEFAULT_MODEL
-    if backend == "torch":
+    resolved = resolve_backend(backend, device)
+    if resolved == "torch":
         precision = "fp16" if pick_device(device).startswith("cuda") else "fp32"
     else:
-        precision = "int8" if backend == "onnx-int8" else "fp32"
-    return f"{model}|{backend}|{precision}"
+        precision = "int8" if resolved == "onnx-int8" else "fp32"
+    return vector_key(model, resolved, precision)
+
+
+# ---- what int8 costs in agreement -------------------------------------------------------------
+
+
+def agreement(model: str | None = None, backend: str = "onnx-int8") -> dict[str, Any] | None:
+    """The measured agreement of `backend`'s vectors with exact fp32 ones (mean cosine, 10-NN overlap, on
+    what data, by which command), as bench/embed_throughput.py last recorded it; None where not measured."""
+    try:
+        recorded = json.loads(AGREEMENT_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded.get(model or DEFAULT_MODEL, {}).get(backend)
+
+
+def record_agreement(model: str, backend: str, figures: dict[str, Any], path: Path | None = None) -> Path:
+    """Write a measurement into embed_agreement.json (temp file + rename: readers never see half)."""
+    path = path or AGREEMENT_FILE
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    recorded.setdefault(model, {})[backend] = figures
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def agreement_text(model: str | None = None, backend: str = "onnx-int8") -> str:
+    """One sentence on how far `backend`'s vectors are from exact fp32 ones, citing the measurement."""
+    if backend != "onnx-int8":
+        return ""
+    found = agreement(model, backend)
+    if not found:
+        return f"approximate; its agreement with fp32 has not been measured for {model or DEFAULT_MODEL}"
+    return (f"approximate: mean cosine {found['mean_cosine']:.4f} (min {found['min_cosine']:.4f}) and 10-NN overlap "
+            f"{found['knn10_overlap']:.3f} with exact fp32 vectors on {found['n_texts']:,} {found['data']} "
+            f"({found['command']}, {found['measured_at']})")
+
+
+def backend_help(model: str | None = None) -> str:
+    """What each backend means, for a command-line flag or a page's option help."""
+    return ("auto (default): ONNX fp32 through onnxruntime on a CPU (the same vectors as torch, faster; torch "
+            "where the export fails, the reason recorded with the run), torch on a GPU; torch: sentence-"
+            "transformers; onnx: ONNX fp32 only; onnx-int8: faster, " + agreement_text(model, "onnx-int8"))
 
 
 # ---- runs -------------------------------------------------------------------------------------
@@ -266,6 +312,8 @@ class EmbedReport:
     seconds: float
     dims: int | None = None
     datasets: list[str] = field(default_factory=list)
+    computed_with: str = ""               # "" when every vector came from the cache
+    fallback_reason: str | None = None    # why "auto" ran torch on a CPU
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -333,7 +381,7 @@ def embed(
     *,
     model: str | None = None,
     text: str = "instruction",
-    backend: str = "torch",
+    backend: str = DEFAULT_BACKEND,
     device: str = "auto",
     batch_size: int | None = None,
     sample_ids: Sequence[int] | None = None,
@@ -344,8 +392,7 @@ def embed(
     t0 = time.monotonic()
     names, ids = dataset_ids(store, datasets)
     text_sql(text)  # validate early
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    resolve_backend(backend, device)  # validate early
     model = model or DEFAULT_MODEL
     key = model_key(model, backend, device)
     params = {"datasets": names, "model": model, "text": text, "backend": backend, "model_key": key,
@@ -357,7 +404,11 @@ def embed(
         n_cached = n_items - int(store.query_df(
             "SELECT count(*) AS n FROM embedding_items i WHERE run_id = ? AND content_hash IN (SELECT unnest(?::VARCHAR[]))",
             [run_id, missing.content_hash.tolist()]).n[0]) if len(missing) else n_items
-        embedder = get_embedder(model, backend=backend, device=device, batch_size=batch_size) if len(missing) else None
+        embedder = None
+        if len(missing):
+            embedder = get_embedder(model, backend=backend, device=device, batch_size=batch_size,
+                                    folder=onnx_dir(store.path))
+            record_computed_with(store, run, embedder)
         # Length-sorted chunks: each chunk is committed; within it the embedder batches by length again.
         order = np.argsort(missing.text.str.len().to_numpy(), kind="stable")
         texts, hashes = missing.text.to_numpy()[order], missing.content_hash.to_numpy()[order]
@@ -382,7 +433,60 @@ def embed(
                         [dims, n_items, n_cached, embedder.device if embedder else None,
                          key.rsplit("|", 1)[1], seconds, run_id])
             run.finish(n_items, con=con)
-    return EmbedReport(run_id, key, text, n_items, n_cached, len(texts), resumed, seconds, dims, names)
+    return EmbedReport(run_id, key, text, n_items, n_cached, len(texts), resumed, seconds, dims, names,
+                       embedder.computed_with if embedder else "", embedder.fallback_reason if embedder else None)
+
+
+def record_computed_with(store: Store, run: Run, embedder: Embedder) -> None:
+    """Say in the run's metrics how its vectors are computed (and why torch, where "auto" fell back to it);
+    the params stay what was asked, so a resumed run matches whatever computed it."""
+    if embedder.key != embed_run_info(store, run.run_id)["model_key"]:  # would cache vectors under the wrong key
+        raise RuntimeError(f"embedder makes {embedder.key} vectors; run {run.run_id} expects another key")
+    run.set_metrics(computed_with=embedder.computed_with)
+    if embedder.fallback_reason:
+        run.set_metrics(fallback_reason=embedder.fallback_reason)
+    with store.transaction() as con:
+        run.save_metrics(con=con)
+        con.execute("UPDATE runs SET model_revision = coalesce(?, model_revision) WHERE run_id = ?",
+                    [embedder.revision, run.run_id])
+        con.execute("UPDATE embedding_runs SET backend = ? WHERE run_id = ?", [embedder.backend, run.run_id])
+
+
+def _details(found: str | dict[str, Any] | None) -> dict[str, Any]:
+    return (json.loads(found) if isinstance(found, str) else found) or {}
+
+
+def computed_with_note(metrics: str | dict[str, Any] | None) -> str:
+    """How an embed run's vectors were computed, from its metrics ("" where nothing was computed)."""
+    found = _details(metrics)
+    note = found.get("computed_with", "")
+    if found.get("fallback_reason"):
+        note = f"{note}; {found['fallback_reason']}" if note else found["fallback_reason"]
+    return note
+
+
+def fallback_note(kind: str, metrics: str | dict[str, Any] | None) -> str:
+    """For a runs table: why an embed run computed with torch where ONNX fp32 was the default ("" otherwise)."""
+    if kind != "embed" or not metrics:
+        return ""
+    return str(_details(metrics).get("fallback_reason") or "")
+
+
+def run_vectors_note(store: Store, run_id: int) -> str:
+    """One line for a page showing an embedding run: which vectors, how computed, exact or how approximate."""
+    info = embed_run_info(store, run_id)
+    key = info["model_key"]
+    model, _, precision = key.rpartition("|")
+    model = model.rpartition("|")[0]
+    if precision == "int8":
+        kind = agreement_text(model, "onnx-int8")
+    elif precision == "fp32":
+        kind = "exact fp32 (torch and ONNX fp32 give the same vectors)"
+    else:
+        kind = f"{precision} (a GPU's half precision)"
+    how = computed_with_note(info.get("metrics"))
+    done = f"computed with {how}" if how else "all from the cache"
+    return f"Vectors of run {run_id}: {model}, {kind}; {done}."
 
 
 def vector_dims(store: Store, run_id: int, key: str) -> int | None:
@@ -396,7 +500,8 @@ def vector_dims(store: Store, run_id: int, key: str) -> int | None:
 
 
 def embed_run_info(store: Store, run_id: int) -> dict[str, Any]:
-    df = store.query_df("SELECT e.*, r.status, r.params, r.dataset_id FROM embedding_runs e JOIN runs r USING (run_id) "
+    df = store.query_df("SELECT e.*, r.status, r.params, r.metrics, r.dataset_id FROM embedding_runs e "
+                        "JOIN runs r USING (run_id) "
                         "WHERE run_id = ?", [run_id])
     if df.empty:
         raise KeyError(f"No embedding run {run_id}")

@@ -16,9 +16,9 @@ from core.store.jobs import duration
 
 __all__ = ["WorkPlan", "embedding_plan", "run_rate", "describe_seconds"]
 
-# Texts per second of all-MiniLM-L6-v2 on a 2-core CPU by backend (bench/embed_throughput.py, GSM8K
-# questions), used only until this store has measured its own.
-TYPICAL_EMBED_RATE = {"torch": 100.0, "onnx": 110.0, "onnx-int8": 235.0}
+# Texts per second of all-MiniLM-L6-v2 on a 2-core CPU by backend (bench/embed_throughput.py, 1,000 GSM8K
+# questions, the quieter run quoted in issue 17), used only until this store has measured its own.
+TYPICAL_EMBED_RATE = {"torch": 111.0, "onnx": 220.0, "onnx-int8": 389.0}
 _GPU_FACTOR = 20.0
 
 
@@ -54,12 +54,12 @@ def describe_seconds(seconds: float) -> str:
 
 
 def embedding_plan(store: Store, datasets: str | Sequence[str], *, model: str | None = None,
-                   text: str = "instruction", backend: str = "torch", device: str = "auto") -> WorkPlan:
+                   text: str = "instruction", backend: str = "auto", device: str = "auto") -> WorkPlan:
     """How many texts an `embed.embed` call with these arguments would compute, and how long it would take."""
     names, ids = embed.dataset_ids(store, datasets)
     key = embed.model_key(model, backend, device)
     counts = _hash_counts(store, ids, key, text)
-    rate, source = _embed_rate(store, key, backend)
+    rate, source = _embed_rate(store, key, embed.resolve_backend(backend, device))
     return WorkPlan(*counts, rate, source)
 
 

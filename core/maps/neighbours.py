@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.maps.embed import embed_run_info, get_embedder, load_vectors
+from core.maps.embed import embed_run_info, get_embedder, load_vectors, onnx_dir
 from core.store.database import Store
 
 EXACT_LIMIT = 50_000
@@ -195,7 +195,7 @@ def neighbours(store: Store, embedding_run_id: int, sample_id: int, k: int = 10)
 def embed_query(store: Store, embedding_run_id: int, text: str) -> np.ndarray:
     """The query text embedded with the same model and backend as the run (so scores are comparable)."""
     params = json.loads(embed_run_info(store, embedding_run_id)["params"])
-    embedder = get_embedder(params["model"], backend=params["backend"])
+    embedder = get_embedder(params["model"], backend=params["backend"], folder=onnx_dir(store.path))
     return embedder.encode([text])[0]
 
 

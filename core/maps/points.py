@@ -65,7 +65,7 @@ def make_map(
     embedding_run_id: int | None = None,
     model: str | None = None,
     text: str = "instruction",
-    backend: str = "torch",
+    backend: str = "auto",
     method: str = "umap",
     clusters: str | None = "hdbscan",
     k: int | None = None,

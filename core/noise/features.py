@@ -247,12 +247,13 @@ def _remap_annotations(ann: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 
 
 def _covering_run(store: Store, dataset: str, ids: np.ndarray, text: str | None) -> int | None:
-    from core.maps.embed import embedding_runs
+    from core.maps.embed import embedding_runs, model_key
 
     runs = embedding_runs(store, dataset)
     if runs.empty:
         return None
-    runs = runs[runs.status == "finished"]
+    # Only runs of the vectors embed() would make now: never int8 (approximate) ones for this request.
+    runs = runs[(runs.status == "finished") & (runs.model_key == model_key(None, "auto"))]
     if text:
         runs = runs[runs.text_field == text]
     for run_id in runs.run_id:

@@ -79,7 +79,7 @@ class Step:
 class EmbedStep(Step):
     model: str | None = None
     text: str = "instruction"
-    backend: str = "torch"
+    backend: str = "auto"  # ONNX fp32 on CPU workers, torch on GPU ones (core/maps/embed.py)
     device: str = "auto"
     model_batch_size: int | None = None
     name = "embed"
@@ -88,13 +88,13 @@ class EmbedStep(Step):
 
     @property
     def uses_gpu(self) -> bool:
-        return self.backend == "torch" and (self.device == "auto" or self.device.startswith("cuda"))
+        return self.backend in ("torch", "auto") and (self.device == "auto" or self.device.startswith("cuda"))
 
     def resolve_device(self, cluster_has_gpu: bool) -> None:
         import core.maps.embed as embed
 
         if self.device == "auto":
-            self.device = "cuda" if cluster_has_gpu and self.backend == "torch" else embed.pick_device("auto")
+            self.device = "cuda" if cluster_has_gpu and self.backend in ("torch", "auto") else embed.pick_device("auto")
 
     @property
     def model_key(self) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from core.cli.commands import add_command
 from core.cli.commands.scale import add_engine_options, run_on_ray
-from core.maps.embed import BACKENDS, TEXT_FIELDS
+from core.maps.embed import BACKENDS, DEFAULT_BACKEND, TEXT_FIELDS, backend_help
 from core.store.database import Store
 
 
@@ -46,7 +46,9 @@ def _embed(store: Store, args: argparse.Namespace) -> tuple[Any, str]:
     verb = "resumed" if report.resumed else "finished"
     return result, (f"embedding run {report.run_id} {verb}: {report.n_items} samples of {', '.join(report.datasets)} "
                     f"({report.model_key}, text={report.text_field}); {report.n_cached} from cache, "
-                    f"{report.n_computed} computed in {report.seconds:.1f}s")
+                    f"{report.n_computed} computed in {report.seconds:.1f}s"
+                    + (f" with {report.computed_with}" if report.computed_with else "")
+                    + (f"\n{report.fallback_reason}" if report.fallback_reason else ""))
 
 
 def _latest_embedding(store: Store, datasets: list[str]) -> int:
@@ -105,8 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text", choices=TEXT_FIELDS, default="instruction", help="what to embed")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="torch (reference), onnx, onnx-int8 (faster on CPU, cosine ~0.99 to torch)")
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help=backend_help().replace("%", "%%"))
     add_engine_options(p)
 
     p = add_command(subparsers, "map", _map, "project an embedding run to 2-D and cluster it (a map)")

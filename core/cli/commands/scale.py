@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed = steps.add_parser("embed", help="sentence embeddings into the store's embedding cache")
     embed.add_argument("--model", help="sentence-transformers name or path (default: bundled all-MiniLM-L6-v2)")
     embed.add_argument("--text", choices=TEXT_FIELDS, default="instruction")
-    embed.add_argument("--backend", choices=BACKENDS, default="torch")
+    embed.add_argument("--backend", choices=BACKENDS, default="auto")
     embed.add_argument("--device", default="auto")
     embed.add_argument("--model-batch-size", type=int)
     tag = steps.add_parser("tag", help="offline tags: language, turns, lengths, zero-shot category")
