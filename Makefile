@@ -34,7 +34,7 @@ test: install browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 lint: install
-	$(VENV)/bin/ruff check core pages app.py tests bench
+	$(VENV)/bin/ruff check core pages app.py ui.py ui_jobs.py ui_atlas.py tests bench
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench.run_all
