@@ -445,10 +445,9 @@ def record_computed_with(store: Store, run: Run, embedder: Embedder) -> None:
     run.set_metrics(computed_with=embedder.computed_with)
     if embedder.fallback_reason:
         run.set_metrics(fallback_reason=embedder.fallback_reason)
+    run.model_revision = embedder.revision or run.model_revision  # written when the run ends
     with store.transaction() as con:
         run.save_metrics(con=con)
-        con.execute("UPDATE runs SET model_revision = coalesce(?, model_revision) WHERE run_id = ?",
-                    [embedder.revision, run.run_id])
         con.execute("UPDATE embedding_runs SET backend = ? WHERE run_id = ?", [embedder.backend, run.run_id])
 
 

@@ -59,6 +59,7 @@ class Run:
         self.store, self.run_id, self.kind = store, int(run_id), kind
         self.params: Mapping[str, Any] = _frozen(json.loads(params_json(params)))
         self.model = model  # written again at finish: a run may learn which model it used (cluster's LLM)
+        self.model_revision: str | None = None  # likewise, where only loading the model tells (an ONNX export)
         self.resumed = resumed
         self.metrics: dict[str, Any] = {}
         self.n_samples: int | None = None
@@ -106,9 +107,10 @@ class Run:
 
     def _end(self, status: str, error: str | None, con: duckdb.DuckDBPyConnection | None) -> None:
         sql = ("UPDATE runs SET status = ?, finished_at = ?, n_samples = coalesce(?, n_samples), error = ?, "
-               "model = ?, metrics = coalesce(?::JSON, metrics) WHERE run_id = ?")
+               "model = ?, model_revision = coalesce(?, model_revision), metrics = coalesce(?::JSON, metrics) "
+               "WHERE run_id = ?")
         metrics = json.dumps(self.metrics, sort_keys=True, default=str) if self.metrics else None
-        values = [status, now_utc(), self.n_samples, error, self.model, metrics, self.run_id]
+        values = [status, now_utc(), self.n_samples, error, self.model, self.model_revision, metrics, self.run_id]
         con = con or self._con
         if con is not None:
             con.execute(sql, values)
