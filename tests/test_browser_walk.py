@@ -103,6 +103,11 @@ def _walk(page, url: str, tmp_path: Path) -> None:
     wait_idle(page)
     run.click()
     page.get_by_text("samples flagged", exact=False).first.wait_for(timeout=LONG)
+    # the run's charts and the suspicious list (the noise page's own browser test, folded in here)
+    page.get_by_text("rescaler flags").first.wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Suspicious samples").wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
     _step(page, "6-noise")
 
     # 7. Mixture: compose from two sources and export a reproducible zip.
