@@ -107,8 +107,10 @@ def _walk(page, url: str, tmp_path: Path) -> None:
     page.get_by_text("rescaler flags").first.wait_for(timeout=60_000)
     page.get_by_role("heading", name="Suspicious samples").wait_for(timeout=60_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+    page.set_viewport_size({"width": 1400, "height": 2600})  # the tables sit below the fold
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
     _step(page, "6-noise")
+    page.set_viewport_size({"width": 1400, "height": 1000})
 
     # 7. Mixture: compose from two sources and export a reproducible zip.
     page.goto(url + "/Mixture")
