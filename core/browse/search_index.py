@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tantivy
 
-from core.store.database import Store
+from core.store.database import Store, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +121,6 @@ def index_folder(store: Store, dataset_id: int, loaded_at: Any) -> Path:
     return index_root(store) / f"d{int(dataset_id)}-{_stamp(loaded_at)}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -147,7 +137,7 @@ def sweep(store: Store, keep: set[str] | None = None) -> None:
                 pid = int(path.name.split("-")[1])
             except (IndexError, ValueError):
                 continue
-            if pid != os.getpid() and not _pid_alive(pid):
+            if pid != os.getpid() and not pid_alive(pid):
                 _remove(path)
         elif keep is not None and path.name.startswith("d") and path.name not in keep:
             _remove(path)

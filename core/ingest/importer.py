@@ -34,7 +34,7 @@ from core.ingest.field_accounting import FieldAccounting
 from core.ingest.readers import RawRecord
 from core.ingest.shapes import turn_text
 from core.ingest.tokens import TOKEN_METHOD, count_tokens
-from core.store.database import Store, memory_limit, now_utc
+from core.store.database import Store, memory_limit, now_utc, pid_alive
 from core.store.runs import Run
 
 DEFAULT_MAX_CHARS = 2_000_000
@@ -215,18 +215,8 @@ def _remove_stale_staging(folder: Path) -> None:
             pid = int(file.name.split("-")[1])
         except (IndexError, ValueError):
             continue
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             file.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_request(store: Store, name: str, on_bad: str) -> None:
