@@ -252,8 +252,9 @@ def coloured_map(tmp_root: Path, shared: Path) -> tuple[Store, int, dict]:
     return store, info.map_id, expect
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def coloured(tmp_path_factory, shared: Path) -> tuple[Store, int, dict]:
+    """Built once for this module: the tests using it only read it."""
     return coloured_map(tmp_path_factory.getbasetemp(), shared)
 
 
@@ -322,6 +323,43 @@ def test_load_points_with_sourced_columns_keeps_every_point(coloured) -> None:
     contam = p[f"contamination:run {x['contam']}"]
     assert (contam[gsm[:3]] == "contaminated").all() and (contam[gsm[3:]] == "clean").all()
     assert contam[arena].isna().all()
+
+
+def test_map_options_are_exactly_the_registry_signals_with_values(coloured) -> None:
+    """Every sourced option of the Map opens a registry signal (the older names too) and shows the registry's
+    own values on the map's samples; every registry signal with a value there is offered."""
+    from core import signals
+    from core.maps import colours
+    from core.maps.points import colour_columns, get_map
+    from core.signals.registry import list_on
+
+    store, map_id, x = coloured
+    proj = get_map(store, map_id).projection_run_id
+    on_map = store.query_df("SELECT sample_id FROM projections WHERE run_id = ?", [proj])["sample_id"].tolist()
+    offered = {name: kind for name, kind in colour_columns(store, ["gsm8k", "arena"], map_id).items() if ":" in name}
+    with store.connect() as con:
+        known = {s.name: s for s in list_on(con)}
+        opened = {name: colours.registry_name(con, name, known) for name in offered}
+    kinds = {"number": "numeric", "category": "category", "bool": "bool", "text": "category"}
+    for name, (signal, run) in opened.items():
+        expected = signals.values(store, signal, run=run, sample_ids=on_map)
+        got = colours.load_values(store, colours.resolve(store, name), proj)
+        assert not got.empty and got.sort_index().to_dict() == dict(
+            zip(expected["sample_id"], expected["value"], strict=True)), name
+        assert offered[name] == kinds[known[signal].kind], name
+    with_values = {name for name in known if not signals.values(store, name, sample_ids=on_map).empty}
+    assert {signal for signal, _ in opened.values()} == with_values
+    # The Map's older names open their registry signal and the run they name.
+    n = x["noise"]
+    assert {name: opened[name] for name in ("tag:difficulty", "label:task/category", f"noise:{n}/label issue",
+                                            f"noise:{n}/given label", f"dup:run {x['dedup']}",
+                                            f"contamination:run {x['contam']}")} == {
+        "tag:difficulty": ("tag.difficulty", None), "label:task/category": ("label.task.category", None),
+        f"noise:{n}/label issue": ("noise.combined.flag", n), f"noise:{n}/given label": ("noise.given_label", n),
+        f"dup:run {x['dedup']}": ("dup.status", x["dedup"]),
+        f"contamination:run {x['contam']}": ("contamination", x["contam"])}
+    # Signals the Map never offered before are there now, under their registry names.
+    assert {"signal:label.disagreement", "signal:dup.group", "signal:contamination.item"} <= set(offered)
 
 
 def test_unknown_colour_columns_are_refused(coloured) -> None:

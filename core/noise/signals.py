@@ -1,5 +1,6 @@
 """Signal provider for the noise methods (core/signals): per method its score and flag (and the rescaler's
-weight), plus the combined score and flag, from the newest finished noise run of each dataset."""
+weight, cleanlab's outlier and near-duplicate checks, cartography's region), plus the combined score and flag
+and the given and predicted labels, from the newest finished noise run of each dataset."""
 
 from __future__ import annotations
 
@@ -16,6 +17,28 @@ _COMBINED = {  # name -> (noise_scores column, kind, description, how to read)
     "noise.combined.flag": ("is_label_issue", "bool", "flagged as a label issue by the combined rule",
                             "true = probably mislabelled"),
     "noise.n_flags": ("n_flags", "number", "how many noise methods flag the sample", "higher = more suspect"),
+    "noise.given_label": ("given_label", "category", "the label the noise run checked", "the class as given"),
+    "noise.predicted_label": ("predicted_label", "category", "the class the out-of-fold classifier predicts",
+                              "differs from the given label where the model disagrees"),
+}
+# Columns a method writes beside its score and flag: Datalab's outlier and near-duplicate checks run with
+# cleanlab (on the same k-NN graph), cartography names a region.
+_WITH_METHOD = {
+    "cleanlab": {
+        "noise.outlier.score": ("outlier_score", "number", "Datalab's outlier score on the embedding's k-NN graph",
+                                "low = atypical of its neighbourhood"),
+        "noise.outlier.flag": ("outlier_flag", "bool", "flagged as an outlier by Datalab", "true = an outlier"),
+        "noise.near_duplicate.score": ("near_duplicate_score", "number",
+                                       "Datalab's near-duplicate score on the embedding's k-NN graph",
+                                       "low = a near duplicate of another sample"),
+        "noise.near_duplicate.flag": ("near_duplicate_flag", "bool", "flagged as a near duplicate by Datalab",
+                                      "true = a near duplicate"),
+    },
+    "cartography": {
+        "noise.cartography.region": ("cartography_region", "category",
+                                     "dataset cartography region from confidence and variability over training",
+                                     "easy, ambiguous or hard (hard = probably mislabelled)"),
+    },
 }
 
 
@@ -55,6 +78,7 @@ def signals(con: Any, dataset_ids: Sequence[int] | None) -> list[Signal]:
         if method in FLAG_COLUMNS:
             out.append(_signal(f"noise.{method}.flag", FLAG_COLUMNS[method], "bool",
                                f"{method}: flagged as a likely label error", "true = probably mislabelled"))
+        out += [_signal(name, *spec) for name, spec in _WITH_METHOD.get(method, {}).items()]
     if any(m == "rescaler" for (m,) in rows):
         out.append(_signal("noise.rescaler.weight", "rescaler_weight", "number",
                            "meta loss rescaling: the sample's learned loss weight (mean over the second half of "
