@@ -11,8 +11,9 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("ingest_bench", "browse_page", "browse_signals", "embed_throughput", "map_scale", "tagging", "label_latency",
-              "noise", "dedup_contamination", "mixture_export", "scale")
+BENCHMARKS = ("ingest_bench", "hostile_input", "browse_page", "browse_signals", "search_index", "embed_throughput",
+              "time_to_first_answer", "map_scale", "map_draw", "tagging", "label_latency", "noise",
+              "dedup_contamination", "mixture_export", "scale")
 
 
 def main() -> int:
