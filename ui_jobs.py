@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 import core.store.jobs as J
-from ui import error, md_text, warning
+from ui import error, md_text, success, warning
 
 POLL_S = 1.0
 
@@ -55,6 +55,19 @@ def follow(state_key: str, on_done: Callable[[J.Job], None] | None = None) -> No
             error(current.describe())
 
     _view()
+
+
+def announce(state_key: str, message: str, *, ok: bool = True) -> None:
+    """From a job's `on_done`: a message shown once by `show_announcement` on the rerun that follows
+    (as a success, or a warning where the job finished without computing what was asked)."""
+    st.session_state[f"{state_key}_message"] = (ok, message)
+
+
+def show_announcement(state_key: str) -> None:
+    """The message `announce` left for this job, once."""
+    if outcome := st.session_state.pop(f"{state_key}_message", None):
+        ok, message = outcome
+        (success if ok else warning)(message)
 
 
 def sidebar(db: str) -> None:

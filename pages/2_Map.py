@@ -72,14 +72,13 @@ def compute_panel(store: Store, datasets: list[str]) -> None:
 
             ui_jobs.start("map_job", "map", f"Map of {', '.join(datasets)}", work, str(store.path))
         ui_jobs.follow("map_job", on_done=_map_done)
-    if message := st.session_state.pop("map_last_message", None):
-        st.success(md_text(message))
+    ui_jobs.show_announcement("map_job")
 
 
 def _map_done(job: Job) -> None:
     # The map picker is drawn after this, on the rerun the job's end triggers: its state shows the new map.
     st.session_state["map_pick"] = job.result.map_id
-    st.session_state["map_last_message"] = f"Made {job.result.name}"
+    ui_jobs.announce("map_job", f"Made {job.result.name}")
 
 
 def pick_map(maps: pd.DataFrame, key: str, default: int = 0) -> int | None:

@@ -125,14 +125,12 @@ def job_panel(store: Store, names: list[str]) -> None:
 
             ui_jobs.start("tag_job", "tag", f"Tags on {target}", work, str(store.path))
         ui_jobs.follow("tag_job", on_done=_tagging_done)
-    if outcome := st.session_state.pop("tag_last_message", None):
-        computed, message = outcome
-        (st.success if computed else st.warning)(md_text(message))
+    ui_jobs.show_announcement("tag_job")
 
 
 def _tagging_done(job: Job) -> None:
     report = job.result
-    st.session_state["tag_last_message"] = (bool(report.computed), report.summary())
+    ui_jobs.announce("tag_job", report.summary(), ok=bool(report.computed))
     _current.clear()
 
 

@@ -86,8 +86,7 @@ def run_panel(store: Store, dataset: str) -> None:
 
             ui_jobs.start("noise_job", "noise", f"Noise methods on {dataset}", work, str(store.path))
         ui_jobs.follow("noise_job", on_done=_noise_done)
-    if message := st.session_state.pop("noise_last_message", None):
-        st.success(md_text(message))
+    ui_jobs.show_announcement("noise_job")
 
 
 def _noise_done(job: Job) -> None:
@@ -95,9 +94,8 @@ def _noise_done(job: Job) -> None:
     st.session_state["noise_run_id"] = int(table.attrs["run_id"])
     # The picker below keeps its own state once shown (its index is then ignored): point it at the new run.
     st.session_state["noise_run_pick"] = int(table.attrs["run_id"])
-    st.session_state["noise_last_message"] = (
-        f"Run {table.attrs['run_id']}: {table.attrs['summary']['n_label_issues']} samples flagged by at least "
-        "half the methods")
+    ui_jobs.announce("noise_job", f"Run {table.attrs['run_id']}: {table.attrs['summary']['n_label_issues']} "
+                     "samples flagged by at least half the methods")
 
 
 def noise_job_plan(store: Store, dataset: str, methods: list[str]) -> str:

@@ -54,15 +54,14 @@ def run_form(store: Store) -> None:
 
         ui_jobs.start("contamination_job", "contamination", f"Contamination of {dataset}", work, str(store.path))
     ui_jobs.follow("contamination_job", on_done=_contamination_done)
-    if message := st.session_state.pop("contamination_last_message", None):
-        st.success(md_text(message))
+    ui_jobs.show_announcement("contamination_job")
 
 
 def _contamination_done(job: Job) -> None:
     report = job.result
     st.session_state["contamination_run"] = report.run_id
-    st.session_state["contamination_last_message"] = (
-        f"Run {report.run_id}: {plural(int(report.summary.n_contaminated.sum()), 'flagged (sample, eval set) pair')}.")
+    ui_jobs.announce("contamination_job", f"Run {report.run_id}: "
+                     f"{plural(int(report.summary.n_contaminated.sum()), 'flagged (sample, eval set) pair')}.")
 
 
 def contamination_job_plan(store: Store, dataset: str, eval_names: list[str]) -> str:
