@@ -87,7 +87,8 @@ def _search_step(store: Store, term: str, query: dict[str, Any]) -> tuple[int, l
         plan = browse._search_plan(store, info, term, None)
         if plan is not None and plan.exact and plan.in_row_order and not filters and not sort:
             return plan.page(0, 50)
-        return browse._find_page(con, catalog, info, term, None, filters, None, sort, False, 0, 50,
+        scope = browse._Scope(con, info, catalog, None)
+        return browse._find_page(con, scope, info, term, None, filters, None, sort, False, 0, 50,
                                  browse._search_ids(con, info, plan, term))
 
 
