@@ -286,7 +286,8 @@ def signal_columns(store: Store, dataset: str | DatasetInfo) -> list[Column]:
 
 class _Scope:
     """Resolves column names for one query: the dataset's catalog first, then the signal registry. Each
-    signal used becomes one LEFT JOIN of its (sample_id, value) query, aliased sig0, sig1, ..."""
+    signal sorted on, shown or searched becomes one LEFT JOIN of its (sample_id, value) query, aliased sig0,
+    sig1, ...; a signal filter is answered apart, as a set of ids (_signal_filter_ids)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, info: _Target, catalog: Sequence[Column],
                  runs: dict[str, int] | None = None) -> None:

@@ -3,7 +3,10 @@
 A signal has a dotted name (`tag.category`, `noise.cleanlab.flag`, `contamination`), a kind (number,
 category, bool, text), a one-line description with its method, a line on how to read it, and a builder
 that turns (connection, dataset ids, run choice) into one SQL query yielding `(sample_id, value)`.
-Consumers compose those queries with LEFT JOINs (core/browse/samples.py), or read them as frames (`values`).
+Consumers compose those queries with LEFT JOINs, or read them as frames (`values`); the browser answers a
+signal filter from the signal's own rows (core/browse/samples.py). A builder whose values are mostly one
+default (contamination: clean) may return only the other rows, with the default and the datasets it covers
+(`Bound.covers`); `bind` still gives every consumer one row per sample.
 
 Signals come from providers: a function `signals(con, dataset_ids) -> list[Signal]` in each capability's
 own module lists the signals that capability has data for in this store (one per tag, noise method,
