@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -45,6 +46,7 @@ SAMPLE_COLUMNS: dict[str, Kind] = {
 OPS = ("between", "in", "not_in", "eq", "ne", "gt", "ge", "lt", "le", "contains", "not_contains",
        "is_null", "not_null", "is_true", "is_false")
 _SIGNAL_KINDS: dict[str, Kind] = {"number": "numeric", "category": "category", "bool": "bool", "text": "text"}
+_SQL_TYPES: dict[str, str] = {"numeric": "DOUBLE", "category": "VARCHAR", "bool": "BOOLEAN", "text": "VARCHAR"}
 MAX_LIMIT = 10_000
 PREVIEW_CHARS = 200
 CATEGORY_MAX_DISTINCT = 50  # a string field with at most this many values (in the sampled rows) is a category
@@ -66,11 +68,18 @@ class Column:
     path: str | None = None  # JSON pointer into samples.meta (meta fields); the join's alias (signals)
     key: str | None = None  # the meta field's own name (the column name may differ: see _meta_columns)
     description: str = ""  # signals: what made it and how to read it
+    # A sparse signal (core/signals Bound.covers): samples of these datasets without a joined row have `default`.
+    covers: tuple[int, ...] | None = None
+    default: Any = None
 
     def expr(self) -> tuple[str, list[Any]]:
         """The SQL expression as text (never user text) plus its bound parameters."""
         if self.source == "sample":
             return f"s.{self.name}", []
+        if self.source == "signal" and self.covers is not None:
+            alias, sql_type = self.path, _SQL_TYPES[self.kind]
+            return (f"(CASE WHEN NOT list_contains(CAST(? AS INTEGER[]), s.dataset_id) THEN NULL WHEN {alias}.sample_id "
+                    f"IS NULL THEN TRY_CAST(? AS {sql_type}) ELSE {alias}.value END)", [list(self.covers), self.default])
         if self.source == "signal":
             return f"{self.path}.value", []  # the alias is made here (sig0, sig1, ...), never user text
         return "json_extract_string(s.meta, ?)", [self.path]
@@ -259,9 +268,11 @@ def _catalog(con: duckdb.DuckDBPyConnection, store: Store, info: _Target) -> lis
     return list(columns)
 
 
-def _signal_column(signal: Any, alias: str | None = None) -> Column:
+def _signal_column(signal: Any, alias: str | None = None, bound: Any = None) -> Column:
+    sparse = bound is not None and bound.covers is not None
     return Column(signal.name, _SIGNAL_KINDS[signal.kind], "signal", path=alias,
-                  description=f"{signal.description} {signal.read}".strip())
+                  description=f"{signal.description} {signal.read}".strip(),
+                  covers=bound.covers if sparse else None, default=bound.default if sparse else None)
 
 
 def signal_columns(store: Store, dataset: str | DatasetInfo) -> list[Column]:
@@ -275,7 +286,8 @@ def signal_columns(store: Store, dataset: str | DatasetInfo) -> list[Column]:
 
 class _Scope:
     """Resolves column names for one query: the dataset's catalog first, then the signal registry. Each
-    signal used becomes one LEFT JOIN of its (sample_id, value) query, aliased sig0, sig1, ..."""
+    signal sorted on, shown or searched becomes one LEFT JOIN of its (sample_id, value) query, aliased sig0,
+    sig1, ...; a signal filter is answered apart, as a set of ids (_signal_filter_ids)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, info: _Target, catalog: Sequence[Column],
                  runs: dict[str, int] | None = None) -> None:
@@ -293,27 +305,39 @@ class _Scope:
             self._signals = {s.name: s for s in list_on(self.con, [self.info.dataset_id])}
         return self._signals
 
-    def column(self, name: str) -> Column:
-        for column in self.catalog:
-            if column.name == name:
-                return column
-        if name in self.joined:
-            return self.joined[name]
+    def catalog_column(self, name: str) -> Column | None:
+        return next((c for c in self.catalog if c.name == name), None)
+
+    def bound(self, name: str) -> tuple[Any, Any]:
+        """A signal and its (sparse where it can be) query for this dataset, its runs resolved once per query."""
         signal = self.signals().get(name)
         if signal is None:
             valid = ", ".join([c.name for c in self.catalog] + list(self.signals()))
             raise ValueError(f"Unknown column {name!r}. Valid columns: {valid}")
+        if name not in self.bounds:
+            self.bounds[name] = signal.bind_sparse(self.con, [self.info.dataset_id], self.runs.get(name))
+        return signal, self.bounds[name]
+
+    def column(self, name: str) -> Column:
+        column = self.catalog_column(name)
+        if column is not None:
+            return column
+        if name in self.joined:
+            return self.joined[name]
+        signal, bound = self.bound(name)
         alias = f"sig{len(self.joined)}"
-        bound = signal.bind(self.con, [self.info.dataset_id], self.runs.get(name))
-        # A signal's query yields at most one row per sample, so the join never multiplies rows.
+        # A signal's query yields at most one row per sample, so the join never multiplies rows. A sparse one
+        # joins only its listed rows; the column's expression gives the rest their default.
         self.joins.append(f" LEFT JOIN ({bound.sql}) {alias} ON {alias}.sample_id = s.id")
         self.params += bound.params
-        self.bounds[name] = bound
-        self.joined[name] = _signal_column(signal, alias)
+        self.joined[name] = _signal_column(signal, alias, bound)
         return self.joined[name]
 
-    def from_sql(self) -> str:
-        return "samples s" + "".join(self.joins)
+    def from_sql(self, query: _Query | None = None) -> str:
+        # With signal filters the query starts from the ids they let through (one row each): measured on 1M
+        # samples, 40% cheaper than a semi-join on the samples scan.
+        start = "_signal_in x JOIN samples s ON s.id = x.id" if query and query.signal_in is not None else "samples s"
+        return start + "".join(self.joins)
 
 
 # ---- conditions --------------------------------------------------------------------------------
@@ -405,6 +429,8 @@ class _Query:
     params: list[Any]
     ids_table: pa.Table | None = None
     search_table: pa.Table | None = None
+    signal_in: pa.Table | None = None   # samples every signal filter passes
+    signal_out: pa.Table | None = None  # samples some signal filter fails
 
 
 # ---- the search index (core/browse/search_index.py) ---------------------------------------------------------
@@ -482,17 +508,97 @@ def _build_where(
         sql, expr_params = target.expr()
         where.append(f"regexp_matches(CAST({sql} AS VARCHAR), ?)")
         params += [*expr_params, literal_pattern(search)]
+    signal_filters = []
     for item in filters:
         flt = item if isinstance(item, Filter) else Filter(*item)
+        if scope.catalog_column(flt.column) is None:
+            signal_filters.append(flt)  # answered as id sets below
+            continue
         sql, flt_params = _filter_sql(scope.column(flt.column), flt.op, flt.value)
         where.append(f"({sql})")
         params += flt_params
+    signal_in, signal_out = _signal_filter_ids(scope, signal_filters)
+    if signal_out is not None:
+        where.append("s.id NOT IN (SELECT id FROM _signal_out)")
     ids_table = None
     if ids is not None:
         # A semi-join against a registered Arrow table stays fast for selections of any size.
         ids_table = pa.table({"id": pa.array([int(i) for i in ids], type=pa.int64())})
         where.append("s.id IN (SELECT id FROM _browse_ids)")
-    return _Query(where, params, ids_table, search_table)
+    return _Query(where, params, ids_table, search_table, signal_in, signal_out)
+
+
+def _id_table(ids: np.ndarray | None) -> pa.Table | None:
+    return None if ids is None else pa.table({"id": pa.array(ids, type=pa.int64())})
+
+
+def _signal_filter_ids(scope: _Scope, filters: Sequence[Filter]) -> tuple[pa.Table | None, pa.Table | None]:
+    """(ids every signal filter passes, ids one of them fails), either None when it says nothing.
+
+    Each signal filter is one scan of its own rows (measured on 1M samples: joining every signal onto the
+    samples and filtering the joined values cost 2-3x as much, the join order led by DuckDB's guesses);
+    the sets are combined here."""
+    passing: list[np.ndarray] = []
+    failing: list[np.ndarray] = []
+    for flt in filters:
+        ids, passes = _one_signal_filter(scope, flt)
+        if ids is not None:
+            (passing if passes else failing).append(ids)
+    if not passing and not failing:
+        return None, None
+    keep = _combine(passing, failing)
+    return (_id_table(keep), None) if passing else (None, _id_table(keep))
+
+
+def _combine(passing: list[np.ndarray], failing: list[np.ndarray]) -> np.ndarray:
+    """Sorted ids in every `passing` set and in no `failing` one; with no `passing` set, the `failing` ones'
+    union. A bitmap over the ids' span (ids of a dataset are near-contiguous): about 20x faster than np.isin."""
+    if any(len(ids) == 0 for ids in passing):
+        return np.empty(0, dtype=np.int64)
+    present = [ids for ids in passing + failing if len(ids)]
+    if not present:
+        return np.empty(0, dtype=np.int64)
+    lo, hi = min(int(ids.min()) for ids in present), max(int(ids.max()) for ids in present)
+    if hi - lo > 200_000_000:  # ids too spread out for a bitmap: sort-based set operations
+        keep = np.unique(np.concatenate(failing)) if not passing else np.unique(passing[0])
+        for ids in passing[1:]:
+            keep = np.intersect1d(keep, ids)
+        return np.setdiff1d(keep, np.concatenate(failing)) if passing and failing else keep
+    if not passing:
+        union = np.zeros(hi - lo + 1, dtype=bool)
+        for ids in failing:
+            union[ids - lo] = True
+        return np.flatnonzero(union).astype(np.int64) + lo
+    mask = np.zeros(hi - lo + 1, dtype=bool)
+    mask[passing[0] - lo] = True
+    for ids in passing[1:]:
+        other = np.zeros(hi - lo + 1, dtype=bool)
+        other[ids - lo] = True
+        mask &= other
+    for ids in failing:
+        mask[ids - lo] = False
+    return np.flatnonzero(mask).astype(np.int64) + lo
+
+
+def _one_signal_filter(scope: _Scope, flt: Filter) -> tuple[np.ndarray | None, bool]:
+    """(ids, True): only these samples pass; (ids, False): all but these pass; (None, _): all pass.
+
+    The same answer as the filter on the signal's LEFT JOINed value: a sample the signal's query lists is
+    tested on its value; any other sample has no value, or a sparse signal's default where its dataset is
+    covered, tested once here."""
+    signal, bound = scope.bound(flt.column)
+    column = _signal_column(signal, "v")  # the plain value of the signal's own rows
+    sql, params = _filter_sql(column, flt.op, flt.value)
+    covered = bound.covers is not None and scope.info.dataset_id in bound.covers
+    rest = bound.default if covered else None
+    rest_passes = bool(scope.con.execute(f"SELECT ({sql}) IS TRUE FROM (SELECT TRY_CAST(? AS "
+                                         f"{_SQL_TYPES[column.kind]}) AS value) v", [*params, rest]).fetchall()[0][0])
+    if bound.covers is not None and not covered:  # the signal has no value for any sample of this dataset
+        return (None, True) if rest_passes else (np.empty(0, dtype=np.int64), True)
+    test = f"({sql}) IS NOT TRUE" if rest_passes else f"({sql}) IS TRUE"
+    ids = scope.con.execute(f"SELECT v.sample_id FROM ({bound.sql}) v WHERE v.sample_id IS NOT NULL AND {test}",
+                            [*bound.params, *params]).fetchnumpy()["sample_id"]
+    return np.asarray(ids, dtype=np.int64), not rest_passes
 
 
 def _prepare(con: duckdb.DuckDBPyConnection, query: _Query) -> duckdb.DuckDBPyConnection:
@@ -500,6 +606,9 @@ def _prepare(con: duckdb.DuckDBPyConnection, query: _Query) -> duckdb.DuckDBPyCo
         con.register("_browse_ids", query.ids_table)
     if query.search_table is not None:
         con.register("_search_ids", query.search_table)
+    for name, table in (("_signal_in", query.signal_in), ("_signal_out", query.signal_out)):
+        if table is not None:
+            con.register(name, table)
     return con
 
 
@@ -565,10 +674,13 @@ def _signal_values(con: duckdb.DuckDBPyConnection, info: _Target, catalog: Seque
         return {}
     scope = _Scope(con, info, [], runs)
     scope._signals = listed._signals  # the registry was read once for this query
+    scope.bounds = dict(listed.bounds)  # and each signal's runs resolved once
     columns = [scope.column(n) for n in names]
-    select = ", ".join(f"{c.path}.value AS v{i}" for i, c in enumerate(columns))
+    exprs = [c.expr() for c in columns]
+    select = ", ".join(f"{sql} AS v{i}" for i, (sql, _) in enumerate(exprs))
     df = con.execute(f"SELECT s.id, {select} FROM {scope.from_sql()} WHERE s.dataset_id = ? "
-                     "AND s.id IN (SELECT id FROM _page_ids)", [*scope.params, info.dataset_id]).df()
+                     "AND s.id IN (SELECT id FROM _page_ids)",
+                     [*(p for _, params in exprs for p in params), *scope.params, info.dataset_id]).df()
     df = df.set_index("id").reindex(page_ids)
     return {n: [None if pd.isna(v) else v for v in df[f"v{i}"]] for i, n in enumerate(names)}
 
@@ -578,22 +690,24 @@ def _find_page(con: duckdb.DuckDBPyConnection, scope: _Scope, info: _Target, sea
                sort: str | None, descending: bool, offset: int, limit: int,
                search_ids: list[int] | None) -> tuple[int, list[int]]:
     query = _build_where(scope, info.dataset_id, search, search_column, filters, ids, search_ids)
-    order_sql, order_params = "s.row_idx", []
+    key_sql, key_params, order_sql = "NULL", [], "row_idx"
     if sort:
-        sql, order_params = scope.column(sort).typed_expr()
-        order_sql = f"{sql} {'DESC' if descending else 'ASC'} NULLS LAST, s.row_idx"
+        key_sql, key_params = scope.column(sort).typed_expr()
+        order_sql = f"k {'DESC' if descending else 'ASC'} NULLS LAST, row_idx"
     where_sql = " AND ".join(query.where)
     _prepare(con, query)
-    # One scan finds the page's ids and the total (only the sort key travels through the sort); the
-    # page's wide columns are then read for its ids alone.
+    # One scan finds the page's ids and the total: the matches (id, row_idx, sort key) are materialised once,
+    # then counted and cut to the page (on 1M samples with signal filters cheaper than a count(*) OVER ()
+    # window over every match). The page's wide columns are then read for its ids alone.
     found = con.execute(
-        f"SELECT s.id, count(*) OVER () FROM {scope.from_sql()} WHERE {where_sql} ORDER BY {order_sql} "
-        "LIMIT ? OFFSET ?", [*scope.params, *query.params, *order_params, limit, offset],
+        f"WITH m AS MATERIALIZED (SELECT s.id, s.row_idx, {key_sql} AS k FROM {scope.from_sql(query)} WHERE {where_sql}) "
+        f"SELECT id, (SELECT count(*) FROM m) FROM m ORDER BY {order_sql} LIMIT ? OFFSET ?",
+        [*key_params, *scope.params, *query.params, limit, offset],
     ).fetchall()
     if found:
         total = found[0][1]
     else:  # past the end (or nothing matches): the count still says how many match
-        total = con.execute(f"SELECT count(*) FROM {scope.from_sql()} WHERE {where_sql}",
+        total = con.execute(f"SELECT count(*) FROM {scope.from_sql(query)} WHERE {where_sql}",
                             [*scope.params, *query.params]).fetchall()[0][0]
     return int(total), [int(r[0]) for r in found]
 
@@ -615,7 +729,7 @@ def matching_ids(
         scope = _Scope(con, info, _catalog(con, store, info), runs)
         search_ids = _search_ids(con, info, _search_plan(store, info, search, search_column), search)
         query = _build_where(scope, info.dataset_id, search, search_column, list(filters), ids, search_ids)
-        sql = f"SELECT s.id FROM {scope.from_sql()} WHERE {' AND '.join(query.where)} ORDER BY s.row_idx"
+        sql = f"SELECT s.id FROM {scope.from_sql(query)} WHERE {' AND '.join(query.where)} ORDER BY s.row_idx"
         return [int(r[0]) for r in _prepare(con, query).execute(sql, [*scope.params, *query.params]).fetchall()]
 
 

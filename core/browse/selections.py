@@ -106,9 +106,9 @@ def _membership(selection_id: int) -> Any:
     from core.signals.registry import Bound
 
     def build(con: Any, dataset_ids: Any, run: int | None) -> Bound:
-        return Bound("SELECT s.id AS sample_id, s.id IN (SELECT sample_id FROM selection_samples WHERE selection_id = ?) "
-                     "AS value FROM samples s WHERE list_contains(?::INTEGER[], s.dataset_id)",
-                     [selection_id, list(dataset_ids)])
+        # Sparse (core/signals Bound.covers): the members are listed, every other sample is false.
+        return Bound("SELECT DISTINCT sample_id, true AS value FROM selection_samples WHERE selection_id = ?",
+                     [selection_id], default=False, covers=tuple(int(i) for i in dataset_ids))
 
     return build
 

@@ -23,11 +23,11 @@ def _status(con: Any, dataset_ids: Sequence[int], run: int | None) -> Any:
     from core.signals.registry import Bound
 
     runs, checked = _contamination_runs(con, dataset_ids, run)
-    # Results hold only samples with some evidence: the rest of a checked dataset is clean.
-    return Bound(f"SELECT s.id AS sample_id, CASE WHEN s.id IN (SELECT sample_id FROM contamination_results WHERE "
-                 f"list_contains(?::INTEGER[], run_id) AND contaminated) THEN '{CONTAMINATED}' ELSE '{CLEAN}' END "
-                 "AS value FROM samples s WHERE list_contains(?::INTEGER[], s.dataset_id)",
-                 [runs, checked], tuple(r for r in runs if r >= 0))
+    # Results hold only samples with some evidence: the rest of a checked dataset is clean. Sparse, so that a
+    # filter joins the flagged few rather than every sample (core/signals/registry.py, Bound).
+    return Bound(f"SELECT DISTINCT sample_id, '{CONTAMINATED}' AS value FROM contamination_results "
+                 "WHERE list_contains(?::INTEGER[], run_id) AND contaminated",
+                 [runs], tuple(r for r in runs if r >= 0), default=CLEAN, covers=tuple(checked))
 
 
 def _item(con: Any, dataset_ids: Sequence[int], run: int | None) -> Any:

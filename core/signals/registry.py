@@ -3,7 +3,10 @@
 A signal has a dotted name (`tag.category`, `noise.cleanlab.flag`, `contamination`), a kind (number,
 category, bool, text), a one-line description with its method, a line on how to read it, and a builder
 that turns (connection, dataset ids, run choice) into one SQL query yielding `(sample_id, value)`.
-Consumers compose those queries with LEFT JOINs (core/browse/samples.py), or read them as frames (`values`).
+Consumers compose those queries with LEFT JOINs, or read them as frames (`values`); the browser answers a
+signal filter from the signal's own rows (core/browse/samples.py). A builder whose values are mostly one
+default (contamination: clean) may return only the other rows, with the default and the datasets it covers
+(`Bound.covers`); `bind` still gives every consumer one row per sample.
 
 Signals come from providers: a function `signals(con, dataset_ids) -> list[Signal]` in each capability's
 own module lists the signals that capability has data for in this store (one per tag, noise method,
@@ -42,6 +45,11 @@ class Bound:
     sql: str
     params: list[Any] = field(default_factory=list)
     runs: tuple[int, ...] = ()
+    # A sparse bound (`covers` set): `sql` lists only the samples whose value is not `default`; every other
+    # sample of a dataset in `covers` has `default`, samples of other datasets have no value. A filter then
+    # joins the few listed rows instead of one row per sample (contamination: 1% of the samples).
+    default: Any = None
+    covers: tuple[int, ...] | None = None
 
 
 # (connection, dataset ids in scope, run id or None for the newest finished) -> Bound
@@ -60,11 +68,24 @@ class Signal:
     family: str = ""  # the capability that registered it (tags, noise, ...)
 
     def bind(self, con: duckdb.DuckDBPyConnection, dataset_ids: Sequence[int], run: int | None = None) -> Bound:
-        """The query for these datasets, from run `run` (or the newest finished run per sample/dataset)."""
+        """The query for these datasets, from run `run` (or the newest finished run per sample/dataset):
+        one row per sample that has a value."""
+        bound = self.bind_sparse(con, dataset_ids, run)
+        if bound.covers is None:
+            return bound
+        sql = (f"SELECT s.id AS sample_id, CASE WHEN x.sample_id IS NULL THEN TRY_CAST(? AS {SQL_TYPES[self.kind]}) "
+               f"ELSE x.value END AS value FROM samples s LEFT JOIN ({bound.sql}) x ON x.sample_id = s.id "
+               "WHERE list_contains(?::INTEGER[], s.dataset_id)")
+        return Bound(sql, [bound.default, *bound.params, list(bound.covers)], bound.runs)
+
+    def bind_sparse(self, con: duckdb.DuckDBPyConnection, dataset_ids: Sequence[int],
+                    run: int | None = None) -> Bound:
+        """As `bind`, but a sparse builder's rows stay sparse (`Bound.covers` and `default` say the rest)."""
         bound = self.build(con, [int(i) for i in dataset_ids], None if run is None else int(run))
         # Every consumer sees the kind's SQL type, whatever the builder's column held.
         sql = f"SELECT sample_id, TRY_CAST(value AS {SQL_TYPES[self.kind]}) AS value FROM ({bound.sql})"
-        return Bound(sql, list(bound.params), bound.runs)
+        covers = None if bound.covers is None else tuple(int(i) for i in bound.covers)
+        return Bound(sql, list(bound.params), bound.runs, bound.default, covers)
 
 
 Provider = Callable[[duckdb.DuckDBPyConnection, "Sequence[int] | None"], Iterable[Signal]]
