@@ -116,7 +116,7 @@ def embed_detail(store: Any, run_id: int) -> dict[str, Any]:
     from core.maps.embed import embed_run_info
 
     info = embed_run_info(store, run_id)
-    params = json.loads(info["params"])
+    params = json.loads(info["params"]) | json.loads(info["metrics"] or "{}")  # computed_with is a metric
     return {"embed_run": run_id, "texts_computed": int(info["n_computed"] or 0), "embed_s": round(float(info["seconds"] or 0), 1),
             "texts_per_s": round(float(info["n_computed"] or 0) / max(float(info["seconds"] or 0), 1e-9), 1),
             "computed_with": params.get("computed_with"), "fallback_reason": params.get("fallback_reason")}

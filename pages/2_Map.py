@@ -32,6 +32,7 @@ from core.maps.points import (
     get_map,
     ids_in_selection,
     list_maps,
+    load_atlas_points,
     load_points,
     make_map,
     selected_rows,
@@ -127,9 +128,11 @@ def _filtered(db: str, map_id: int, view: dict[str, Any], points: pd.DataFrame |
 def _atlas_table(db: str, map_id: int, view_key: str, view: dict[str, Any], color: str) -> AtlasTable:
     # A resource, not data: the table of 2M points is shared as it is, never copied per rerun.
     # Loaded here, not through _points: st.cache_data would pickle a copy of 2M rows on every read.
+    # Only what the atlas draws (ids, x, y, the colour and filter columns): no text for a large map.
     store = Store(db)
     info = get_map(store, map_id)
-    points = _filtered(db, map_id, view, load_points(store, map_id, _extra(view)))
+    wanted = tuple(dict.fromkeys(c for c in (color, view["filter"]) if c and c not in ("cluster", "dataset")))
+    points = _filtered(db, map_id, view, load_atlas_points(store, map_id, wanted))
     return atlas_table(points, color=color, labels=_labels(db, info.cluster_run_id))
 
 

@@ -101,6 +101,28 @@ def test_every_colour_source_of_the_map_passes_to_the_atlas(tmp_path_factory, sh
         assert (values[~present.to_numpy()] == "(none)").all(), column
 
 
+def test_lean_atlas_points_draw_as_the_full_points_and_past_the_bound_send_no_text(tmp_path_factory,
+                                                                                  shared: Path) -> None:
+    """load_atlas_points reads ids, x, y and the asked columns only: the atlas table it makes (points,
+    colours) is the one load_points makes, for every colour column; past text_points it sends no text."""
+    from core.maps.points import colour_columns, load_atlas_points
+    from tests.test_maps import coloured_map
+
+    store, map_id, _ = coloured_map(tmp_path_factory.getbasetemp(), shared)
+    datasets = list(list_maps(store).set_index("map_id").datasets[map_id])
+    columns = colour_columns(store, datasets, map_id)
+    full = load_points(store, map_id, list(columns))
+    for column in columns:
+        lean = load_atlas_points(store, map_id, [column] if column not in ("cluster", "dataset") else [])
+        assert lean["id"].tolist() == full["id"].tolist(), column
+        want, got = atlas_table(full, color=column), atlas_table(lean, color=column)
+        pd.testing.assert_frame_equal(got.frame, want.frame, check_categorical=True, obj=column)
+        assert (got.ids == want.ids).all()
+    bare = load_atlas_points(store, map_id, ["n_tokens"], text_points=len(full) - 1)
+    assert "preview" not in bare and "text" not in atlas_table(bare, color="n_tokens").frame
+    assert "select points to read their texts" in atlas_table(bare, color="n_tokens").message
+
+
 def test_numbers_bin_categories_fold_and_text_stays_text() -> None:
     n = 5000
     rng = np.random.default_rng(0)

@@ -101,6 +101,42 @@ def test_paraphrases_found_by_embeddings(planted, report) -> None:
         assert row.embed_eval_id == ids["eval"][i]
 
 
+def test_answers_match_an_independent_unbatched_reference(planted, report) -> None:
+    """Every answer of the default run (n-grams beside the embedding stage, ONNX batches by token count)
+    equals a reference made apart: an n-gram-only run, and torch embeddings of one text at a time (no
+    batch, no padding) with a brute-force nearest eval item: same flags, same matched items, cosines to 1e-5."""
+    import core.maps.embed as embed
+
+    store, _ = planted
+    got = contamination.results(store, report.run_id).set_index(["sample_id", "eval_set"]).sort_index()
+    alone = contamination.check_contamination(store, "train", ["gsm8k-test", "mt-bench"], methods=["ngram13", "ngram8"])
+    ref = contamination.results(store, alone.run_id).set_index(["sample_id", "eval_set"]).sort_index()
+    ngram = [c for c in ref.columns if c.startswith(("ngram", "flag_ngram"))]
+    assert ngram and len(ref) and ref.index.isin(got.index).all()
+    assert got.loc[ref.index, ngram].astype(str).equals(ref[ngram].astype(str))
+    rest = got.drop(index=ref.index)  # rows only the embedding method put there: no n-gram answer
+    assert not rest.flag_ngram13.fillna(False).any() and not rest.flag_ngram8.fillna(False).any()
+    assert rest.ngram13_eval_id.isna().all() and rest.ngram8_eval_id.isna().all()
+
+    model = embed.get_embedder(backend="torch")._st  # noqa: SLF001 - the plain sentence-transformers model
+
+    def vectors(name: str) -> tuple[np.ndarray, np.ndarray]:
+        df = store.query_df(f"SELECT s.id, {embed.text_sql('user')} AS t FROM samples s JOIN datasets d "
+                            "USING (dataset_id) WHERE d.name = ? ORDER BY s.id", [name])
+        vecs = np.vstack([model.encode([t], normalize_embeddings=True) for t in df.t])
+        return df.id.to_numpy(), vecs
+
+    train_ids, train = vectors("train")
+    threshold = contamination.run_params(store, report.run_id)["embed_threshold"]
+    for name in ("gsm8k-test", "mt-bench"):
+        eval_ids, evals = vectors(name)
+        sims = train @ evals.T
+        rows = got.xs(name, level="eval_set").loc[train_ids]
+        assert (rows.embed_eval_id.to_numpy() == eval_ids[sims.argmax(axis=1)]).all(), name
+        assert np.abs(rows.embed_cosine.to_numpy() - sims.max(axis=1)).max() < 1e-5, name
+        assert (rows.flag_embedding.to_numpy() == (sims.max(axis=1) >= threshold)).all(), name
+
+
 def test_summary_per_eval_set(planted, report) -> None:
     summary = report.summary.set_index("eval_set")
     assert summary.loc["gsm8k-test", "n_eval_items"] == N_EVAL

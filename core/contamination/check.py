@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -535,22 +537,46 @@ def _lm_scores(eval_items: pd.DataFrame, items: pd.DataFrame, methods: list[str]
     return items
 
 
+class _Stopped(Exception):
+    """The n-gram stage failed or was cancelled: the embedding stage running beside it stops too."""
+
+
 def _compute(store: Store, info, eval_infos, methods: list[str], params: dict[str, Any], batch_size: int,
              say: Callable[[str, float], None]) -> tuple[pd.DataFrame, pd.DataFrame]:
     eval_items = pd.concat([_texts_of(store, e.dataset_id) for e in eval_infos], ignore_index=True)
     keys = ["train_id", "eval_ds"]
     parts: list[pd.DataFrame] = []
     items = eval_items[["id", "dataset_id"]].rename(columns={"id": "eval_id", "dataset_id": "eval_ds"})
-    if "ngram13" in methods or "ngram8" in methods:
-        say("n-grams", 0.0)
-        found, coverage = _gpt3(store, info, eval_items, methods, params, batch_size, say)
-        parts += found
-        if coverage is not None:
-            items = items.merge(coverage, on="eval_id", how="left")
+    # The embedding stage (model load or ONNX export, then onnxruntime, which releases the GIL) runs in a
+    # thread beside the n-gram stage (one core of Python and numpy): neither's answer depends on the other.
+    stop = threading.Event()
+    embedding = None
     if "embedding" in methods:
         say("embeddings", 0.0)
-        emb, runs = embedding_results(store, info.name, [e.name for e in eval_infos], model=params["embed_model"],
-                                      text=params["embed_text"], progress=lambda d, t: say(f"embedding {d:,}/{t:,} texts", d / max(t, 1)))
+
+        def told(done: int, total: int) -> None:
+            if stop.is_set():
+                raise _Stopped
+            say(f"embedding {done:,}/{total:,} texts", done / max(total, 1))
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="contamination-embed")
+        embedding = pool.submit(embedding_results, store, info.name, [e.name for e in eval_infos],
+                                model=params["embed_model"], text=params["embed_text"], progress=told)
+        pool.shutdown(wait=False)  # the submitted stage still runs; the thread ends with it
+    try:
+        if "ngram13" in methods or "ngram8" in methods:
+            say("n-grams", 0.0)
+            found, coverage = _gpt3(store, info, eval_items, methods, params, batch_size, say)
+            parts += found
+            if coverage is not None:
+                items = items.merge(coverage, on="eval_id", how="left")
+    except BaseException:
+        stop.set()
+        if embedding is not None:
+            wait([embedding])
+        raise
+    if embedding is not None:
+        emb, runs = embedding.result()
         params["embed_runs"] = runs
         parts.append(emb)
     if "mink" in methods or "minkpp" in methods:

@@ -69,7 +69,7 @@ class AtlasTable:
     @property
     def message(self) -> str:
         hover = (f"the first {self.text_chars} characters of each text" if self.text_chars
-                 else "no text (too many points)")
+                 else "each point's colour; select points to read their texts")
         return f"showing all {len(self.frame):,} points (Embedding Atlas); hover shows {hover}"
 
 

@@ -28,6 +28,7 @@ import shutil
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,7 +290,8 @@ def _build_int8(folder: Path, fp32_folder: Path, model: str, revision: Revision)
 class OnnxModel:
     """An export loaded into onnxruntime with its tokenizer: texts -> normalised float32 vectors."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any], *, threads: int | None = None) -> None:
+    def __init__(self, folder: Path, meta: dict[str, Any], *, threads: int | None = None,
+                 spin: bool | None = None) -> None:
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
@@ -299,6 +301,8 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
+        if spin is not None:  # spinning workers burn a core waiting for work: on a busy machine they slow everyone
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self._session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -308,17 +312,42 @@ class OnnxModel:
         feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
         return np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
 
+    def encode_by_length(self, texts: Sequence[str], batch_size: int,
+                         progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """`encode` of every text, in batches of texts of (nearly) the same token count, results in input
+        order. Tokenised once; batches ordered by token count pad ~1% where ordering by characters padded
+        ~19% (GSM8K questions, batches of 32), and padding is work that changes no vector: each text's
+        vector depends only on its own tokens (attention mask, masked mean pooling)."""
+        enc = self._tok(list(texts), truncation="longest_first", max_length=self.max_length)
+        ids = enc["input_ids"]
+        order = np.argsort([len(t) for t in ids], kind="stable")
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            batch = self._tok.pad({"input_ids": [ids[i] for i in idx], "attention_mask": [enc["attention_mask"][i] for i in idx]},
+                                  padding=True, return_tensors="np")
+            feeds = {"input_ids": batch["input_ids"].astype(np.int64),
+                     "attention_mask": batch["attention_mask"].astype(np.int64)}
+            vecs = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
+            if out.shape[1] == 0:
+                out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
+            out[idx] = vecs
+            if progress:
+                progress(min(start + batch_size, len(texts)), len(texts))
+        return out
 
-def load(model: str, root: Path, precision: str = "fp32", *, threads: int | None = None) -> OnnxModel:
+
+def load(model: str, root: Path, precision: str = "fp32", *, threads: int | None = None,
+         spin: bool | None = None) -> OnnxModel:
     """The cached export of `model` (built if missing), loaded. A cached export that passes its checks but
     still fails to load is discarded and rebuilt once."""
     folder, meta = ensure_export(model, root, precision)
     try:
-        return OnnxModel(folder, meta, threads=threads)
+        return OnnxModel(folder, meta, threads=threads, spin=spin)
     except Exception:  # noqa: BLE001 - a damaged cache entry: rebuild it once
         discard(folder)
     folder, meta = ensure_export(model, root, precision)
     try:
-        return OnnxModel(folder, meta, threads=threads)
+        return OnnxModel(folder, meta, threads=threads, spin=spin)
     except Exception as exc:
         raise OnnxExportError(f"the ONNX export of {model!r} in {folder} does not load: {exc}") from exc

@@ -178,6 +178,73 @@ def load_points(store: Store, map_id: int, columns: Sequence[str] = ()) -> pd.Da
     return df
 
 
+ATLAS_TEXT_POINTS = 250_000  # up to this many points the atlas gets hover text; past it, none (see below)
+
+
+def load_atlas_points(store: Store, map_id: int, columns: Sequence[str] = (), *,
+                      text_points: int = ATLAS_TEXT_POINTS) -> pd.DataFrame:
+    """What the Embedding Atlas drawer needs and no more: id, x, y, cluster and title (when the map has
+    clusters), dataset, and the requested `columns` (colour, filter: as load_points resolves them). Hover
+    text (`preview`, cut from the start of each text, never the whole text run through a regex) only for
+    maps of at most `text_points` points: reading millions of texts dominated the server's time (236 s of
+    581 at 2M points), so past that the browser gets coordinates and colours, and the text of what is
+    selected comes from the store (core.maps.points.selected_rows)."""
+    info = get_map(store, map_id)
+    n = int(store.query_df("SELECT count(*) AS n FROM projections WHERE run_id = ?", [info.projection_run_id]).n[0])
+    base = [c for c in BASE_COLUMNS if c in columns and c != "dataset"]
+    wanted = [c for c in columns if c not in BASE_COLUMNS and c not in ("cluster", "title")]
+    sql = ("SELECT p.sample_id AS id, p.x, p.y, "
+           + ("c.cluster, " if info.cluster_run_id is not None else "NULL::INTEGER AS cluster, ")
+           + "s.dataset_id" + "".join(f", s.{c}" for c in base)
+           + (f", left(regexp_replace(left(s.text, {4 * PREVIEW_CHARS}), '\\s+', ' ', 'g'), {PREVIEW_CHARS}) AS preview"
+              if n <= text_points else "")
+           + " FROM projections p JOIN samples s ON s.id = p.sample_id "
+           + ("LEFT JOIN clusters c ON c.run_id = ? AND c.sample_id = p.sample_id "
+              if info.cluster_run_id is not None else "")
+           + "WHERE p.run_id = ? ORDER BY p.sample_id")
+    params = ([info.cluster_run_id] if info.cluster_run_id is not None else []) + [info.projection_run_id]
+    df = store.query_df(sql, params)
+    # Per-distinct-value lookups (a handful of datasets and clusters), not a per-row string join in SQL.
+    names = store.query_df("SELECT dataset_id, name FROM datasets")
+    df["dataset"] = pd.Categorical(df.pop("dataset_id").map(dict(zip(names.dataset_id, names.name, strict=True))))
+    titles = (store.query_df("SELECT cluster, coalesce(llm_label, label) AS title FROM cluster_labels "
+                             "WHERE run_id = ?", [info.cluster_run_id]) if info.cluster_run_id is not None else None)
+    df["title"] = (df["cluster"].map(dict(zip(titles.cluster, titles.title, strict=True)))
+                   if titles is not None else pd.Series(None, index=df.index, dtype=object))
+    if wanted:
+        extra = load_points_columns(store, map_id, wanted, df["id"])
+        for name in wanted:
+            df[name] = extra[name]
+    return df
+
+
+def load_points_columns(store: Store, map_id: int, columns: Sequence[str], ids: pd.Series) -> pd.DataFrame:
+    """The requested meta fields and core.maps.colours sources of a map's points, aligned to `ids`
+    (checked and bound as in load_points; no text read)."""
+    info = get_map(store, map_id)
+    sourced = [map_colours.resolve(store, c) for c in columns if map_colours.is_source_column(c)]
+    meta = [c for c in columns if not map_colours.is_source_column(c)]
+    out = pd.DataFrame(index=ids.index)
+    if meta:
+        catalog = _meta_catalog(store, info.datasets)
+        unknown = [c for c in meta if c not in catalog]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; known: {sorted(catalog)} and "
+                             f"{', '.join(p + ':...' for p in map_colours.SOURCES)}")
+        select = "".join(f", json_extract_string(s.meta, ?) AS c{i}" for i in range(len(meta)))
+        df = store.query_df(f"SELECT p.sample_id AS id{select} FROM projections p JOIN samples s ON s.id = p.sample_id "
+                            "WHERE p.run_id = ? ORDER BY p.sample_id",
+                            [catalog[c].path for c in meta] + [info.projection_run_id])
+        df = df.set_index("id").reindex(ids.to_numpy()).set_axis(ids.index)
+        for i, name in enumerate(meta):
+            values = df[f"c{i}"]
+            out[name] = pd.to_numeric(values, errors="coerce") if catalog[name].kind == "numeric" else values
+    for column in sourced:
+        values = map_colours.load_values(store, column, info.projection_run_id)
+        out[column.name] = map_colours.align(values, ids, column.kind)
+    return out
+
+
 def _meta_catalog(store: Store, datasets: Sequence[str]) -> dict[str, Any]:
     from core.browse.samples import column_catalog
 
