@@ -218,7 +218,7 @@ GIVE_WAY = {
     "number_content": lambda r: r["messages"][0].update(content=5),
     "null_turn": lambda r: r["messages"].append(None),
     "empty_text": lambda r: r.update(system=None, messages=[{"role": "user", "content": " \u3000"}]),
-    "no_turns": lambda r: r.update(messages=[]),
+    "no_turns": lambda r: r.update(system=None, messages=[]),
     "duplicate_id": lambda r: r.update(id="g3"),
     "int_id": lambda r: r.update(id=7),
     "float_meta": lambda r: r.update(n=2.5),
