@@ -222,6 +222,7 @@ GIVE_WAY = {
     "duplicate_id": lambda r: r.update(id="g3"),
     "int_id": lambda r: r.update(id=7),
     "float_meta": lambda r: r.update(n=2.5),
+    "control_char_meta": lambda r: r.update(source="p\u001fq"),  # DuckDB writes \u001F, orjson \u001f
 }
 
 
@@ -248,6 +249,24 @@ def test_unreadable_lines_give_way_to_the_named_error(store: Store, tmp_path: Pa
     assert _identical(store, path, on_bad="skip") in ("columnar", "records", None)
 
 
+def test_ids_null_in_the_first_records_are_still_read(store: Store, tmp_path: Path, shared: Path) -> None:
+    records = _arrow_records(_turns(shared), 300, "openai")
+    for r in records[:150]:
+        r["id"] = None
+    assert _identical(store, _write(tmp_path / "late_ids.jsonl", records)) == "arrow"
+
+
 def test_over_long_sample_gives_way(store: Store, tmp_path: Path, shared: Path) -> None:
     path = _write(tmp_path / "long.jsonl", _arrow_records(_turns(shared), 200, "openai"))
     assert _identical(store, path, max_chars=600) in ("columnar", "records", None)
+
+
+def test_control_characters_in_parquet_metadata_store_identically(store: Store, tmp_path: Path, shared: Path) -> None:
+    """DuckDB's JSON writer escapes U+001F as \\u001F, orjson as \\u001f: such a row goes to the record path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": q, "answer": a, "note": "p\u001fq" if i == 7 else "n\u0001"} for i, (q, a) in
+            enumerate(_turns(shared)[:40])]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "ctl.parquet")
+    assert _identical(store, tmp_path / "ctl.parquet") == "records"

@@ -46,6 +46,9 @@ _KINDS = {"string": pa.string(), "integer": pa.int64(), "bool": pa.bool_(), "nul
 _TURN_FIELDS = [("role", pa.string()), ("content", pa.string()), ("reasoning", pa.string()),
                 ("tool_calls", pa.string()), ("tool_call_id", pa.string()), ("name", pa.string())]
 _WHITESPACE = pa.array(list(columnar._WHITESPACE), pa.string())
+# Control characters written as \u00XX with a letter in XX: DuckDB's json_object writes \u001F where the
+# record path's orjson writes \u001f, so a metadata string holding one gives way.
+_UPPER_HEX_ESCAPES = "[\x0b\x0e\x0f\x1a-\x1f]"
 
 
 class GiveWay(Exception):
@@ -71,7 +74,8 @@ class TurnsPlan:
 
     @property
     def id_keys(self) -> list[str]:
-        return [k for k in shapes._ID_KEYS if self.kinds.get(k) in ("string", "integer")]
+        """The id fields shapes._source_id reads (a field null in the first records is a string one)."""
+        return [k for k in shapes._ID_KEYS if self.kinds.get(k) in ("string", "integer", "null")]
 
 
 def plan(first: list[dict[str, Any]], shape: str) -> TurnsPlan | str:
@@ -252,9 +256,11 @@ def build(p: TurnsPlan, data: bytes, offsets: np.ndarray, first_row: int, max_ch
     kinds: dict[str, set[str]] = {}
     for i, name in enumerate(p.meta):
         col = _column(table, name)
+        if pa.types.is_string(col.type) and pc.any(pc.match_substring_regex(col, _UPPER_HEX_ESCAPES)).as_py():
+            raise GiveWay(f"{name} holds a control character DuckDB escapes in upper case (orjson: lower)")
         columns[f"m{i}"] = col
-        kinds[name] = ({p.kinds[name]} if len(col) > col.null_count and p.kinds[name] != "null" else set()) | (
-            {"null"} if col.null_count else set())
+        kind = "string" if p.kinds[name] == "null" else p.kinds[name]  # a null-only field is read as strings
+        kinds[name] = ({kind} if len(col) > col.null_count else set()) | ({"null"} if col.null_count else set())
     return Block(pa.table(columns), n, kinds)
 
 
