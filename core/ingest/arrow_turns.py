@@ -37,6 +37,7 @@ import core.ingest.shapes as shapes
 from core.ingest.tokens import count_tokens
 
 BLOCK_BYTES = 32 * 1024 * 1024  # file bytes per block: ~25k conversations, ~0.3 GB of Arrow and DuckDB at most
+_SCAN_BATCHES = 8  # record batches per block handed to DuckDB
 _PARSE_BLOCK = 4 * 1024 * 1024  # pyarrow's own block size inside one of ours (its threads split on these)
 _ASCII_SPACE = np.zeros(256, dtype=bool)
 _ASCII_SPACE[list(b" \t\n\r\x0b\x0c")] = True  # what bytes.strip() strips
@@ -261,7 +262,9 @@ def build(p: TurnsPlan, data: bytes, offsets: np.ndarray, first_row: int, max_ch
         columns[f"m{i}"] = col
         kind = "string" if p.kinds[name] == "null" else p.kinds[name]  # a null-only field is read as strings
         kinds[name] = ({kind} if len(col) > col.null_count else set()) | ({"null"} if col.null_count else set())
-    return Block(pa.table(columns), n, kinds)
+    table = pa.table(columns)
+    # several record batches (zero-copy slices): DuckDB scans an Arrow table a batch per thread
+    return Block(pa.Table.from_batches(table.to_batches(max_chunksize=max(1, -(-n // _SCAN_BATCHES)))), n, kinds)
 
 
 def _unsliced(turns: pa.ListArray) -> pa.ListArray:
