@@ -9,7 +9,7 @@ itself, and one INSERT per block writes the block's samples inside the load's tr
 bounded by the block, whatever the file's size).
 
 What the record path would read differently gives way: a role other than the plain chat roles, a null
-turn or value, a line whose keys differ from the first record's (in set or order: metadata keeps the
+turn, role or content, a line whose keys differ from the first record's (in set or order: metadata keeps the
 record's order), an empty text, an over-long sample, a duplicate id, a lone surrogate escape, a line that
 is not UTF-8. The caller then loads the file by the SQL columnar path or the record path, which name the
 file, row and problem. tests/test_ingest_columnar_identical.py checks every stored column byte for byte
