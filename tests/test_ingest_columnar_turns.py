@@ -57,7 +57,7 @@ def test_jsonl_turn_lists_both_ways(store: Store, tmp_path: Path, shared: Path, 
         r.setdefault("system", None)
     path = _write_jsonl(tmp_path / f"chat{suffix}", recs)
     options, columnar, records = _load_both_ways(store, path)
-    assert options["path"] == "columnar", options.get("records_path_reason")
+    assert options["path"] == "columnar", options.get("records_path_reason")  # float scores: not the Arrow path
     assert columnar == records and len(columnar) == 300
     assert {r["n_turns"] for r in columnar} >= {2, 3, 4, 5}
     with_system = next(r for r in columnar if r["source_id"] == "c1")

@@ -57,6 +57,8 @@ _JSON_KINDS = {"VARCHAR": "string", "BIGINT": "integer", "UBIGINT": "integer", "
                "BOOLEAN": "bool", None: "null", "NULL": "null"}
 # orjson (the record path's parser) refuses lone surrogate escapes; a line holding one is left to it.
 # Pairs (an emoji written by json.dumps with ensure_ascii) are fine: DuckDB decodes them alike.
+# Control characters DuckDB's JSON writer escapes as \u00XX with upper-case letters (orjson: lower case).
+_UPPER_HEX_CONTROLS = "[\\x0b\\x0e\\x0f\\x1a-\\x1f]"
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _LOW_ESCAPE = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 
@@ -145,7 +147,9 @@ class _ParquetColumns:
         return _json_object([(name, self.json_value(name)) for name in self.kinds])
 
     def checks(self, strings: list[str], meta: list[str]) -> list[str]:
-        return []  # the schema already guarantees types
+        """The schema guarantees types; a metadata string holding a control character that DuckDB's JSON
+        writer escapes in upper case (\\u001F, orjson: \\u001f) is left to the record path."""
+        return [f"regexp_matches({_q(n)}, {_lit(_UPPER_HEX_CONTROLS)})" for n in meta if self.kinds[n] == "string"]
 
     def source(self) -> str:
         """The rows with a global row number `__row` (file order, then row order within a file)."""
@@ -233,6 +237,8 @@ class _JsonlFragments:
             # TRY_CAST: inside the INSERT (single_pass) DuckDB may cast before the json_type test.
             out.append(f"(json_type({f}) IN ('ARRAY', 'OBJECT') OR (json_type({f}) = 'DOUBLE' AND "
                        f"(NOT isfinite(TRY_CAST({f} AS DOUBLE)) OR NOT regexp_matches(CAST({f} AS VARCHAR), '[.eE]'))))")
+            # a string holding a control character DuckDB writes as \u001F (orjson: \u001f)
+            out.append(f"(json_type({f}) = 'VARCHAR' AND regexp_matches(CAST({f} AS VARCHAR), '\\\\u00[01][A-F]'))")
         return out
 
     def source(self) -> str:
