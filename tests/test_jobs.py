@@ -4,6 +4,9 @@ it committed kept, and starting it again resumes the same run."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from core.store.database import Store
 from tests.test_embed import read_jsonl
 
 N = 200
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _wait(job: jobs.Job, timeout: float = 300.0) -> None:
@@ -94,3 +98,28 @@ def test_eta_comes_from_the_current_stage() -> None:
     job.report(0.1, "stage two")  # a new stage restarts the clock
     assert job.eta_s is None
     assert "stage two" in job.describe() and "10%" in job.describe()
+
+
+# A process whose job is inside onnxruntime when the interpreter exits: without the exit handler the daemon
+# thread is unwound in native code and glibc aborts the process (exit 134, "terminate called ..."), which
+# failed CI runs after every test had passed.
+EXIT_CHILD = """
+import sys, time
+from core.maps.embed import get_embedder
+from core.store.jobs import start_job
+embedder = get_embedder()
+embedder.encode(["warm up"])
+def work(job):
+    for i in range(10_000):
+        job.report(i / 10_000, "embedding")
+        embedder.encode([f"sentence {i} {j} about apples and pears" for j in range(64)])
+start_job("embed", "embed", work, db="unused")
+time.sleep(0.5)
+"""
+
+
+def test_a_running_job_does_not_abort_the_interpreter_exit() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ASSAY_EXIT_WAIT_S"}
+    done = subprocess.run([sys.executable, "-c", EXIT_CHILD], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "terminate called" not in done.stderr, done.stderr[-2000:]
