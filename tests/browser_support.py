@@ -13,7 +13,8 @@ tests/conftest.py loads this module as a pytest plugin, so any test can ask for 
         browser_page.screenshot(path=ARTIFACTS / "something.png")
 
 `workbench(store_path, app="app.py")` may be called several times in one test; every server it starts
-is killed (whole process group) at teardown. `browser_page` records JavaScript dialogs in
+is killed (whole process group) at teardown. `module_workbench` is the same factory for the tests of one
+module that only read a module-scoped store: they share one server. `browser_page` records JavaScript dialogs in
 `browser_page.dialogs` (a list of messages) and dismisses them, so a test can assert that none fired.
 Both skip with a clear message where /usr/bin/chromium or Playwright is missing.
 """
@@ -64,11 +65,14 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, *, graceful: bool = True) -> None:
+    """Stop a server and what it started (its own process group). `graceful=False` kills at once: the test
+    fixtures' servers work on temporary stores, and Streamlit's shutdown plus the interpreter's exit cost
+    1-5 s per server on the 2-core CI machine."""
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server was started in its own process group
+        os.killpg(proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
         proc.wait(timeout=10)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:
@@ -104,20 +108,42 @@ def start_workbench(store_path: str | Path, log_path: Path, *, app: str = "app.p
     raise RuntimeError(f"streamlit did not become healthy in {STARTUP_TIMEOUT:.0f}s:\n{log_path.read_text(errors='replace')}")
 
 
+class _Servers:
+    """The workbench servers one fixture started; `stop()` kills them all (whole process groups)."""
+
+    def __init__(self, log_dir: Path, *, reuse: bool) -> None:
+        self.log_dir, self.reuse = log_dir, reuse
+        self.started: dict[tuple, tuple[subprocess.Popen, str]] = {}
+
+    def start(self, store_path: str | Path, app: str = "app.py", flags: tuple[str, ...] = ()) -> str:
+        key = (str(Path(store_path).resolve()), app, tuple(flags)) if self.reuse else (len(self.started),)
+        if key not in self.started:
+            log = self.log_dir / f"streamlit-{len(self.started)}.log"
+            self.started[key] = start_workbench(store_path, log, app=app, flags=flags)
+        return self.started[key][1]
+
+    def stop(self) -> None:
+        for proc, _url in self.started.values():
+            _stop(proc, graceful=False)
+            proc.log_file.close()  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def workbench(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """A factory: `workbench(store_path, app="app.py", flags=()) -> base URL` of a live workbench server."""
-    started: list[subprocess.Popen] = []
+    servers = _Servers(tmp_path, reuse=False)
+    yield servers.start
+    servers.stop()
 
-    def start(store_path: str | Path, app: str = "app.py", flags: tuple[str, ...] = ()) -> str:
-        proc, url = start_workbench(store_path, tmp_path / f"streamlit-{len(started)}.log", app=app, flags=flags)
-        started.append(proc)
-        return url
 
-    yield start
-    for proc in started:
-        _stop(proc)
-        proc.log_file.close()  # type: ignore[attr-defined]
+@pytest.fixture(scope="module")
+def module_workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
+    """Like `workbench`, for the tests of one module that only read a module-scoped store: a second call with
+    the same store, app and flags returns the server already running (a start and its first page imports
+    cost seconds on the 2-core CI machine); the servers stop when the module is done."""
+    servers = _Servers(tmp_path_factory.mktemp("workbench"), reuse=True)
+    yield servers.start
+    servers.stop()
 
 
 def _require_browser() -> None:
