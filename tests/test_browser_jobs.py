@@ -28,10 +28,9 @@ def _embed_run(store: Store):
 @pytest.mark.browser
 def test_a_map_job_runs_on_is_listed_on_home_and_cancels(store: Store, shared: Path, workbench,
                                                          browser_page) -> None:
-    wait = workbench.launch(store.path)  # the server starts while the store is built
     ingest_records(store, read_jsonl(shared / "gsm8k" / "train.jsonl", 3000), name="gsm8k", shape="qa")
     store.release()
-    url = wait()
+    url = workbench(store.path)
     page = browser_page
     page.goto(url + "/Map")
     page.get_by_text("distinct texts to compute", exact=False).first.wait_for(timeout=90_000)
