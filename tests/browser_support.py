@@ -13,7 +13,9 @@ tests/conftest.py loads this module as a pytest plugin, so any test can ask for 
         browser_page.screenshot(path=ARTIFACTS / "something.png")
 
 `workbench(store_path, app="app.py")` may be called several times in one test; every server it starts
-is killed (whole process group) at teardown. `browser_page` records JavaScript dialogs in
+is killed (whole process group) at teardown. `wait = workbench.launch(store_path)` starts the server at
+once and `wait()` gives its URL: a test that builds its store in between overlaps the server's start. `module_workbench` is the same factory for the tests of one
+module that only read a module-scoped store: they share one server. `browser_page` records JavaScript dialogs in
 `browser_page.dialogs` (a list of messages) and dismisses them, so a test can assert that none fired.
 Both skip with a clear message where /usr/bin/chromium or Playwright is missing.
 """
@@ -64,11 +66,14 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, *, graceful: bool = True) -> None:
+    """Stop a server and what it started (its own process group). `graceful=False` kills at once: the test
+    fixtures' servers work on temporary stores, and Streamlit's shutdown plus the interpreter's exit cost
+    1-5 s per server on the 2-core CI machine."""
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server was started in its own process group
+        os.killpg(proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
         proc.wait(timeout=10)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:
@@ -78,10 +83,11 @@ def _stop(proc: subprocess.Popen) -> None:
             pass
 
 
-def start_workbench(store_path: str | Path, log_path: Path, *, app: str = "app.py",
-                    flags: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
-    """Start `streamlit run app` on a free localhost port against `store_path`; wait until healthy.
-    `flags` are extra `--section.option value` settings (the rest comes from .streamlit/config.toml)."""
+def launch_workbench(store_path: str | Path, log_path: Path, *, app: str = "app.py",
+                     flags: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """Start `streamlit run app` on a free localhost port against `store_path`, without waiting for it.
+    `flags` are extra `--section.option value` settings (the rest comes from .streamlit/config.toml).
+    Nothing opens the store before a page is requested, so the store may be built while the server starts."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, ASSAY_DB=str(store_path), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
@@ -91,33 +97,77 @@ def start_workbench(store_path: str | Path, log_path: Path, *, app: str = "app.p
     log = open(log_path, "wb")  # noqa: SIM115 - closed when the process is stopped
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.log_file = log  # type: ignore[attr-defined]
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc, url
+
+
+def wait_healthy(proc: subprocess.Popen, url: str) -> str:
+    """Wait until a launched server answers its health check; its URL."""
+    log, log_path = proc.log_file, proc.log_path  # type: ignore[attr-defined]
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.close()
             raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
         if _healthy(url):
-            return proc, url
+            return url
         time.sleep(0.3)
     _stop(proc)
     log.close()
     raise RuntimeError(f"streamlit did not become healthy in {STARTUP_TIMEOUT:.0f}s:\n{log_path.read_text(errors='replace')}")
 
 
+def start_workbench(store_path: str | Path, log_path: Path, *, app: str = "app.py",
+                    flags: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """Start `streamlit run app` on a free localhost port against `store_path`; wait until healthy."""
+    proc, url = launch_workbench(store_path, log_path, app=app, flags=flags)
+    return proc, wait_healthy(proc, url)
+
+
+class _Servers:
+    """The workbench servers one fixture started; `stop()` kills them all (whole process groups).
+
+    Called, it starts a server and waits for it (the URL); `launch` starts one now and returns a function
+    that waits for it, so that a test builds its store while the server imports (seconds on 2 cores)."""
+
+    def __init__(self, log_dir: Path, *, reuse: bool) -> None:
+        self.log_dir, self.reuse = log_dir, reuse
+        self.started: dict[tuple, tuple[subprocess.Popen, str]] = {}
+
+    def launch(self, store_path: str | Path, app: str = "app.py", flags: tuple[str, ...] = ()) -> Callable[[], str]:
+        key = (str(Path(store_path).resolve()), app, tuple(flags)) if self.reuse else (len(self.started),)
+        if key not in self.started:
+            log = self.log_dir / f"streamlit-{len(self.started)}.log"
+            self.started[key] = launch_workbench(store_path, log, app=app, flags=flags)
+        proc, url = self.started[key]
+        return lambda: wait_healthy(proc, url)
+
+    def __call__(self, store_path: str | Path, app: str = "app.py", flags: tuple[str, ...] = ()) -> str:
+        return self.launch(store_path, app, flags)()
+
+    def stop(self) -> None:
+        for proc, _url in self.started.values():
+            _stop(proc, graceful=False)
+            proc.log_file.close()  # type: ignore[attr-defined]
+
+
 @pytest.fixture
-def workbench(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """A factory: `workbench(store_path, app="app.py", flags=()) -> base URL` of a live workbench server."""
-    started: list[subprocess.Popen] = []
+def workbench(tmp_path: Path) -> Iterator[_Servers]:
+    """A factory: `workbench(store_path, app="app.py", flags=()) -> base URL` of a live workbench server;
+    `workbench.launch(store_path)` starts one before its store is built and returns `wait() -> base URL`."""
+    servers = _Servers(tmp_path, reuse=False)
+    yield servers
+    servers.stop()
 
-    def start(store_path: str | Path, app: str = "app.py", flags: tuple[str, ...] = ()) -> str:
-        proc, url = start_workbench(store_path, tmp_path / f"streamlit-{len(started)}.log", app=app, flags=flags)
-        started.append(proc)
-        return url
 
-    yield start
-    for proc in started:
-        _stop(proc)
-        proc.log_file.close()  # type: ignore[attr-defined]
+@pytest.fixture(scope="module")
+def module_workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Servers]:
+    """Like `workbench`, for the tests of one module that only read a module-scoped store: a second call with
+    the same store, app and flags returns the server already running (a start and its first page imports
+    cost seconds on the 2-core CI machine); the servers stop when the module is done."""
+    servers = _Servers(tmp_path_factory.mktemp("workbench"), reuse=True)
+    yield servers
+    servers.stop()
 
 
 def _require_browser() -> None:
@@ -130,17 +180,24 @@ def _require_browser() -> None:
 
 
 @pytest.fixture(scope="session")
-def chromium_browser() -> Iterator[object]:
-    """One headless Debian Chromium for the whole session."""
+def playwright_driver() -> Iterator[object]:
+    """The session's one Playwright driver: a second `sync_playwright()` in a process where one runs fails
+    ("Sync API inside the asyncio loop"), so a test that needs its own browser launches it from this one."""
     _require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+        yield p
+
+
+@pytest.fixture(scope="session")
+def chromium_browser(playwright_driver) -> Iterator[object]:
+    """One headless Debian Chromium for the whole session."""
+    browser = playwright_driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,13 @@ def shared() -> Path:
 # The browser fixtures (workbench, chromium_browser, browser_page) live in one plugin so that the
 # session-scoped browser is started once; importing them into each test module would start one per module.
 pytest_plugins = ("tests.browser_support",)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Name the threads still alive at the end: a background thread inside native code when the interpreter
+    finalises can abort the process after a green run (core/store/jobs.py, _stop_at_exit). The stores'
+    idle-close timers are left out: they only close a store, which the atexit handler does anyway."""
+    alive = [f"{t.name}{' (daemon)' if t.daemon else ''}" for t in threading.enumerate()
+             if t is not threading.main_thread() and t.is_alive() and not isinstance(t, threading.Timer)]
+    if alive:
+        terminalreporter.write_line(f"threads alive at the end of the session: {', '.join(sorted(alive))}")

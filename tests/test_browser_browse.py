@@ -17,9 +17,10 @@ IMG = "<img src=x onerror=alert(1)>"
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def loaded(tmp_path: Path, shared: Path) -> Store:
-    store = Store(tmp_path / "browser.duckdb", busy_timeout=5)
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Store:
+    """One store and one server for this module's tests: they only read."""
+    store = Store(tmp_path_factory.mktemp("browse") / "browser.duckdb", busy_timeout=5)
     ingest(store, shared / "gsm8k" / "train.jsonl", name="gsm8k-train", license="MIT")
     ingest_records(store, [{"instruction": f"Please say {XSS} now", "output": f"{IMG} and **bold**"}],
                    name="xss", shape="alpaca", license="MIT")
@@ -34,9 +35,9 @@ def _click_first_row(page) -> None:
     page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
 
 
-def test_browse_search_and_open_a_sample(workbench, browser_page, loaded: Store) -> None:
+def test_browse_search_and_open_a_sample(module_workbench, browser_page, loaded: Store) -> None:
     page = browser_page
-    url = workbench(loaded.path)
+    url = module_workbench(loaded.path)
     page.goto(url)
     page.get_by_role("heading", name="Assay").wait_for()
     page.get_by_text("Datasets (2)").wait_for()
@@ -66,9 +67,9 @@ def test_browse_search_and_open_a_sample(workbench, browser_page, loaded: Store)
     assert page.dialogs == []
 
 
-def test_script_tags_do_not_run_in_the_browser(workbench, browser_page, loaded: Store) -> None:
+def test_script_tags_do_not_run_in_the_browser(module_workbench, browser_page, loaded: Store) -> None:
     page = browser_page
-    url = workbench(loaded.path)
+    url = module_workbench(loaded.path)
     page.goto(url + "/Datasets?dataset=xss")
     page.get_by_text("rows 1–1 of 1 matching").wait_for()
     sample_id = query_samples(loaded, "xss").ids[0]

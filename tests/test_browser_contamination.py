@@ -15,6 +15,7 @@ from tests.test_pages_dedup import PARAPHRASE, embedding_only_run
 
 @pytest.mark.browser
 def test_drill_down_on_embedding_only_flag(tmp_path: Path, shared: Path, workbench, browser_page) -> None:
+    wait = workbench.launch(tmp_path / "browser.duckdb")  # the server starts while the store is built
     store = Store(tmp_path / "browser.duckdb", busy_timeout=5)
     with (shared / "gsm8k" / "test.jsonl").open() as fh:
         test = [json.loads(line) for _, line in zip(range(30), fh, strict=False)]
@@ -22,7 +23,7 @@ def test_drill_down_on_embedding_only_flag(tmp_path: Path, shared: Path, workben
                    shape="qa", is_eval=True, license="MIT")
     _run_id, para, eval_text = embedding_only_run(store, shared)
 
-    url = workbench(store.path)
+    url = wait()
     page = browser_page
     page.set_viewport_size({"width": 1400, "height": 2400})  # Streamlit scrolls inside the page: show it all
     page.goto(url + "/Contamination")

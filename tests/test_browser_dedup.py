@@ -16,6 +16,7 @@ from tests.browser_support import ARTIFACTS
 
 @pytest.mark.browser
 def test_duplicates_and_contamination_pages(tmp_path: Path, shared: Path, workbench, browser_page) -> None:
+    wait = workbench.launch(tmp_path / "browser.duckdb")  # the server starts while the store is built
     with (shared / "gsm8k" / "train.jsonl").open() as fh:
         train = [json.loads(line) for _, line in zip(range(80), fh, strict=False)]
     with (shared / "gsm8k" / "test.jsonl").open() as fh:
@@ -31,7 +32,7 @@ def test_duplicates_and_contamination_pages(tmp_path: Path, shared: Path, workbe
     dedup.find_duplicates(store, None, method="near", threshold=0.6)
     contamination.check_contamination(store, "gsm8k-train-slice", methods=["ngram13", "ngram8"])
 
-    url = workbench(store.path)
+    url = wait()
     page = browser_page
     page.set_viewport_size({"width": 1400, "height": 2400})  # Streamlit scrolls inside the page: show it all
     page.goto(url + "/Duplicates")

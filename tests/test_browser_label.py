@@ -22,9 +22,10 @@ def press(page, key: str) -> None:
 
 @pytest.mark.browser
 def test_keyboard_labelling(workbench, browser_page, store, shared: Path) -> None:
+    wait = workbench.launch(store.path)  # the server starts while the store is built
     ingest(store, shared / "mt-bench" / "mt_bench_question.jsonl", name="mt-bench", license="Apache-2.0")
     L.save_schema(store, L.parse_schema(SCHEMA))
-    url = workbench(store.path)
+    url = wait()
     page = browser_page
     page.goto(url + "/Label")
     page.get_by_label("Your name").fill("kim")

@@ -6,6 +6,7 @@ exception reached the page, and leaves a screenshot in tests/artifacts/walk-*.pn
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,18 +30,20 @@ def _step(page, name: str) -> None:
 
 
 @pytest.fixture
-def demo_store(tmp_path: Path, shared: Path) -> Store:
+def demo_store(tmp_path: Path, shared: Path, workbench) -> tuple[Store, Callable[[], str]]:
+    """The demo store and `wait() -> URL` of its server, started first so that it starts while the store loads."""
+    wait = workbench.launch(tmp_path / "walk.duckdb")
     store = Store(tmp_path / "walk.duckdb", busy_timeout=10)
     load_demo(store, shared, names=DEMO)
     L.save_schema(store, L.parse_schema(SCHEMA))
     store.release()
-    return store
+    return store, wait
 
 
-def test_seven_tasks_end_to_end(workbench, browser_page, demo_store: Store, tmp_path: Path) -> None:
+def test_seven_tasks_end_to_end(browser_page, demo_store: tuple[Store, Callable[[], str]], tmp_path: Path) -> None:
     page = browser_page
     try:
-        _walk(page, workbench(demo_store.path), tmp_path)
+        _walk(page, demo_store[1](), tmp_path)
     except Exception:
         page.screenshot(path=str(ARTIFACTS / "walk-failed.png"), full_page=True)
         raise

@@ -24,12 +24,14 @@ module answers the same question from a tantivy index, with the same answer:
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -388,7 +390,23 @@ def build_in_background(store: Store, dataset_id: int) -> None:
             with _building_lock:
                 _building.discard(key)
 
-    threading.Thread(target=run, name=f"assay-search-index-{dataset_id}", daemon=True).start()
+    thread = threading.Thread(target=run, name=f"assay-search-index-{dataset_id}", daemon=True)
+    with _building_lock:
+        _builders[:] = [t for t in _builders if t.is_alive()] + [thread]
+    thread.start()
+
+
+_builders: list[threading.Thread] = []
+EXIT_WAIT_S = float(os.environ.get("ASSAY_EXIT_WAIT_S", "30"))
+
+
+@atexit.register
+def _wait_for_builders() -> None:
+    """Let background builds finish (bounded) before the interpreter finalises: a daemon thread ended
+    there while inside DuckDB or tantivy native code can abort the process (core/store/jobs.py says how)."""
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for thread in list(_builders):
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ class _SharedDatabase:
         with self.lock:
             self.users -= 1
             self.last_used = time.monotonic()
-            if self.users == 0 and self.timer is None:
+            if self.users == 0 and self.timer is None and not _exiting:
                 self.timer = threading.Timer(IDLE_CLOSE_S, self._idle_check)
                 self.timer.daemon = True
                 self.timer.start()
@@ -126,7 +126,7 @@ class _SharedDatabase:
                 return
             idle = time.monotonic() - self.last_used
             if not force and idle < IDLE_CLOSE_S:
-                if self.timer is None:  # used again since the timer was set: look again later
+                if self.timer is None and not _exiting:  # used again since the timer was set: look again later
                     self.timer = threading.Timer(IDLE_CLOSE_S - idle, self._idle_check)
                     self.timer.daemon = True
                     self.timer.start()
@@ -147,9 +147,22 @@ def _shared_for(path: Path) -> _SharedDatabase:
         return _shared[key]
 
 
+_exiting = False
+
+
 @atexit.register
 def _close_all() -> None:
+    """Close every idle store now and start no idle-close timer from here on: a timer thread closing DuckDB
+    (native code, GIL released) while the interpreter finalises is unwound there, and the process aborts
+    ("FATAL: exception not rethrown", exit 134) after everything went well. A store still in use is left
+    to its connection's destructor."""
+    global _exiting
+    _exiting = True
     for shared in list(_shared.values()):
+        with shared.lock:
+            timer, shared.timer = shared.timer, None
+        if timer is not None:
+            timer.cancel()
         shared.close_if_idle(force=True)
 
 

@@ -13,7 +13,9 @@ the `runs` table instead. Nothing here imports streamlit.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,6 +29,7 @@ __all__ = ["Job", "JobCancelled", "Report", "start_job", "jobs", "get_job", "can
 log = logging.getLogger(__name__)
 Report = Callable[..., None]
 _MAX_KEPT = 50  # finished jobs remembered for the pages to show
+EXIT_WAIT_S = float(os.environ.get("ASSAY_EXIT_WAIT_S", "30"))  # for running jobs to stop at interpreter exit
 
 
 class JobCancelled(Exception):
@@ -55,6 +58,7 @@ class Job:
     finished: float | None = None
     stage_started: float = field(default_factory=time.time)  # a step's fraction restarts from 0 per stage
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def elapsed_s(self) -> float:
@@ -129,8 +133,25 @@ def start_job(kind: str, title: str, work: Callable[[Job], Any], *, db: str) -> 
     with _lock:
         _jobs[job.job_id] = job
         _trim()
-    threading.Thread(target=run, name=f"assay-job-{job.job_id}", daemon=True).start()
+    job._thread = threading.Thread(target=run, name=f"assay-job-{job.job_id}", daemon=True)
+    job._thread.start()
     return job
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """Cancel the running jobs and wait (bounded) for their threads before the interpreter finalises.
+
+    A daemon thread still inside native code (DuckDB, onnxruntime, tantivy) when finalisation starts is
+    ended by a forced unwind as it retakes the GIL; a C++ `catch (...)` that swallows it makes glibc abort
+    the whole process ("FATAL: exception not rethrown", exit 134) after everything else went well."""
+    with _lock:
+        running = [j for j in _jobs.values() if j._thread is not None and j._thread.is_alive()]
+    for job in running:
+        job._cancel.set()
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for job in running:
+        job._thread.join(max(0.0, deadline - time.monotonic()))  # type: ignore[union-attr]
 
 
 def _one_line(exc: BaseException) -> str:
