@@ -350,10 +350,13 @@ def token_scores(texts: Sequence[str], model: Any, tokenizer: Any, *, device: st
             target = input_ids[:, 1:].to(device)
             token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
             probs = logp.exp()
-            mu = (probs * logp).sum(-1)
-            # sum p (log p - mu)^2, not E[(log p)^2] - mu^2: no cancellation in float32.
-            sigma = (probs * (logp - mu.unsqueeze(-1)).square()).sum(-1).clamp_min(1e-24).sqrt()
-            z = ((token_lp - mu) / sigma).cpu().numpy()
+            # Sums over the vocabulary accumulate in float64: in float32 their order (which depends on the
+            # batch's shape and torch's thread count) moved z-scores by ~7e-5 relative.
+            mu = (probs * logp).sum(-1, dtype=torch.float64)
+            # sum p (log p - mu)^2, not E[(log p)^2] - mu^2: no cancellation.
+            centred = logp - mu.to(logp.dtype).unsqueeze(-1)
+            sigma = (probs * centred.square()).sum(-1, dtype=torch.float64).clamp_min(1e-24).sqrt()
+            z = ((token_lp.double() - mu) / sigma).float().cpu().numpy()
             token_lp = token_lp.cpu().numpy()
         for row, (i, b, e, s) in enumerate(chunk):
             # logits at position p predict token p + 1: tokens s..e-1 of the text are rows s-1-b..e-2-b.
