@@ -35,6 +35,7 @@ import core.ingest.columnar as columnar
 import core.ingest.readers as readers
 import core.ingest.shapes as shapes
 from core.ingest.tokens import count_tokens
+from core.store.database import setting
 
 BLOCK_BYTES = 32 * 1024 * 1024  # file bytes per block: ~25k conversations, ~0.3 GB of Arrow and DuckDB at most
 _SCAN_BATCHES = 8  # record batches per block handed to DuckDB
@@ -360,12 +361,8 @@ def _fast_compression(con: Any) -> Iterator[None]:
     if not RAW_UNCOMPRESSED:
         yield
         return
-    previous = con.execute("SELECT current_setting('disabled_compression_methods')").fetchall()[0][0]
-    con.execute(f"SET disabled_compression_methods = '{_SLOW_METHODS}'")
-    try:
+    with setting(con, "disabled_compression_methods", _SLOW_METHODS):
         yield
-    finally:
-        con.execute(f"SET disabled_compression_methods = {columnar._lit(previous or '')}")
 
 
 def load(con: Any, p: TurnsPlan, path: Path, *, first_id_of: Callable[[int, int], int], dataset_id: int,

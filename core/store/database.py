@@ -449,12 +449,25 @@ def memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
     or export fills; past the limit DuckDB spills to its temp folder). The previous limit is restored."""
     if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit):
         raise ValueError(f"memory limit {limit!r}: expected a size such as 1GB or 512MiB")
-    previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    con.execute(f"SET memory_limit = '{limit}'")
+    with setting(con, "memory_limit", limit):
+        yield
+
+
+@contextmanager
+def setting(con: duckdb.DuckDBPyConnection, name: str, value: str) -> Iterator[None]:
+    """A DuckDB setting for the duration of a block; the previous value is restored, also on failure."""
+    if not re.fullmatch(r"[a-z_]+", name):
+        raise ValueError(f"not a DuckDB setting name: {name!r}")
+    previous = con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0]
+    con.execute(f"SET {name} = {_literal(value)}")
     try:
         yield
     finally:
-        con.execute(f"SET memory_limit = '{previous}'")
+        con.execute(f"SET {name} = {_literal('' if previous is None else str(previous))}")
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _read_version(con: duckdb.DuckDBPyConnection) -> int:
