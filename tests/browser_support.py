@@ -23,6 +23,7 @@ Both skip with a clear message where /usr/bin/chromium or Playwright is missing.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,6 +36,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
+# The Contamination page's "Flagged samples (N)" subheader, case-sensitive and whole: a plain
+# get_by_text("Flagged samples") also matches the per-set table's hidden "flagged samples" column header,
+# which comes first in the page and never becomes visible (a wait on it times out).
+FLAGGED_HEADING = re.compile(r"^Flagged samples \(\d+\)$")
 CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -9,7 +9,7 @@ import pytest
 
 from core.ingest.importer import ingest_records
 from core.store.database import Store
-from tests.browser_support import _IDLE, ARTIFACTS
+from tests.browser_support import _IDLE, ARTIFACTS, FLAGGED_HEADING
 from tests.test_pages_dedup import PARAPHRASE, embedding_only_run
 
 
@@ -28,7 +28,7 @@ def test_drill_down_on_embedding_only_flag(tmp_path: Path, shared: Path, workben
     page.set_viewport_size({"width": 1400, "height": 2400})  # Streamlit scrolls inside the page: show it all
     page.goto(url + "/Contamination")
     # Generous waits: on a loaded 2-core machine the page's first run takes a minute or more.
-    page.get_by_text("Flagged samples").first.wait_for(timeout=180_000)
+    page.get_by_text(FLAGGED_HEADING).first.wait_for(timeout=180_000)
     page.wait_for_function(_IDLE, timeout=180_000)  # input given mid-run can be lost
     drill = page.locator('[data-testid="stSelectbox"]').filter(has_text="Drill down")
     drill.wait_for(timeout=180_000)

@@ -11,7 +11,7 @@ import core.contamination.check as contamination
 import core.dedup.groups as dedup
 from core.ingest.importer import ingest_records
 from core.store.database import Store
-from tests.browser_support import ARTIFACTS
+from tests.browser_support import ARTIFACTS, FLAGGED_HEADING
 
 
 @pytest.mark.browser
@@ -43,7 +43,7 @@ def test_duplicates_and_contamination_pages(tmp_path: Path, shared: Path, workbe
     page.screenshot(path=str(ARTIFACTS / "dedup.png"), full_page=True)
 
     page.goto(url + "/Contamination")
-    page.get_by_text("Flagged samples").first.wait_for(timeout=90_000)  # charts first: slow on a loaded 2-core box
+    page.get_by_text(FLAGGED_HEADING).first.wait_for(timeout=90_000)  # charts first: slow on a loaded 2-core box
     page.locator("mark").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     page.wait_for_timeout(1500)  # let plotly finish drawing before the screenshot

@@ -15,7 +15,7 @@ import core.dedup.groups as dedup
 import core.labels.labelling as L
 from core.ingest.importer import ingest_records
 from core.store.database import Store
-from tests.browser_support import ARTIFACTS, wait_idle
+from tests.browser_support import ARTIFACTS, FLAGGED_HEADING, wait_idle
 
 EVIL = "evil.example"
 # Markdown, LaTeX, colour directives, HTML and autolinks, after a blank line (where markdown starts a block).
@@ -106,7 +106,7 @@ def test_hostile_text_renders_as_text_and_fetches_nothing(hostile_store: Store, 
     page.screenshot(path=str(ARTIFACTS / "hostile-duplicates.png"), full_page=True)
 
     page.goto(url + "/Contamination")
-    page.get_by_text("Flagged samples").first.wait_for(timeout=60_000)
+    page.get_by_text(FLAGGED_HEADING).first.wait_for(timeout=60_000)
     page.locator("mark").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     page.locator("mark", has_text="**BOLDTOKEN**").first.wait_for()  # the overlap, highlighted as text
