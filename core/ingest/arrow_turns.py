@@ -111,13 +111,9 @@ def plan(first: list[dict[str, Any]], shape: str) -> TurnsPlan | str:
 
 
 def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "integer" if -(1 << 63) <= value < (1 << 63) else "big"
-    return {str: "string", float: "number", list: "list", dict: "object"}.get(type(value), "other")
+    """shapes.json_kind, with integers past 64 bits apart (Arrow cannot hold them as int64)."""
+    kind = shapes.json_kind(value)
+    return "big" if kind == "integer" and not -(1 << 63) <= value < (1 << 63) else kind
 
 
 # ---- reading blocks of lines -----------------------------------------------------------------------------

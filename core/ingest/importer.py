@@ -146,7 +146,7 @@ class _FieldCatalog:
 
     def add(self, meta: dict[str, Any]) -> None:
         for key, value in meta.items():
-            kind = _kind(value)
+            kind = shapes.json_kind(value)
             seen = self.types.get(key)
             if seen is None:
                 self.types[key] = {kind}
@@ -167,22 +167,6 @@ class _FieldCatalog:
                 kind = "mixed"
             out.append({"name": key, "type": kind})
         return out
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    return "object"
 
 
 def _staged_turns(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:

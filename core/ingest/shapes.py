@@ -1309,3 +1309,20 @@ def detect_shape(records: list[dict]) -> str:
 def describe_shapes() -> dict[str, str]:
     """Shape name -> one line saying which fields it expects (for the UI, CLI help and error messages)."""
     return dict(_DESCRIPTIONS)
+
+
+def json_kind(value: Any) -> str:
+    """The JSON type of a parsed value, as load reports and field accounting name it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    return "object"
