@@ -291,10 +291,10 @@ def tiny(tmp_path_factory, gsm) -> Path:
     torch.set_num_threads(threads)
 
 
-def _by_hand(model, tok, text: str | list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per predicted token, from the logits of the text alone (numpy): log p(x_t|x<t), Min-K%++'s
+def _by_hand(model, tok, text: str | list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per predicted token, from the logits of the text alone (numpy): log p(x_t|x<t), and Min-K%++'s
     (log p - mu) / sigma with mu = sum_z p(z) log p(z), sigma^2 = sum_z p(z) (log p(z) - mu)^2
-    (Zhang et al. 2024, eq. for the per-token score), and sigma."""
+    (Zhang et al. 2024, eq. for the per-token score)."""
     import torch
 
     ids = tok(text)["input_ids"] if isinstance(text, str) else text
@@ -307,13 +307,13 @@ def _by_hand(model, tok, text: str | list[int]) -> tuple[np.ndarray, np.ndarray,
     p = np.exp(logp)
     mu = (p * logp).sum(-1)
     sigma = np.sqrt((p * (logp - mu[:, None]) ** 2).sum(-1))
-    return target, (target - mu) / sigma, sigma
+    return target, (target - mu) / sigma
 
 
 def test_min_k_scores_match_the_papers_definitions(tiny) -> None:
     model, tok, device = contamination.load_causal_lm(str(tiny), device="cpu")
     text = "Natalia sold clips to 48 of her friends"  # 8 words: 8 tokens, 7 predicted
-    lp, z, _ = _by_hand(model, tok, text)
+    lp, z = _by_hand(model, tok, text)
     assert len(lp) == 7
     # Shi et al.: k% of the n predicted tokens by floor (the reference's int(n * k)), at least one:
     # k = 0.2 -> floor(1.4) = 1 token (a ceiling would take 2); k = 0.5 -> floor(3.5) = 3 tokens.
@@ -334,22 +334,20 @@ def test_min_k_score_does_not_depend_on_its_batch_and_long_texts_are_windowed(ti
     longer = questions[:5]
     alone = contamination.token_scores([short], model, tok, device=device)
     batched = contamination.token_scores([*longer, short], model, tok, device=device, batch_size=6)
-    np.testing.assert_allclose(batched.logprob[-1], alone.logprob[0], rtol=0, atol=2e-6)  # max seen 4.8e-7
-    # z = (log p - mu) / sigma: the forward pass's float32 noise in log p - mu (at most 2.4e-6 over 44 batch
-    # shapes measured) reaches z divided by sigma, ~0.16 for this untrained model (CI saw a z move by 1.6e-5).
-    # A shifted position or leaked padding moves z by O(1).
-    _, _, sigma = _by_hand(model, tok, short)
-    np.testing.assert_allclose(batched.zscore[-1], alone.zscore[0], rtol=0, atol=1e-5 / sigma.min())
+    np.testing.assert_allclose(batched.logprob[-1], alone.logprob[0], rtol=0, atol=1e-6)
+    # z divides by sigma, small for this untrained model: computed in float32 it moved by 1.6e-5 with the
+    # batch's shape (CI); in float64 by 1.8e-7 over 44 shapes.
+    np.testing.assert_allclose(batched.zscore[-1], alone.zscore[0], rtol=0, atol=1e-5)
     # A text longer than the window: every token scored once (no truncation), the first window's tokens as
     # in a single pass, later ones with at least half a window of context.
     long_text = " ".join(questions[:3])
-    full, _, _ = _by_hand(model, tok, long_text)
+    full, _ = _by_hand(model, tok, long_text)
     windowed = contamination.token_scores([long_text], model, tok, device=device, max_length=16)
     assert windowed.window == 16 and windowed.n_windowed == 1
     assert len(windowed.logprob[0]) == len(full) > 16
     np.testing.assert_allclose(windowed.logprob[0][:15], full[:15], atol=1e-5)
     ids = tok(long_text)["input_ids"]
-    lp16, _, _ = _by_hand(model, tok, ids[8:24])  # tokens 16..23 scored in the window 8..23
+    lp16, _ = _by_hand(model, tok, ids[8:24])  # tokens 16..23 scored in the window 8..23
     np.testing.assert_allclose(windowed.logprob[0][15:23], lp16[7:15], atol=1e-5)
 
 

@@ -302,6 +302,34 @@ def _windows(n_tokens: int, window: int) -> list[tuple[int, int, int]]:
     return out
 
 
+STATS_ELEMENTS = 1 << 26  # logits x vocabulary entries per float64 chunk (512 MB a copy)
+
+
+def _token_stats(logits: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per position of (rows, width, vocab) logits: log p of the target token, and (log p - mu) / sigma.
+
+    In float64, over chunks of positions: float32 log-probabilities near -log(vocab) round to ~5e-7, which
+    sigma (small for a flat distribution) magnified into z-scores that moved with the batch's shape."""
+    import torch
+
+    rows, width, vocab = logits.shape
+    flat, flat_target = logits.reshape(rows * width, vocab), target.reshape(rows * width, 1)
+    step = max(1, STATS_ELEMENTS // vocab)
+    lp_out, z_out = [], []
+    for lo in range(0, rows * width, step):
+        logp = flat[lo:lo + step].double()
+        logp -= torch.logsumexp(logp, -1, keepdim=True)
+        token_lp = logp.gather(-1, flat_target[lo:lo + step]).squeeze(-1)
+        probs = logp.exp()
+        mu = torch.einsum("nv,nv->n", probs, logp)
+        logp -= mu.unsqueeze(-1)  # sum p (log p - mu)^2, not E[(log p)^2] - mu^2: no cancellation
+        sigma = torch.einsum("nv,nv->n", probs, logp.square_()).clamp_min(1e-24).sqrt()
+        lp_out.append(token_lp)
+        z_out.append((token_lp - mu) / sigma)
+    token_lp, z = torch.cat(lp_out).reshape(rows, width), torch.cat(z_out).reshape(rows, width)
+    return token_lp.float().cpu().numpy(), z.float().cpu().numpy()
+
+
 @dataclass
 class TokenScores:
     """Per text, per predicted token: log p(x_t|x<t) and Min-K%++'s (log p - mu) / sigma."""
@@ -345,19 +373,8 @@ def token_scores(texts: Sequence[str], model: Any, tokenizer: Any, *, device: st
         positions = torch.arange(width).expand(len(chunk), width)
         with torch.no_grad():
             logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            target = input_ids[:, 1:].to(device)
-            token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-            probs = logp.exp()
-            # Sums over the vocabulary accumulate in float64: in float32 their order (which depends on the
-            # batch's shape and torch's thread count) moved z-scores by ~7e-5 relative.
-            mu = (probs * logp).sum(-1, dtype=torch.float64)
-            # sum p (log p - mu)^2, not E[(log p)^2] - mu^2: no cancellation.
-            centred = logp - mu.to(logp.dtype).unsqueeze(-1)
-            sigma = (probs * centred.square()).sum(-1, dtype=torch.float64).clamp_min(1e-24).sqrt()
-            z = ((token_lp.double() - mu) / sigma).float().cpu().numpy()
-            token_lp = token_lp.cpu().numpy()
+                           position_ids=positions.to(device)).logits[:, :-1]
+            token_lp, z = _token_stats(logits, input_ids[:, 1:].to(device))
         for row, (i, b, e, s) in enumerate(chunk):
             # logits at position p predict token p + 1: tokens s..e-1 of the text are rows s-1-b..e-2-b.
             sl = slice(s - 1 - b, e - 1 - b)
