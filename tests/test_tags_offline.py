@@ -46,6 +46,40 @@ def test_offline_category_accuracy_per_benchmark_and_category(real: Store) -> No
     assert min(result["by_mt_bench_category"].values()) >= 0.4, result
 
 
+def test_category_head_is_fitted_once_then_read_from_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    monkeypatch.setenv("ASSAY_CACHE", str(tmp_path))
+    monkeypatch.setattr(zeroshot, "_HEADS", {})
+    monkeypatch.setattr(zeroshot, "C_GRID", (1.0, 4.0))  # a short grid: this test is about the cache
+    path = zeroshot.head_file()
+    assert path.parent == tmp_path / "category-heads" and not path.exists()
+    fitted = zeroshot.head()
+    assert path.is_file() and not [p for p in path.parent.iterdir() if p != path]  # no temporary left
+    x, _ = zeroshot.prototypes()
+
+    def same(clf) -> None:
+        np.testing.assert_array_equal(clf.predict_proba(x), fitted.predict_proba(x))
+        assert (clf.c_, clf.cv_accuracy_, list(clf.classes_)) == (fitted.c_, fitted.cv_accuracy_, list(fitted.classes_))
+
+    monkeypatch.setattr(zeroshot, "_HEADS", {})  # a new process: read, not fitted
+    monkeypatch.setattr(zeroshot, "_fit_head", lambda model: pytest.fail("fitted again though the file is there"))
+    same(zeroshot.head())
+    monkeypatch.undo()
+    monkeypatch.setenv("ASSAY_CACHE", str(tmp_path))
+    monkeypatch.setattr(zeroshot, "C_GRID", (1.0, 4.0))
+    monkeypatch.setattr(zeroshot, "_HEADS", {})
+    path.write_bytes(b"not an npz")  # a torn or foreign file: fitted again and replaced
+    same(zeroshot.head())
+    assert zeroshot._read_head(path) is not None
+    # Whatever the head depends on names its file: other examples or another grid are fitted anew.
+    monkeypatch.setattr(zeroshot, "C_GRID", (2.0,))
+    assert zeroshot.head_file() != path
+    monkeypatch.setattr(zeroshot, "C_GRID", (1.0, 4.0))
+    monkeypatch.setattr(zeroshot, "EXAMPLES", {**zeroshot.EXAMPLES, "Math": ["What is 2 + 2?"]})
+    assert zeroshot.head_file() != path
+
+
 def test_category_examples_are_not_benchmark_prompts(shared: Path) -> None:
     from core.tags.taggers.category_examples import EXAMPLES
 

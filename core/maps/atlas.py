@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
+from core.maps.embed import cache_dir
 from core.maps.points import PREVIEW_CHARS
 
 ATLAS_VERSION = "0.26.0"  # the component is patched below: other versions are refused, not guessed at
@@ -85,17 +86,13 @@ def available() -> bool:
     return __version__ == ATLAS_VERSION
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("ASSAY_CACHE", Path.home() / ".cache" / "assay")).expanduser()
-
-
 def component_dir(cache: Path | None = None) -> Path:
     """The offline copy of the package's Streamlit component (built once): the component's files, the
     package's DuckDB-WASM build beside them, and the CDN address in the script replaced by that folder."""
     import embedding_atlas
 
     package = Path(embedding_atlas.__file__).parent
-    target = (cache or _cache_dir()) / f"embedding-atlas-{ATLAS_VERSION}-offline-f32"
+    target = (cache or cache_dir()) / f"embedding-atlas-{ATLAS_VERSION}-offline-f32"
     if (target / "index.html").is_file():
         return target
     work = target.with_name(target.name + f".tmp{os.getpid()}")

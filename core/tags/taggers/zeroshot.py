@@ -19,14 +19,20 @@ hand labels of `category`, a classifier trained on them (`assay tag-train --tag 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import tempfile
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+import core.maps.embed as embed
 from core.store.database import Store
 from core.tags.taggers import vectors
 from core.tags.taggers.base import INSTRUCTION_CHARS, Tagger, row
@@ -55,20 +61,78 @@ def prototypes(model: str | None = None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def head(model: str | None = None) -> Any:
-    """The logistic-regression head over the prototypes, fitted once per embedding model per process."""
+    """The logistic-regression head over the prototypes: fitted once per embedding model, then kept in the
+    process and on disk (embedding the prototypes and cross-validating cost ~8 s in every new process)."""
     name = vectors.model_name(model)
     if name not in _HEADS:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-        x, y = prototypes(model)
-        folds = StratifiedKFold(5, shuffle=True, random_state=0)
-        cv = {c: cross_val_score(LogisticRegression(C=c, max_iter=3000), x, y, cv=folds).mean() for c in C_GRID}
-        best = max(C_GRID, key=lambda c: (round(cv[c], 3), -c))
-        clf = LogisticRegression(C=best, max_iter=3000).fit(x, y)
-        clf.cv_accuracy_, clf.c_ = float(cv[best]), best
+        path = head_file(model)
+        clf = _read_head(path)
+        if clf is None:
+            clf = _fit_head(model)
+            _write_head(clf, path)
         _HEADS[name] = clf
     return _HEADS[name]
+
+
+HEAD_FORMAT = 1  # bump when the fitting procedure changes: older files are then never read
+
+
+def head_file(model: str | None = None) -> Path:
+    """Where the fitted head is kept: named by everything it depends on (the vectors' model, backend and
+    precision, the definitions and examples, the C grid, scikit-learn's version), so a change refits."""
+    import sklearn
+
+    name = vectors.model_name(model)
+    parts: dict[str, Any] = {"format": HEAD_FORMAT, "vectors": embed.model_key(model, embed.DEFAULT_BACKEND),
+                             "categories": TASK_CATEGORIES, "descriptions": DESCRIPTIONS, "examples": EXAMPLES,
+                             "c_grid": C_GRID, "sklearn": sklearn.__version__}
+    if Path(name).exists():  # a local model folder: its files may change under the same name
+        parts["model_mtime"] = max(f.stat().st_mtime_ns for f in [Path(name), *Path(name).rglob("*")])
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+    return embed.cache_dir() / "category-heads" / f"{digest}.npz"
+
+
+def _fit_head(model: str | None) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    x, y = prototypes(model)
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    cv = {c: cross_val_score(LogisticRegression(C=c, max_iter=3000), x, y, cv=folds).mean() for c in C_GRID}
+    best = max(C_GRID, key=lambda c: (round(cv[c], 3), -c))
+    clf = LogisticRegression(C=best, max_iter=3000).fit(x, y)
+    clf.cv_accuracy_, clf.c_ = float(cv[best]), best
+    return clf
+
+
+def _read_head(path: Path) -> Any | None:
+    """The head saved at `path` (plain arrays, no pickle), or None when absent or unreadable."""
+    from sklearn.linear_model import LogisticRegression
+
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            clf = LogisticRegression(C=float(saved["c"]), max_iter=3000)
+            clf.classes_, clf.coef_, clf.intercept_ = saved["classes"], saved["coef"], saved["intercept"]
+            clf.n_iter_, clf.cv_accuracy_, clf.c_ = saved["n_iter"], float(saved["cv_accuracy"]), float(saved["c"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    clf.n_features_in_ = clf.coef_.shape[1]
+    return clf
+
+
+def _write_head(clf: Any, path: Path) -> None:
+    """Save atomically (two processes may fit at once); a cache that cannot be written is only slower."""
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+            tmp_name = tmp.name
+            np.savez(tmp, classes=clf.classes_, coef=clf.coef_, intercept=clf.intercept_, n_iter=clf.n_iter_,
+                     cv_accuracy=clf.cv_accuracy_, c=clf.c_)
+        os.replace(tmp_name, path)
+    except OSError:
+        if tmp_name:
+            Path(tmp_name).unlink(missing_ok=True)
 
 
 VIEW_WEIGHTS = (2 / 3, 1 / 3)  # whole request, first sentence
