@@ -12,7 +12,7 @@ import sys
 import time
 
 BENCHMARKS = ("ingest_bench", "hostile_input", "browse_page", "browse_signals", "search_index", "embed_throughput",
-              "time_to_first_answer", "map_scale", "map_draw", "tagging", "label_latency", "noise",
+              "time_to_first_answer", "map_scale", "map_draw", "umap_compile", "tagging", "label_latency", "noise",
               "dedup_contamination", "mixture_export", "scale")
 
 
