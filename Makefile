@@ -31,7 +31,7 @@ run: demo
 	HF_HUB_OFFLINE=1 $(VENV)/bin/streamlit run app.py --server.address localhost --server.port $(PORT)
 
 test: install browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 lint: install
 	$(VENV)/bin/ruff check core pages app.py ui.py ui_jobs.py ui_atlas.py tests bench
