@@ -313,20 +313,20 @@ def _token_stats(logits: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     rows, width, vocab = logits.shape
-    flat, flat_target = logits.reshape(rows * width, vocab), target.reshape(rows * width, 1)
     step = max(1, STATS_ELEMENTS // vocab)
-    lp_out, z_out = [], []
-    for lo in range(0, rows * width, step):
-        logp = flat[lo:lo + step].double()
-        logp -= torch.logsumexp(logp, -1, keepdim=True)
-        token_lp = logp.gather(-1, flat_target[lo:lo + step]).squeeze(-1)
-        probs = logp.exp()
-        mu = torch.einsum("nv,nv->n", probs, logp)
-        logp -= mu.unsqueeze(-1)  # sum p (log p - mu)^2, not E[(log p)^2] - mu^2: no cancellation
-        sigma = torch.einsum("nv,nv->n", probs, logp.square_()).clamp_min(1e-24).sqrt()
-        lp_out.append(token_lp)
-        z_out.append((token_lp - mu) / sigma)
-    token_lp, z = torch.cat(lp_out).reshape(rows, width), torch.cat(z_out).reshape(rows, width)
+    token_lp = torch.empty((rows, width), dtype=torch.float64, device=logits.device)
+    z = torch.empty_like(token_lp)
+    for row in range(rows):  # slices of the logits as they are: no copy of the whole batch
+        for lo in range(0, width, step):
+            logp = logits[row, lo:lo + step].to(torch.float64, copy=True)  # changed in place below
+            logp -= torch.logsumexp(logp, -1, keepdim=True)
+            lp = logp.gather(-1, target[row, lo:lo + step].unsqueeze(-1)).squeeze(-1)
+            probs = logp.exp()
+            mu = torch.einsum("nv,nv->n", probs, logp)
+            logp -= mu.unsqueeze(-1)  # sum p (log p - mu)^2, not E[(log p)^2] - mu^2: no cancellation
+            sigma = torch.einsum("nv,nv->n", probs, logp.square_()).clamp_min(1e-24).sqrt()
+            token_lp[row, lo:lo + step] = lp
+            z[row, lo:lo + step] = (lp - mu) / sigma
     return token_lp.float().cpu().numpy(), z.float().cpu().numpy()
 
 
