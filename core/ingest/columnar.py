@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import core.ingest.shapes as shapes
+from core.store.database import sql_literal as _lit
 
 SHAPES = ("qa", "alpaca", "dolly", "text", "openai", "sharegpt")
 TURN_SHAPES = {"openai": "messages", "sharegpt": "conversations"}
@@ -92,10 +93,6 @@ def json_key(name: str) -> str:
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _blank(expr: str) -> str:

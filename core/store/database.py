@@ -459,14 +459,15 @@ def setting(con: duckdb.DuckDBPyConnection, name: str, value: str) -> Iterator[N
     if not re.fullmatch(r"[a-z_]+", name):
         raise ValueError(f"not a DuckDB setting name: {name!r}")
     previous = con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0]
-    con.execute(f"SET {name} = {_literal(value)}")
+    con.execute(f"SET {name} = {sql_literal(value)}")
     try:
         yield
     finally:
-        con.execute(f"SET {name} = {_literal('' if previous is None else str(previous))}")
+        con.execute(f"SET {name} = {sql_literal('' if previous is None else str(previous))}")
 
 
-def _literal(value: str) -> str:
+def sql_literal(value: str) -> str:
+    """A SQL string literal (quotes doubled), for SQL text where a parameter cannot be bound (SET, file lists)."""
     return "'" + value.replace("'", "''") + "'"
 
 
