@@ -158,3 +158,40 @@ def test_a_store_deleted_and_recreated_at_the_same_path_gets_its_schema(tmp_path
     path.unlink()
     Path(str(path) + ".wal").unlink(missing_ok=True)
     assert Store(path).runs().empty  # a fresh file: migrated again, not assumed to have tables
+
+
+# The idle-close timer closes the database on its own thread. Freeing the connection runs DuckDB native code
+# with the GIL released; if that happened after the timer let go of the store's lock, the main thread could
+# finish its exit handler and start finalising meanwhile, and the timer thread, unwound as it retook the GIL,
+# aborted the process ("terminate called ... FATAL: exception not rethrown", exit -6/134): a CI failure in
+# test_two_processes_building_at_once, 1 run in 80 here under load. Freeing slowly (a query in the
+# connection's finaliser) makes that window certain: 3 of 3 runs aborted before the fix.
+SLOW_FREE_CHILD = """
+import sys, threading, duckdb
+from core.store import database
+from core.store.database import Store
+store = Store(sys.argv[1])
+with store.connect() as con:
+    con.execute("SELECT 1")
+shared = database._shared_for(store.path)
+closing = threading.Event()
+class SlowToFree:
+    def __init__(self, real):
+        self.real = real
+    def close(self):
+        self.real.close()
+        closing.set()
+    def __del__(self):
+        duckdb.connect().execute("SELECT count(*) FROM range(100000000) WHERE range % 7 = 3").fetchall()
+shared.base = SlowToFree(shared.base)
+timer = threading.Timer(0, shared.close_if_idle, kwargs={"force": True})  # as the idle timer closes
+timer.daemon = True
+timer.start()
+closing.wait()
+"""
+
+
+def test_the_idle_close_never_leaves_native_work_running_past_exit(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", SLOW_FREE_CHILD, str(tmp_path / "s.duckdb")],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "terminate called" not in done.stderr, done.stderr[-2000:]

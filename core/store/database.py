@@ -133,6 +133,10 @@ class _SharedDatabase:
                 return
             base, self.base = self.base, None
             base.close()
+            # The last reference goes here, under the lock: freeing a DuckDB connection runs native code with
+            # the GIL released, and _close_all must not let the interpreter finalise while a timer thread is
+            # still in there (the thread would be unwound on retaking the GIL and the process aborts).
+            del base
 
 
 _shared: dict[str, _SharedDatabase] = {}
@@ -227,6 +231,7 @@ class Store:
         base = shared.acquire(self)
         try:
             con = base.cursor()
+            del base  # the shared holder owns the database; its last reference is dropped in close_if_idle
             try:
                 yield con
             finally:
