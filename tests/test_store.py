@@ -164,8 +164,8 @@ def test_a_store_deleted_and_recreated_at_the_same_path_gets_its_schema(tmp_path
 # with the GIL released; if that happened after the timer let go of the store's lock, the main thread could
 # finish its exit handler and start finalising meanwhile, and the timer thread, unwound as it retook the GIL,
 # aborted the process ("terminate called ... FATAL: exception not rethrown", exit -6/134): a CI failure in
-# test_two_processes_building_at_once, 1 run in 80 here under load. Freeing slowly (a query in the
-# connection's finaliser) makes that window certain: 3 of 3 runs aborted before the fix.
+# test_two_processes_building_at_once, here 1 run in 240 with busy CPU loops beside it. Freeing slowly (a
+# query in the connection's finaliser) makes that window certain: 3 of 3 runs aborted before the fix.
 SLOW_FREE_CHILD = """
 import sys, threading, duckdb
 from core.store import database
