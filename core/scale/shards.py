@@ -19,7 +19,6 @@ import json
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.store.database import Store
+from core.store.files import write_atomically, write_bytes_atomically
 
 DEFAULT_ROWS_PER_SHARD = 50_000  # ~75 MB of float32 384-d vectors per embedding result shard
 
@@ -37,18 +37,9 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write then rename: a reader (or a resumed job) sees the whole file or none of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
 @dataclass
@@ -82,10 +73,9 @@ class Job:
                    extra=data.get("extra", {}))
 
     def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         data = {"step": self.step, "config": self.config, "dataset": self.dataset, "run_id": self.run_id,
                 "shards": self.shards, "status": self.status, "extra": self.extra}
-        _atomic_write_bytes(self.spec_path, json.dumps(data, indent=1, default=str).encode())
+        write_bytes_atomically(self.spec_path, json.dumps(data, indent=1, default=str).encode())
 
     # ---- paths and markers --------------------------------------------------------------------
 
@@ -103,8 +93,7 @@ class Job:
         return (self.folder / "imported" / name).exists()
 
     def mark_imported(self, name: str) -> None:
-        (self.folder / "imported").mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(self.folder / "imported" / name, b"")
+        write_bytes_atomically(self.folder / "imported" / name, b"")
 
     def names(self) -> list[str]:
         return sorted(self.shards or {})
@@ -119,10 +108,9 @@ class Job:
     def record_computed(self, name: str, attempt: str, *, rows: int, seconds: float, engine: str) -> None:
         """One small file per computation (safe from many processes on shared storage)."""
         folder = self.folder / "computed"
-        folder.mkdir(parents=True, exist_ok=True)
         info = {"shard": name, "attempt": attempt, "rows": rows, "seconds": round(seconds, 4), "engine": engine,
                 "pid": os.getpid(), "host": socket.gethostname(), "at": time.time()}
-        _atomic_write_bytes(folder / f"{name}.{attempt}.json", json.dumps(info).encode())
+        write_bytes_atomically(folder / f"{name}.{attempt}.json", json.dumps(info).encode())
 
     def computations(self) -> list[dict[str, Any]]:
         """Every recorded computation of a shard, oldest first."""

@@ -19,11 +19,10 @@ hand labels of `category`, a classifier trained on them (`assay tag-train --tag 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ import pandas as pd
 
 import core.maps.embed as embed
 from core.store.database import Store
+from core.store.files import write_atomically
 from core.tags.taggers import vectors
 from core.tags.taggers.base import INSTRUCTION_CHARS, Tagger, row
 from core.tags.taggers.category_examples import DESCRIPTIONS, EXAMPLES
@@ -122,17 +122,14 @@ def _read_head(path: Path) -> Any | None:
 
 def _write_head(clf: Any, path: Path) -> None:
     """Save atomically (two processes may fit at once); a cache that cannot be written is only slower."""
-    tmp_name = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            tmp_name = tmp.name
-            np.savez(tmp, classes=clf.classes_, coef=clf.coef_, intercept=clf.intercept_, n_iter=clf.n_iter_,
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as out:  # a file object: given a path, np.savez would append ".npz" to it
+            np.savez(out, classes=clf.classes_, coef=clf.coef_, intercept=clf.intercept_, n_iter=clf.n_iter_,
                      cv_accuracy=clf.cv_accuracy_, c=clf.c_)
-        os.replace(tmp_name, path)
-    except OSError:
-        if tmp_name:
-            Path(tmp_name).unlink(missing_ok=True)
+
+    with contextlib.suppress(OSError):
+        write_atomically(path, save)
 
 
 VIEW_WEIGHTS = (2 / 3, 1 / 3)  # whole request, first sentence
