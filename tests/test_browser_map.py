@@ -72,6 +72,11 @@ _LEGEND_COLOURS = """() => {
 }"""
 
 
+# Whether the hover label on the map names sample `id` (the label's "id N" part).
+_HOVER_NAMES = """(id) => [...document.querySelectorAll('.js-plotly-plot .hoverlayer .hovertext')]
+  .some(g => [...g.querySelectorAll('text')].some(t => t.textContent.trim() === `id ${id}`))"""
+
+
 _POINTS = """() => {
   const gd = document.querySelectorAll('.js-plotly-plot')[0];
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
@@ -130,6 +135,9 @@ def test_new_map_is_shown_click_reads_a_point_unclustered_is_grey(tmp_path_facto
     # A click in the default tool (pan) opens the point: its text and its nearest neighbours.
     target = next(p for p in clickable if p["id"] != quoted["id"])
     page.mouse.move(target["x"], target["y"])
+    # As a user does, click once the label names the point. Plotly computes hover at most every 50 ms
+    # and a click reads the last hover it computed: a click sooner after the move opened the quoted point.
+    page.wait_for_function(_HOVER_NAMES, arg=target["id"], timeout=10_000)
     page.mouse.click(target["x"], target["y"])
     page.get_by_text(f"Sample {target['id']}", exact=True).wait_for(timeout=60_000)
     page.get_by_text("Nearest neighbours (cosine)").wait_for(timeout=30_000)
