@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps "embedding-atlas==0.26.0" || echo "no embedding-atlas: the map draws with plotly"
+	@# numba compiles umap-learn once and keeps it on disk: done here, the first UMAP map does not wait for it.
+	$(PY) -c "from core.maps.project import warm_umap_compilation as w; print(f'UMAP compiled and cached in {w():.0f} s')" \
+	  || echo "UMAP not compiled ahead: the first UMAP map compiles it (about a minute)"
 	touch $@
 
 install: $(VENV)/.installed

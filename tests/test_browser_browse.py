@@ -9,7 +9,7 @@ import pytest
 from core.browse.samples import query_samples
 from core.ingest.importer import ingest, ingest_records
 from core.store.database import Store
-from tests.browser_support import ARTIFACTS
+from tests.browser_support import ARTIFACTS, wait_idle
 
 XSS = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -28,7 +28,9 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Store:
 
 
 def _click_first_row(page) -> None:
-    # The table is a canvas data grid: click the selection checkbox of its first data row.
+    # The table is a canvas data grid: click the selection checkbox of its first data row, once no rerun
+    # can redraw the grid under the click.
+    wait_idle(page)
     grid = page.locator('[data-testid="stDataFrame"]').first
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()

@@ -23,7 +23,7 @@ from core.maps.points import (
     load_points,
     make_map,
 )
-from core.maps.project import cache_umap_compilation
+from core.maps.project import cache_umap_compilation, warm_umap_compilation
 from core.store.database import Store
 from tests.test_embed import N_ARENA, N_GSM8K, embedded_store, read_jsonl
 
@@ -68,6 +68,14 @@ def test_umap_hdbscan_reuses_the_knn_graph(emb) -> None:
     # umap-learn's compiled functions were written to numba's disk cache: the next process reads them
     # (bench/umap_compile.py: identical projections, 9.5 s -> 1.7 s for 80 points).
     # (Functions given their signatures are compiled as umap is imported, before this; they compile fast.)
+    compiled = [fn for fn in cache_umap_compilation() if fn.signatures and fn._can_compile]
+    assert len(compiled) >= 3
+    assert all(Path(fn._cache._cache_file._index_path).is_file() for fn in compiled)
+
+
+def test_install_warm_up_leaves_umap_compiled_on_disk() -> None:
+    # `make install` runs this so that a user's first UMAP map reads compiled code instead of compiling it.
+    assert warm_umap_compilation(n=24) > 0
     compiled = [fn for fn in cache_umap_compilation() if fn.signatures and fn._can_compile]
     assert len(compiled) >= 3
     assert all(Path(fn._cache._cache_file._index_path).is_file() for fn in compiled)

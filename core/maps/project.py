@@ -64,6 +64,19 @@ def cache_umap_compilation() -> list[Any]:
     return list(_UMAP_CACHED)
 
 
+def warm_umap_compilation(n: int = 64, seed: int = 0) -> float:
+    """Run one small UMAP as the Map page does (cosine k-NN graph given) so that numba compiles umap-learn
+    and pynndescent now and keeps the code on disk; `make install` calls it, so a user's first map does not
+    wait for the compilation (about a minute on 2 cores). Returns the seconds it took."""
+    from core.maps.neighbours import exact_knn
+
+    started = time.perf_counter()
+    x = np.random.default_rng(seed).normal(size=(n, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    umap_2d(x, exact_knn(x, 15))  # the default n_neighbors: the graph arrives as the Map page passes it
+    return time.perf_counter() - started
+
+
 def umap_2d(vectors: np.ndarray, knn: tuple[np.ndarray, np.ndarray] | None, *, n_neighbors: int = 15,
             min_dist: float = 0.1, seed: int | None = 42) -> np.ndarray:
     import umap
