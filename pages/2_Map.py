@@ -59,11 +59,13 @@ def compute_panel(store: Store, datasets: list[str]) -> None:
         text = c1.selectbox("Embed which text", TEXT_FIELDS, key="text_field")
         backend = c2.selectbox("Backend", BACKENDS, key="backend", help=md_text(backend_help()))
         method = c3.selectbox("Projection", ["pca", "umap"], key="method",
-                              help="UMAP's first run on a machine compiles for 10-30 s; later runs read the compiled code")
+                              help="UMAP is compiled once per install (make install does it); where it was not, the first "
+                                   "UMAP compiles for about a minute and later runs read the compiled code")
         clusters = c4.selectbox("Clusters", ["kmeans", "hdbscan", "none"], key="clusters")
         k = c5.number_input("k (k-means)", 2, 500, 12, key="k")
         st.caption(embedding_plan(store, datasets, text=text, backend=backend).describe(DEFAULT_MODEL)
-                   + (" UMAP's first run on a machine adds 10-30 s of compilation." if method == "umap" else ""))
+                   + (" UMAP adds about a minute of compilation once per install, unless make install did it."
+                      if method == "umap" else ""))
         if backend == "onnx-int8":
             st.caption(md_text(f"onnx-int8 vectors are {agreement_text(DEFAULT_MODEL, backend)}."))
         if st.button("Embed, project and cluster", key="compute", type="primary", disabled=ui_jobs.running("map_job")):

@@ -2,8 +2,9 @@
 
 UMAP is given the k-NN graph from core.maps.neighbours.knn_graph (computed once per embedding run and
 stored), so re-projecting with another min_dist or seed skips the neighbour search. umap-learn's numba
-functions are compiled once and kept on disk (see `cache_umap_compilation`): only the first UMAP on a
-machine pays that compilation (10-30 s); PCA is the fast choice for small or quick maps.
+functions are compiled once and kept on disk (see `cache_umap_compilation`): `make install` pays that
+compilation (about 45 s on 2 cores, `warm_umap_compilation`), else the first UMAP does; PCA is the fast
+choice for small or quick maps.
 """
 
 from __future__ import annotations
