@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 import core.browse.selections as selection
+import core.maps.project as project_module
 from core.cli.main import main as cli_main
 from core.maps.cluster import cluster_table, ctfidf_keywords, distinct_labels, phrases, stop_words
 from core.maps.figures import escape_hover, map_figure
-from core.maps.neighbours import knn_graph, neighbours, search
+from core.maps.neighbours import get_index, knn_graph, neighbours, search
 from core.maps.points import (
     act_on_selection,
     clicked_point,
@@ -68,17 +69,30 @@ def test_umap_hdbscan_reuses_the_knn_graph(emb) -> None:
     # umap-learn's compiled functions were written to numba's disk cache: the next process reads them
     # (bench/umap_compile.py: identical projections, 9.5 s -> 1.7 s for 80 points).
     # (Functions given their signatures are compiled as umap is imported, before this; they compile fast.)
+    _assert_umap_compiled_on_disk()
+
+
+def _assert_umap_compiled_on_disk() -> None:
     compiled = [fn for fn in cache_umap_compilation() if fn.signatures and fn._can_compile]
     assert len(compiled) >= 3
     assert all(Path(fn._cache._cache_file._index_path).is_file() for fn in compiled)
 
 
-def test_install_warm_up_leaves_umap_compiled_on_disk() -> None:
-    # `make install` runs this so that a user's first UMAP map reads compiled code instead of compiling it.
+def test_install_warm_up_compiles_what_the_map_page_runs(emb, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `make install` runs the warm-up so that a user's first UMAP map reads compiled code. numba compiles
+    # one version per argument type and memory layout, so the warm-up must hand UMAP the vectors and k-NN
+    # graph laid out as the Map page's projection does (a 16-neighbour graph sliced to 15 was not).
+    calls: list[tuple] = []
+    real = project_module.umap_2d
+    monkeypatch.setattr(project_module, "umap_2d", lambda x, knn, **kw: calls.append((x, knn, kw)) or real(x, knn, **kw))
     assert warm_umap_compilation(n=24) > 0
-    compiled = [fn for fn in cache_umap_compilation() if fn.signatures and fn._can_compile]
-    assert len(compiled) >= 3
-    assert all(Path(fn._cache._cache_file._index_path).is_file() for fn in compiled)
+    (vectors, graph, kwargs), = calls
+    store, run = emb
+    _, _, positions, distances = knn_graph(store, run, 15)
+    for warm, page in zip((vectors, *graph), (get_index(store, run).vectors, positions, distances), strict=True):
+        assert (warm.dtype, warm.ndim, warm.flags.c_contiguous) == (page.dtype, page.ndim, page.flags.c_contiguous)
+    assert graph[0].shape[1] == positions.shape[1] and kwargs == {}
+    _assert_umap_compiled_on_disk()
 
 
 def test_knn_graph_matches_brute_force(emb) -> None:
